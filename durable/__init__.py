@@ -1,0 +1,58 @@
+"""durable: durable workflows for Python on an embedded SQLite journal."""
+
+from .app import App, RunHandle
+from .context import Context
+from .errors import (
+    AppNotOpen,
+    DefinitionError,
+    DuplicatePromptKey,
+    DurableError,
+    EncodingError,
+    InvalidAnswer,
+    InvalidArguments,
+    JournalError,
+    NondeterminismError,
+    NotInWorkflow,
+    PromptAlreadyAnswered,
+    PromptNotFound,
+    RunAlreadyFinished,
+    RunCancelled,
+    RunIdInUse,
+    RunNotFound,
+    StepFailed,
+    StepTimeout,
+    WorkflowNotFound,
+)
+from .model import Prompt, Record, Run
+from .steps import step
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "App",
+    "AppNotOpen",
+    "Context",
+    "DefinitionError",
+    "DuplicatePromptKey",
+    "DurableError",
+    "EncodingError",
+    "InvalidAnswer",
+    "InvalidArguments",
+    "JournalError",
+    "NondeterminismError",
+    "NotInWorkflow",
+    "Prompt",
+    "PromptAlreadyAnswered",
+    "PromptNotFound",
+    "Record",
+    "Run",
+    "RunAlreadyFinished",
+    "RunCancelled",
+    "RunHandle",
+    "RunIdInUse",
+    "RunNotFound",
+    "StepFailed",
+    "StepTimeout",
+    "WorkflowNotFound",
+    "step",
+]

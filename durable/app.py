@@ -1,0 +1,387 @@
+"""App: the workflow registry and every operation on runs and prompts."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from .codec import decode_any, encode, error_from_json, schema_violation
+from .errors import (
+    AppNotOpen,
+    DefinitionError,
+    EncodingError,
+    InvalidAnswer,
+    PromptAlreadyAnswered,
+    PromptNotFound,
+    RunAlreadyFinished,
+    RunCancelled,
+    RunIdInUse,
+    RunNotFound,
+    WorkflowNotFound,
+)
+from .journal import FINAL, Journal, RecordRow, RunRow
+from .model import Prompt, Run
+from .owner import Owner, is_alive
+from .replay import Execution
+from .worker import Worker
+from .workflow import Workflow
+
+__all__ = ["App", "RunHandle"]
+
+log = logging.getLogger("durable")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+STATUSES = ("pending", "running", "sleeping", "waiting", "blocked", "completed", "failed", "cancelled")
+
+
+class RunHandle:
+    """A started run: wait for its result or look at its status."""
+
+    __slots__ = ("_app", "run_id")
+
+    def __init__(self, app: App, run_id: str) -> None:
+        self._app, self.run_id = app, run_id
+
+    async def result(self, timeout: float | None = None) -> Any:
+        """Wait for the run to end; return its result or raise its error (TimeoutError after `timeout` s)."""
+        async with asyncio.timeout(timeout):
+            return await self._app._outcome(self.run_id)
+
+    async def status(self) -> str:
+        """The run's current status."""
+        return (await self._app._row(self.run_id)).status
+
+    def __repr__(self) -> str:
+        return f"<RunHandle {self.run_id!r}>"
+
+
+class App:
+    """Workflows and their journal in one SQLite file.
+
+    Args:
+        path: the journal file; default ``$DURABLE_DB``, else ``durable.db``.
+        durability: ``"normal"`` (default) survives a crash of the process;
+            ``"full"`` also survives power loss, at the cost of an fsync per commit.
+        clock: returns the current time in seconds since the epoch (for tests).
+        poll_interval: how often, at most, the worker looks for work done by
+            other processes (answers, due timers, dead owners).
+        lease_seconds: how long a run stays claimed by an owner on another
+            machine that stopped heart-beating.
+        shutdown_grace_seconds: how long leaving ``async with app`` lets steps
+            in flight finish before their runs are released.
+
+    Example:
+        app = durable.App("shop.db")
+
+        @app.workflow
+        async def checkout(ctx: durable.Context, order_id: str) -> dict: ...
+
+        async with app:
+            print(await app.run(checkout, "o-42", run_id="order-o-42"))
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        durability: str = "normal",
+        clock: Callable[[], float] | None = None,
+        poll_interval: float = 0.25,
+        lease_seconds: float = 30.0,
+        shutdown_grace_seconds: float = 10.0,
+    ) -> None:
+        self.path = os.fspath(path) if path is not None else os.environ.get("DURABLE_DB") or "durable.db"
+        self._journal = Journal(self.path, durability)
+        self._clock: Callable[[], float] = clock or time.time
+        self.poll_interval = poll_interval
+        # Long enough that a busy process's heartbeat (every third of it) is never
+        # late; short enough that a run of a machine that died resumes in ~30 s.
+        self.lease_seconds = lease_seconds
+        self.shutdown_grace_seconds = shutdown_grace_seconds
+        self._owner = Owner()
+        self._workflows: dict[str, Workflow] = {}
+        self._by_fn: dict[Any, Workflow] = {}
+        self._executions: dict[str, Execution] = {}
+        self._starting: set[str] = set()
+        self._worker: Worker | None = None
+        self._changed: asyncio.Event | None = None
+        self._open = False
+
+    # --- registry --------------------------------------------------------
+
+    def workflow(self, fn: F | None = None, *, name: str | None = None) -> Any:
+        """Register an ``async def`` workflow, under its function name or `name`."""
+
+        def register(fn: F) -> F:
+            wf_name = name if name is not None else getattr(fn, "__name__", None)
+            if not isinstance(wf_name, str) or not wf_name:
+                raise DefinitionError(f"@app.workflow(name=...) takes a non-empty string, not {wf_name!r}.")
+            if wf_name in self._workflows:
+                raise DefinitionError(
+                    f"A workflow named {wf_name!r} is already registered on this App. "
+                    "Give one of them another name with @app.workflow(name=...)."
+                )
+            workflow = Workflow(fn, wf_name)
+            self._workflows[wf_name] = workflow
+            self._by_fn[fn] = workflow
+            return fn
+
+        return register if fn is None else register(fn)
+
+    @property
+    def workflows(self) -> dict[str, Workflow]:
+        return dict(self._workflows)
+
+    def _resolve(self, wf: Any) -> Workflow:
+        if isinstance(wf, str):
+            found = self._workflows.get(wf)
+            name = wf
+        else:
+            try:
+                found = self._by_fn.get(wf)
+            except TypeError:
+                found = None
+            name = getattr(wf, "__name__", repr(wf))
+        if found is None:
+            raise WorkflowNotFound(name, list(self._workflows))
+        return found
+
+    # --- lifecycle -------------------------------------------------------
+
+    async def open(self) -> None:
+        """Open the journal and start the background worker."""
+        if self._open:
+            return
+        await self._journal.open()
+        self._changed = asyncio.Event()
+        self._open = True
+        self._worker = Worker(self)
+        self._worker.start()
+
+    async def close(self) -> None:
+        """Stop the worker, let steps in flight finish (within the grace period), release runs, close."""
+        if not self._open:
+            return
+        assert self._worker is not None
+        await self._worker.stop()
+        executions = list(self._executions.values())
+        for execution in executions:
+            if execution.stop_reason is None:
+                execution.stop_reason = "shutdown"
+            if execution.inflight == 0 and execution.active:
+                execution.task.cancel()  # parked in a short sleep or a non-durable await
+        tasks = [e.task for e in executions]
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=self.shutdown_grace_seconds)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        await self._journal.release(self._owner.id, self._clock())
+        self._open = False
+        self._notify()
+        await self._journal.close()
+
+    async def __aenter__(self) -> App:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def _require_open(self) -> None:
+        if not self._open:
+            raise AppNotOpen(self.path)
+
+    def _notify(self) -> None:
+        """Wake everyone waiting for a run to change."""
+        if self._changed is not None:
+            changed, self._changed = self._changed, asyncio.Event()
+            changed.set()
+
+    # --- runs ------------------------------------------------------------
+
+    async def run(self, wf: Any, /, *args: Any, run_id: str | None = None, **kwargs: Any) -> Any:
+        """Start or resume a run and wait for its result (see `start` for what a known run_id does)."""
+        handle = await self.start(wf, *args, run_id=run_id, **kwargs)
+        return await handle.result()
+
+    async def start(self, wf: Any, /, *args: Any, run_id: str | None = None, **kwargs: Any) -> RunHandle:
+        """Start a run, or resume the run already stored under `run_id`; return its handle at once.
+
+        A completed, failed or cancelled run is left as it is; a blocked, waiting,
+        sleeping or interrupted run is replayed now; a run executing in another
+        live process is left to it.
+        """
+        self._require_open()
+        workflow = self._resolve(wf)
+        blob = workflow.encode_args(args, kwargs)
+        if run_id is None:
+            run_id = uuid.uuid4().hex
+        elif not isinstance(run_id, str) or not run_id:
+            raise TypeError(f"run_id must be a non-empty string, not {run_id!r}.")
+        now = self._clock()
+        self._starting.add(run_id)
+        try:
+            existing = await self._journal.create_run(
+                run_id, workflow.name, blob, "running", self._owner.id, now + self.lease_seconds, now
+            )
+            if existing is None:
+                log.info("%s ▶ %s started", run_id, workflow.name)
+                self._launch(workflow, run_id, blob, [])
+            elif existing.workflow != workflow.name:
+                raise RunIdInUse(run_id, existing.workflow, workflow.name)
+            elif existing.status not in FINAL and run_id not in self._executions:
+                if existing.status == "running" and existing.owner is not None and existing.owner != self._owner.id:
+                    if is_alive(existing.owner, existing.lease_until, now):
+                        return RunHandle(self, run_id)  # another live process executes it: wait
+                await self._take(run_id, existing.status, existing.owner, "rerun")
+        finally:
+            self._starting.discard(run_id)
+        return RunHandle(self, run_id)
+
+    async def _take(self, run_id: str, status: str, owner: str | None, reason: str) -> bool:
+        """Claim a run (compare-and-set) and resume it by replay; False if another process was first."""
+        added = run_id not in self._starting
+        self._starting.add(run_id)
+        try:
+            now = self._clock()
+            claimed = await self._journal.claim(run_id, status, owner, self._owner.id, now + self.lease_seconds, now)
+            if claimed is None:
+                return False
+            workflow_name, args = claimed
+            records = await self._journal.load_records(run_id)
+            log.info("%s ↻ %s resumed (%s, %d records, was %s)", run_id, workflow_name, reason, len(records), status)
+            self._launch(self._workflows[workflow_name], run_id, args, records)
+            return True
+        finally:
+            if added:
+                self._starting.discard(run_id)
+
+    def _launch(self, workflow: Workflow, run_id: str, args: bytes, records: list[RecordRow]) -> None:
+        execution = Execution(self, workflow, run_id, args, records)
+        self._executions[run_id] = execution
+        execution.task = asyncio.create_task(execution.drive(), name=f"durable run {run_id}")
+        execution.task.add_done_callback(functools.partial(self._ended, execution))
+
+    def _ended(self, execution: Execution, task: asyncio.Task[None]) -> None:
+        if self._executions.get(execution.run_id) is execution:
+            del self._executions[execution.run_id]
+        if not task.cancelled() and task.exception() is not None and execution.stop_reason is None:
+            log.error("%s: recording the outcome failed", execution.run_id, exc_info=task.exception())
+        if execution.status in ("sleeping", "pending") and self._worker is not None:
+            self._worker.kick()
+        self._notify()
+
+    async def _row(self, run_id: str) -> RunRow:
+        self._require_open()
+        row = await self._journal.load_run(run_id)
+        if row is None:
+            raise RunNotFound(run_id)
+        return row
+
+    async def _outcome(self, run_id: str) -> Any:
+        """Wait until the run ends; return its result or raise its error."""
+        while True:
+            self._require_open()
+            changed = self._changed
+            execution = self._executions.get(run_id)
+            if execution is not None:
+                await asyncio.shield(execution.done)
+                if execution.status == "completed":
+                    return execution.result
+                if execution.status in ("failed", "blocked") and execution.error is not None:
+                    raise execution.error
+                continue
+            row = await self._row(run_id)
+            if row.status == "completed":
+                workflow = self._workflows.get(row.workflow)
+                if workflow is None:
+                    return decode_any(row.result)
+                return workflow.result_codec.decode(row.result, f"the result of workflow {row.workflow!r}")  # type: ignore[arg-type]
+            if row.status in ("failed", "blocked"):
+                raise error_from_json(row.error, row.workflow)  # type: ignore[arg-type]
+            if row.status == "cancelled":
+                raise RunCancelled(run_id)
+            if run_id in self._executions or run_id in self._starting:
+                continue
+            assert changed is not None
+            try:
+                await asyncio.wait_for(changed.wait(), self.poll_interval)
+            except TimeoutError:
+                pass
+
+    async def get_run(self, run_id: str) -> Run:
+        """The run with its journal records; raise RunNotFound if there is none."""
+        row = await self._row(run_id)
+        return Run.from_row(row, await self._journal.load_records(run_id))
+
+    async def list_runs(self, status: str | None = None, workflow: str | None = None, limit: int = 100) -> list[Run]:
+        """Runs, newest first, optionally of one status or workflow (without their records)."""
+        self._require_open()
+        if status is not None and status not in STATUSES:
+            raise ValueError(f"status must be one of {', '.join(STATUSES)}; got {status!r}.")
+        rows = await self._journal.list_runs(status, workflow, limit)
+        return [Run.from_row(row, []) for row in rows]
+
+    async def cancel(self, run_id: str) -> None:
+        """Stop a run for good (status 'cancelled'); raise RunAlreadyFinished if it ended otherwise."""
+        self._require_open()
+        before = await self._journal.cancel(run_id, self._clock())
+        if before is None:
+            raise RunNotFound(run_id)
+        status, _ = before
+        if status in FINAL:
+            if status != "cancelled":
+                raise RunAlreadyFinished(run_id, status)
+            return
+        execution = self._executions.get(run_id)
+        if execution is not None and execution.active:
+            execution.stop_reason = "cancelled"
+            execution.task.cancel()
+        log.info("%s ■ cancelled (was %s)", run_id, status)
+        self._notify()
+
+    # --- prompts ---------------------------------------------------------
+
+    async def prompts(self, run_id: str | None = None) -> list[Prompt]:
+        """Pending prompts, oldest first, of all runs or of one."""
+        self._require_open()
+        return [Prompt.from_row(row) for row in await self._journal.pending_prompts(run_id)]
+
+    async def answer(self, run_id: str, key: str, value: Any) -> None:
+        """Record an answer once, validated against the prompt's schema; the run moves on.
+
+        Raises PromptNotFound, PromptAlreadyAnswered, or InvalidAnswer (nothing written).
+        """
+        self._require_open()
+        found = await self._journal.prompt_schema(run_id, key)
+        if found is None:
+            raise PromptNotFound(run_id, key)
+        status, schema = found
+        if status == "answered":
+            raise PromptAlreadyAnswered(run_id, key)
+        if status != "waiting":
+            raise PromptNotFound(run_id, key)
+        try:
+            blob = encode(value, f"the answer to prompt {key!r}")
+        except EncodingError as exc:
+            raise InvalidAnswer(run_id, key, exc.reason) from None
+        problem = schema_violation(schema, decode_any(blob))
+        if problem is not None:
+            raise InvalidAnswer(run_id, key, problem)
+        before, resumed = await self._journal.answer(run_id, key, blob, self._clock())
+        if before == "answered":
+            raise PromptAlreadyAnswered(run_id, key)
+        if before != "waiting":
+            raise PromptNotFound(run_id, key)
+        log.info("%s ✎ %s answered", run_id, key)
+        if resumed and self._worker is not None:
+            self._worker.kick()
+        self._notify()

@@ -1,0 +1,85 @@
+"""Context: what a workflow sees. Each call takes the next seq at the moment it is made."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from .replay import Execution
+
+__all__ = ["Context"]
+
+T = TypeVar("T")
+
+
+class Context:
+    """The handle a workflow uses for durable work; passed as its first argument.
+
+    Every call is journaled under the next ``seq``, taken when the method is
+    called (not when it is awaited), so ``asyncio.gather(ctx.step(a), ctx.step(b))``
+    replays the same way every time.
+    """
+
+    __slots__ = ("_ex",)
+
+    def __init__(self, execution: Execution) -> None:
+        self._ex = execution
+
+    @property
+    def run_id(self) -> str:
+        return self._ex.run_id
+
+    @property
+    def workflow(self) -> str:
+        return self._ex.workflow.name
+
+    def step(self, fn: Callable[..., Awaitable[T] | T], /, *args: Any, **kwargs: Any) -> Awaitable[T]:
+        """Run `fn(*args, **kwargs)` once per run and record its result; on replay return the record.
+
+        Args:
+            fn: a sync or async function; `@durable.step` sets its name, retries and timeout.
+        Returns:
+            The result, decoded from its record by `fn`'s return annotation (live and on replay).
+        Raises:
+            The step's final error, rebuilt as its own type (or `StepFailed`);
+            `EncodingError` if the result cannot be stored.
+
+        Example:
+            order = await ctx.step(load_order, order_id)
+            a, b = await asyncio.gather(ctx.step(price, a_id), ctx.step(price, b_id))
+        """
+        ex = self._ex
+        return ex.step(ex.take_seq(), fn, args, kwargs)
+
+    def sleep(self, seconds: float | dt.timedelta) -> Awaitable[None]:
+        """Wait durably: the wake-up time is recorded, so after a restart only the remainder is waited."""
+        ex = self._ex
+        return ex.sleep(ex.take_seq(), seconds)
+
+    def ask(self, question: str, *, type: Any = str, key: str | None = None) -> Awaitable[Any]:
+        """Ask a person; wait (unloaded, holding no memory) until an answer is recorded.
+
+        Args:
+            question: the text shown to whoever answers.
+            type: the answer's type; its JSON schema is recorded and answers are validated against it.
+            key: how answerers name this prompt (default ``ask-<seq>``); unique within a run.
+        Returns:
+            The answer, validated as `type`.
+        Raises:
+            DuplicatePromptKey: another prompt of this run has the same key.
+
+        Example:
+            ok = await ctx.ask(f"Approve order {order_id}?", type=bool, key="approve")
+        """
+        ex = self._ex
+        return ex.ask(ex.take_seq(), question, type, key)
+
+    def now(self) -> dt.datetime:
+        """The current UTC time, recorded on first execution and identical on replay."""
+        ex = self._ex
+        return ex.now(ex.take_seq())
+
+    def __repr__(self) -> str:
+        return f"<Context run_id={self.run_id!r} workflow={self.workflow!r}>"

@@ -1,0 +1,301 @@
+"""Every error durable raises, each named for its condition.
+
+    DurableError
+    ├── DefinitionError         a workflow or step is declared wrongly (raised at decoration)
+    ├── InvalidArguments        a run's arguments do not fit the workflow's signature
+    ├── EncodingError           a value cannot be stored as JSON, or read back as its type
+    ├── WorkflowNotFound        no workflow of that name is registered on this App
+    ├── RunNotFound             no run with that run_id in the journal
+    ├── RunIdInUse              the run_id belongs to a run of another workflow
+    ├── RunCancelled            the run was cancelled
+    ├── RunAlreadyFinished      the run ended, so it cannot be cancelled
+    ├── NondeterminismError     replay met a different call than the one recorded
+    ├── StepFailed              a step's recorded error whose type cannot be rebuilt
+    ├── StepTimeout             a step attempt ran longer than its timeout
+    ├── NotInWorkflow           a Context was used outside its running workflow
+    ├── DuplicatePromptKey      two prompts of one run share a key
+    ├── PromptNotFound          no pending prompt with that key
+    ├── PromptAlreadyAnswered   the prompt has its answer already
+    ├── InvalidAnswer           the answer does not match the prompt's schema
+    ├── AppNotOpen              the App is used outside ``async with app:``
+    └── JournalError            the journal file is corrupt, foreign or too new
+
+Each error keeps its facts as attributes and builds its own message, so callers
+never parse strings. The positional arguments of each constructor are its facts,
+in order: a stored error is rebuilt with ``cls(*args)``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AppNotOpen",
+    "DefinitionError",
+    "DuplicatePromptKey",
+    "DurableError",
+    "EncodingError",
+    "InvalidAnswer",
+    "InvalidArguments",
+    "JournalError",
+    "NondeterminismError",
+    "NotInWorkflow",
+    "PromptAlreadyAnswered",
+    "PromptNotFound",
+    "RunAlreadyFinished",
+    "RunCancelled",
+    "RunIdInUse",
+    "RunNotFound",
+    "StepFailed",
+    "StepTimeout",
+    "WorkflowNotFound",
+]
+
+
+class DurableError(Exception):
+    """Base class of every error durable raises."""
+
+    def __str__(self) -> str:
+        return self.describe()
+
+    def describe(self) -> str:
+        return " ".join(str(a) for a in self.args)
+
+
+class DefinitionError(DurableError):
+    """A workflow or step is declared wrongly; raised when it is declared."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def describe(self) -> str:
+        return self.message
+
+
+class InvalidArguments(DurableError):
+    """The arguments given for a run do not fit the workflow; nothing was written."""
+
+    def __init__(self, workflow: str, reason: str) -> None:
+        super().__init__(workflow, reason)
+        self.workflow, self.reason = workflow, reason
+
+    def describe(self) -> str:
+        return (
+            f"Arguments for workflow {self.workflow!r} were rejected: {self.reason}. "
+            "No run was created; call it again with arguments that match its signature."
+        )
+
+
+class EncodingError(DurableError):
+    """A value cannot be encoded to JSON, or decoded back as its declared type."""
+
+    def __init__(self, what: str, type_name: str, reason: str) -> None:
+        super().__init__(what, type_name, reason)
+        self.what, self.type_name, self.reason = what, type_name, reason
+
+    def describe(self) -> str:
+        return (
+            f"{self.what} could not be stored as {self.type_name}: {self.reason}. "
+            "Use JSON types, datetime/date/UUID/Decimal/bytes/Enum, dataclasses, "
+            "msgspec.Struct or pydantic models, and make the annotation match the value."
+        )
+
+
+class WorkflowNotFound(DurableError):
+    """No workflow of that name is registered on this App."""
+
+    def __init__(self, name: str, known: list[str] | None = None) -> None:
+        super().__init__(name, known or [])
+        self.name, self.known = name, known or []
+
+    def describe(self) -> str:
+        known = ", ".join(sorted(self.known)) or "none"
+        return (
+            f"No workflow named {self.name!r} is registered on this App (registered: {known}). "
+            "Decorate it with @app.workflow on the App you run it with."
+        )
+
+
+class RunNotFound(DurableError):
+    """No run with that run_id exists in the journal."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(run_id)
+        self.run_id = run_id
+
+    def describe(self) -> str:
+        return f"No run {self.run_id!r} in this journal. Check the run_id and the database path."
+
+
+class RunIdInUse(DurableError):
+    """The run_id already names a run of another workflow."""
+
+    def __init__(self, run_id: str, workflow: str, requested: str) -> None:
+        super().__init__(run_id, workflow, requested)
+        self.run_id, self.workflow, self.requested = run_id, workflow, requested
+
+    def describe(self) -> str:
+        return (
+            f"Run {self.run_id!r} belongs to workflow {self.workflow!r}, not {self.requested!r}. "
+            "Pick another run_id for this workflow."
+        )
+
+
+class RunCancelled(DurableError):
+    """The run was cancelled before it finished."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(run_id)
+        self.run_id = run_id
+
+    def describe(self) -> str:
+        return (
+            f"Run {self.run_id!r} was cancelled. It will not run again; "
+            "start a new run with another run_id to do the work."
+        )
+
+
+class RunAlreadyFinished(DurableError):
+    """The run has ended, so there is nothing to cancel."""
+
+    def __init__(self, run_id: str, status: str) -> None:
+        super().__init__(run_id, status)
+        self.run_id, self.status = run_id, status
+
+    def describe(self) -> str:
+        return f"Run {self.run_id!r} already ended with status {self.status!r}; there is nothing to cancel."
+
+
+class NondeterminismError(DurableError):
+    """Replay met a call that differs from the one recorded at the same seq."""
+
+    def __init__(self, run_id: str, seq: int, recorded: str, called: str) -> None:
+        super().__init__(run_id, seq, recorded, called)
+        self.run_id, self.seq, self.recorded, self.called = run_id, seq, recorded, called
+
+    def describe(self) -> str:
+        return (
+            f"Run {self.run_id!r} at seq {self.seq}: the journal recorded {self.recorded} "
+            f"but the workflow now called {self.called}. The workflow code changed or is not "
+            "deterministic; the journal is untouched and the run is blocked. Restore the old "
+            "order of ctx calls (or branch on data, not on time or randomness), then run it again."
+        )
+
+
+class StepFailed(DurableError):
+    """A step failed with an error whose type cannot be rebuilt here."""
+
+    def __init__(self, step: str, type_name: str, message: str) -> None:
+        super().__init__(step, type_name, message)
+        self.step, self.type_name, self.message = step, type_name, message
+
+    def describe(self) -> str:
+        return f"Step {self.step!r} failed with {self.type_name}: {self.message}"
+
+
+class StepTimeout(DurableError, TimeoutError):
+    """A step attempt ran longer than its timeout."""
+
+    def __init__(self, step: str, timeout_seconds: float) -> None:
+        super().__init__(step, timeout_seconds)
+        self.step, self.timeout_seconds = step, timeout_seconds
+
+    def describe(self) -> str:
+        return (
+            f"Step {self.step!r} did not finish within {self.timeout_seconds:g} s. "
+            "Raise its timeout with @durable.step(timeout=...) or give it retries."
+        )
+
+
+class NotInWorkflow(DurableError):
+    """A Context was used after its run ended or outside its workflow."""
+
+    def __init__(self, run_id: str, call: str) -> None:
+        super().__init__(run_id, call)
+        self.run_id, self.call = run_id, call
+
+    def describe(self) -> str:
+        return (
+            f"ctx.{self.call} was called for run {self.run_id!r} after that run stopped executing. "
+            "Only call ctx methods from inside the workflow function while it runs."
+        )
+
+
+class DuplicatePromptKey(DurableError):
+    """Two prompts in one run were given the same key."""
+
+    def __init__(self, run_id: str, key: str) -> None:
+        super().__init__(run_id, key)
+        self.run_id, self.key = run_id, key
+
+    def describe(self) -> str:
+        return (
+            f"Run {self.run_id!r} already asked a prompt with key {self.key!r}. "
+            "Give each ctx.ask in a run its own key."
+        )
+
+
+class PromptNotFound(DurableError):
+    """No pending prompt has that key in that run."""
+
+    def __init__(self, run_id: str, key: str) -> None:
+        super().__init__(run_id, key)
+        self.run_id, self.key = run_id, key
+
+    def describe(self) -> str:
+        return (
+            f"Run {self.run_id!r} has no prompt with key {self.key!r} waiting for an answer. "
+            "List pending prompts with `durable prompts` or app.prompts()."
+        )
+
+
+class PromptAlreadyAnswered(DurableError):
+    """The prompt was answered before; answers are recorded exactly once."""
+
+    def __init__(self, run_id: str, key: str) -> None:
+        super().__init__(run_id, key)
+        self.run_id, self.key = run_id, key
+
+    def describe(self) -> str:
+        return (
+            f"Prompt {self.key!r} of run {self.run_id!r} has already been answered; "
+            "the first answer stands. See it with `durable show RUN_ID`."
+        )
+
+
+class InvalidAnswer(DurableError):
+    """The answer does not validate against the prompt's JSON schema; nothing was written."""
+
+    def __init__(self, run_id: str, key: str, reason: str) -> None:
+        super().__init__(run_id, key, reason)
+        self.run_id, self.key, self.reason = run_id, key, reason
+
+    def describe(self) -> str:
+        return (
+            f"The answer to prompt {self.key!r} of run {self.run_id!r} was rejected: {self.reason}. "
+            "Nothing was recorded; answer again with a value matching the prompt's schema."
+        )
+
+
+class AppNotOpen(DurableError):
+    """The App was used before ``async with app:`` opened its journal."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.path = path
+
+    def describe(self) -> str:
+        return (
+            f"The App for {self.path!r} is not open. Use it inside `async with app:` "
+            "(or await app.open() first)."
+        )
+
+
+class JournalError(DurableError):
+    """The journal file cannot be used: corrupt, not a durable journal, or too new."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(path, reason)
+        self.path, self.reason = path, reason
+
+    def describe(self) -> str:
+        return f"Cannot use {self.path!r} as a durable journal: {self.reason}"

@@ -1,0 +1,102 @@
+"""What the App reports: Run, Record (one journal entry) and Prompt."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import msgspec
+
+from .codec import decode_any, from_timestamp
+from .journal import PromptRow, RecordRow, RunRow
+
+__all__ = ["Prompt", "Record", "Run"]
+
+
+class Record(msgspec.Struct, frozen=True, kw_only=True):
+    """One journal entry: a step, sleep, prompt (kind 'ask') or clock reading (kind 'now')."""
+
+    seq: int
+    kind: str
+    name: str
+    status: str
+    value: Any = None
+    error: dict[str, Any] | None = None
+    attempts: int = 1
+    started_at: dt.datetime
+    finished_at: dt.datetime | None = None
+    question: str | None = None
+    schema: dict[str, Any] | None = None
+
+    @classmethod
+    def from_row(cls, row: RecordRow) -> Record:
+        return cls(
+            seq=row.seq,
+            kind=row.kind,
+            name=row.name,
+            status=row.status,
+            value=decode_any(row.value),
+            error=decode_any(row.error),
+            attempts=row.attempts,
+            started_at=from_timestamp(row.started_at),  # type: ignore[arg-type]
+            finished_at=from_timestamp(row.finished_at),
+            question=row.question,
+            schema=decode_any(row.schema.encode()) if row.schema else None,
+        )
+
+
+class Run(msgspec.Struct, frozen=True, kw_only=True):
+    """One execution of a workflow, with its journal in `steps`."""
+
+    run_id: str
+    workflow: str
+    status: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    result: Any = None
+    error: dict[str, Any] | None = None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    wake_at: dt.datetime | None = None
+    steps: list[Record] = []
+
+    @classmethod
+    def from_row(cls, row: RunRow, records: list[RecordRow]) -> Run:
+        stored = decode_any(row.args)
+        return cls(
+            run_id=row.run_id,
+            workflow=row.workflow,
+            status=row.status,
+            args=stored.get("args", []),
+            kwargs=stored.get("kwargs", {}),
+            result=decode_any(row.result),
+            error=decode_any(row.error),
+            created_at=from_timestamp(row.created_at),  # type: ignore[arg-type]
+            updated_at=from_timestamp(row.updated_at),  # type: ignore[arg-type]
+            wake_at=from_timestamp(row.wake_at),
+            steps=[Record.from_row(r) for r in records],
+        )
+
+
+class Prompt(msgspec.Struct, frozen=True, kw_only=True):
+    """A question a run is waiting on, with the JSON schema its answer must match."""
+
+    run_id: str
+    key: str
+    question: str
+    schema: dict[str, Any]
+    created_at: dt.datetime
+    workflow: str
+    seq: int
+
+    @classmethod
+    def from_row(cls, row: PromptRow) -> Prompt:
+        return cls(
+            run_id=row.run_id,
+            key=row.key,
+            question=row.question,
+            schema=decode_any(row.schema.encode()),
+            created_at=from_timestamp(row.created_at),  # type: ignore[arg-type]
+            workflow=row.workflow,
+            seq=row.seq,
+        )

@@ -1,0 +1,312 @@
+"""Drive one run against its journal: replay what is recorded, execute the rest.
+
+An :class:`Execution` loads a run's records once, then calls the workflow. Each
+ctx call takes the next seq; if a record exists there it must match the call's
+kind and name (else :class:`NondeterminismError`, and the run is blocked with its
+journal untouched) and its value is returned at once; otherwise the work is done
+and its record committed before the call returns.
+
+A run that must wait for an answer or a long timer is unloaded: a private
+``BaseException`` unwinds the workflow (a user's ``except Exception`` cannot
+swallow it), steps still in flight in parallel branches are let finish, and the
+run is parked in the journal to be resumed later by replay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import functools
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import pydantic
+
+from .codec import Codec, encode, error_from_json, error_to_json
+from .context import Context
+from .errors import DuplicatePromptKey, EncodingError, NondeterminismError, NotInWorkflow
+from .journal import RecordRow
+from .steps import run_attempts, step_spec
+from .workflow import Workflow
+
+if TYPE_CHECKING:
+    from .app import App
+
+__all__ = ["HOLD_SECONDS", "Execution"]
+
+log = logging.getLogger("durable")
+
+# A sleep this short is waited in memory; a longer one unloads the run, which a
+# timer resumes by replay. Replaying is cheap, holding thousands of coroutines is not.
+HOLD_SECONDS = 2.0
+
+_DATETIME = Codec(dt.datetime)
+_UTC = dt.timezone.utc
+
+
+class _Suspended(BaseException):
+    """Unwinds a workflow that must wait for an answer or a timer."""
+
+
+class _Stopped(BaseException):
+    """Unwinds a workflow whose run was cancelled, taken over, or is being shut down."""
+
+
+@functools.lru_cache(maxsize=512)
+def _adapter(tp: Any) -> pydantic.TypeAdapter[Any]:
+    return pydantic.TypeAdapter(tp)
+
+
+class Execution:
+    """One run being executed by this process."""
+
+    def __init__(self, app: App, workflow: Workflow, run_id: str, args: bytes, records: list[RecordRow]) -> None:
+        self.app = app
+        self.journal = app._journal
+        self.clock: Callable[[], float] = app._clock
+        self.owner: str = app._owner.id
+        self.workflow = workflow
+        self.run_id = run_id
+        self.args = args
+        self.recorded = {r.seq: r for r in records}
+        self.next_seq = 0
+        self.keys: set[str] = set()
+        self.inflight = 0
+        self.settled = asyncio.Event()
+        self.settled.set()
+        self.wake_at: float | None = None
+        self.suspending = False
+        self.stop_reason: str | None = None  # 'cancelled', 'lost' or 'shutdown'
+        self.violation: NondeterminismError | None = None
+        self.active = True
+        self.status: str | None = None  # the status this execution left the run in
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.task: asyncio.Task[None] = None  # type: ignore[assignment]  # set by App._launch
+
+    # --- ctx calls ---------------------------------------------------------
+
+    def take_seq(self) -> int:
+        seq = self.next_seq
+        self.next_seq = seq + 1
+        return seq
+
+    def _check(self, call: str) -> None:
+        if not self.active:
+            raise NotInWorkflow(self.run_id, call)
+        if self.violation is not None:
+            raise self.violation
+        if self.stop_reason is not None:
+            raise _Stopped(self.stop_reason)
+        if self.suspending:
+            raise _Suspended
+
+    def _expect(self, seq: int, record: RecordRow, kind: str, name: str) -> None:
+        if record.kind != kind or record.name != name:
+            self.violation = NondeterminismError(
+                self.run_id, seq, f"{record.kind} {record.name!r}", f"{kind} {name!r}"
+            )
+            raise self.violation
+
+    def _lost(self) -> None:
+        # The owner guard refused the write: the run was cancelled or taken over.
+        if self.stop_reason is None:
+            self.stop_reason = "lost"
+        raise _Stopped(self.stop_reason)
+
+    def _begin(self) -> None:
+        self.inflight += 1
+        self.settled.clear()
+
+    def _end(self) -> None:
+        self.inflight -= 1
+        if not self.inflight:
+            self.settled.set()
+
+    async def step(self, seq: int, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        self._check("step")
+        spec = step_spec(fn)
+        record = self.recorded.get(seq)
+        if record is not None:
+            self._expect(seq, record, "step", spec.name)
+            if record.status == "completed":
+                return spec.codec.decode(record.value, f"the recorded result of step {spec.name!r}")  # type: ignore[arg-type]
+            raise error_from_json(record.error, spec.name)  # type: ignore[arg-type]
+        self._begin()
+        try:
+            started = self.clock()
+            attempts, value, exc = await run_attempts(spec, fn, args, kwargs)
+            if self.stop_reason is not None:
+                raise _Stopped(self.stop_reason)
+            if exc is None:
+                blob, value = spec.codec.roundtrip(value, f"the result of step {spec.name!r}")
+                error = None
+            else:
+                blob, error = None, error_to_json(exc)
+            ok = await self.journal.append(
+                (self.run_id, seq, "step", spec.name, "failed" if exc else "completed", blob, error,
+                 attempts, started, self.clock(), None, None, self.owner)
+            )  # fmt: skip
+            if not ok:
+                self._lost()
+            if exc is not None:
+                raise error_from_json(error, spec.name) from exc  # type: ignore[arg-type]
+            return value
+        finally:
+            self._end()
+
+    async def sleep(self, seq: int, seconds: float | dt.timedelta) -> None:
+        self._check("sleep")
+        if isinstance(seconds, dt.timedelta):
+            seconds = seconds.total_seconds()
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+            raise TypeError(f"ctx.sleep takes seconds (a number) or a timedelta, not {seconds!r}.")
+        record = self.recorded.get(seq)
+        if record is not None:
+            self._expect(seq, record, "sleep", "sleep")
+            wake_at = _DATETIME.decode(record.value, "a recorded wake-up time").timestamp()  # type: ignore[arg-type]
+        else:
+            now = self.clock()
+            wake_at = now + max(0.0, float(seconds))
+            self._begin()
+            try:
+                ok = await self.journal.append(
+                    (self.run_id, seq, "sleep", "sleep", "scheduled", encode(dt.datetime.fromtimestamp(wake_at, _UTC), "a wake-up time"),
+                     None, 1, now, None, None, None, self.owner)
+                )  # fmt: skip
+            finally:
+                self._end()
+            if not ok:
+                self._lost()
+        while (remaining := wake_at - self.clock()) > 0:
+            if remaining > HOLD_SECONDS:
+                self.wake_at = wake_at if self.wake_at is None else min(self.wake_at, wake_at)
+                self.suspending = True
+                raise _Suspended
+            await asyncio.sleep(remaining)
+            if self.stop_reason is not None:
+                raise _Stopped(self.stop_reason)
+
+    async def ask(self, seq: int, question: str, tp: Any, key: str | None) -> Any:
+        self._check("ask")
+        if key is None:
+            key = f"ask-{seq}"
+        elif not isinstance(key, str) or not key:
+            raise TypeError(f"ctx.ask(key=...) takes a non-empty string, not {key!r}.")
+        if not isinstance(question, str):
+            raise TypeError(f"ctx.ask takes the question as a string, not {question!r}.")
+        if key in self.keys:
+            raise DuplicatePromptKey(self.run_id, key)
+        self.keys.add(key)
+        adapter = _adapter(tp)
+        record = self.recorded.get(seq)
+        if record is not None:
+            self._expect(seq, record, "ask", key)
+            if record.status == "answered":
+                try:
+                    return adapter.validate_json(record.value)  # type: ignore[arg-type]
+                except pydantic.ValidationError as exc:
+                    await self._reopen(key, exc)
+        else:
+            schema = encode(adapter.json_schema(), f"the schema of prompt {key!r}").decode()
+            self._begin()
+            try:
+                ok = await self.journal.append(
+                    (self.run_id, seq, "ask", key, "waiting", None, None, 1, self.clock(), None, question, schema, self.owner)
+                )
+            finally:
+                self._end()
+            if not ok:
+                self._lost()
+        self.suspending = True
+        raise _Suspended
+
+    async def _reopen(self, key: str, exc: pydantic.ValidationError) -> None:
+        # The answer matched the stored JSON schema but not the Python type (a
+        # constraint JSON schema cannot express): put the prompt back to waiting.
+        log.warning("%s: answer to %r does not fit its type and was discarded; asking again: %s", self.run_id, key, exc)
+        if not await self.journal.reopen_prompt(self.run_id, key, self.owner):
+            self._lost()
+
+    def now(self, seq: int) -> dt.datetime:
+        self._check("now")
+        record = self.recorded.get(seq)
+        if record is not None:
+            self._expect(seq, record, "now", "now")
+            return _DATETIME.decode(record.value, "a recorded time")  # type: ignore[arg-type]
+        ts = self.clock()
+        blob, value = _DATETIME.roundtrip(dt.datetime.fromtimestamp(ts, _UTC), "the current time")
+        # Not awaited: the writer commits in queue order, so this record is
+        # durable before anything the workflow records after using it.
+        self.journal.append_nowait((self.run_id, seq, "now", "now", "completed", blob, None, 1, ts, ts, None, None, self.owner))
+        return value
+
+    # --- driving the run -----------------------------------------------------
+
+    async def drive(self) -> None:
+        """Run the workflow to its end, or until it must wait; record the outcome."""
+        started = time.perf_counter()
+        outcome: str
+        value: Any = None
+        try:
+            args, kwargs = self.workflow.decode_args(self.args)
+            value = await self.workflow.fn(Context(self), *args, **kwargs)
+            outcome = "completed"
+        except _Suspended:
+            outcome = "suspended"
+        except _Stopped:
+            outcome = "stopped"
+        except asyncio.CancelledError:
+            if self.stop_reason is None:
+                self.stop_reason = "shutdown"
+            outcome = "stopped"
+        except Exception as exc:
+            outcome, value = "failed", exc
+        try:
+            while self.inflight:
+                await self.settled.wait()
+            self.active = False
+            await self._record_outcome(outcome, value)
+        except BaseException as exc:
+            self.error = self.error or exc
+            raise
+        finally:
+            self.active = False
+            if not self.done.done():
+                self.done.set_result(None)
+            elapsed = time.perf_counter() - started
+            log.info("%s %.3fs %s ● %s", self.run_id, elapsed, self.workflow.name, self.status or "stopped")
+
+    async def _record_outcome(self, outcome: str, value: Any) -> None:
+        now = self.clock()
+        journal, run_id, owner = self.journal, self.run_id, self.owner
+        if self.stop_reason is not None:
+            if self.stop_reason == "shutdown":
+                await journal.release(owner, now, run_id)
+            self.status = None
+            return
+        if self.violation is not None:
+            self.error = self.violation
+            ok = await journal.finish(run_id, owner, "blocked", None, error_to_json(self.violation), now)
+            self.status = "blocked" if ok else None
+            return
+        if outcome == "suspended":
+            self.status = await journal.suspend(run_id, owner, self.wake_at, now)
+            return
+        if outcome == "completed":
+            try:
+                blob, self.result = self.workflow.result_codec.roundtrip(value, f"the result of workflow {self.workflow.name!r}")
+            except EncodingError as exc:
+                outcome, value = "failed", exc
+            else:
+                ok = await journal.finish(run_id, owner, "completed", blob, None, now)
+                self.status = "completed" if ok else None
+                return
+        error = error_to_json(value)
+        self.error = error_from_json(error, self.workflow.name)
+        self.error.__cause__ = value
+        ok = await journal.finish(run_id, owner, "failed", None, error, now)
+        self.status = "failed" if ok else None

@@ -1,0 +1,132 @@
+"""Step options (``@durable.step``) and running one step: attempts, timeout, backoff."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import random
+import weakref
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from .codec import Codec, return_codec
+from .errors import DefinitionError, StepTimeout
+
+__all__ = ["StepSpec", "run_attempts", "step", "step_spec"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+MAX_BACKOFF_SECONDS = 60.0
+
+
+class StepOptions:
+    __slots__ = ("backoff_seconds", "name", "retries", "timeout")
+
+    def __init__(self, name: str | None, retries: int, timeout: float | None, backoff_seconds: float) -> None:
+        self.name, self.retries, self.timeout, self.backoff_seconds = name, retries, timeout, backoff_seconds
+
+
+def step(
+    fn: F | None = None,
+    *,
+    name: str | None = None,
+    retries: int = 0,
+    timeout: float | None = None,
+    backoff_seconds: float = 1.0,
+) -> Any:
+    """Set how ctx.step runs a function: its journal name, retries, timeout and backoff.
+
+    `retries=N` allows up to N more attempts after the first; the wait before
+    attempt k+1 is ``backoff_seconds * 2**(k-1)``, capped at 60 s, with ±50 % jitter.
+    `timeout` bounds each attempt. An async function is cancelled at its timeout;
+    a plain function runs in a thread, which Python cannot stop: the attempt is
+    abandoned (its result ignored) while the thread finishes in the background.
+    """
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise DefinitionError(f"@durable.step(retries=...) takes a whole number >= 0, not {retries!r}.")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
+        raise DefinitionError(f"@durable.step(timeout=...) takes seconds > 0 or None, not {timeout!r}.")
+    if isinstance(backoff_seconds, bool) or not isinstance(backoff_seconds, (int, float)) or backoff_seconds < 0:
+        raise DefinitionError(f"@durable.step(backoff_seconds=...) takes seconds >= 0, not {backoff_seconds!r}.")
+    if name is not None and (not isinstance(name, str) or not name):
+        raise DefinitionError(f"@durable.step(name=...) takes a non-empty string, not {name!r}.")
+    options = StepOptions(name, retries, None if timeout is None else float(timeout), float(backoff_seconds))
+
+    def decorate(fn: F) -> F:
+        if not callable(fn):
+            raise DefinitionError(f"@durable.step decorates a function, not {fn!r}.")
+        fn.__durable_step__ = options  # type: ignore[attr-defined]
+        return fn
+
+    return decorate if fn is None else decorate(fn)
+
+
+class StepSpec:
+    """Everything ctx.step needs to know about a step function, computed once."""
+
+    __slots__ = ("backoff_seconds", "codec", "is_async", "name", "retries", "timeout", "__weakref__")
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        target = fn.func if isinstance(fn, functools.partial) else fn
+        options: StepOptions | None = getattr(target, "__durable_step__", None)
+        default_name = getattr(target, "__qualname__", None) or type(target).__qualname__
+        self.name = (options.name if options and options.name else None) or default_name
+        self.retries = options.retries if options else 0
+        self.timeout = options.timeout if options else None
+        self.backoff_seconds = options.backoff_seconds if options else 1.0
+        self.is_async = inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(
+            getattr(target, "__call__", None)
+        )
+        self.codec: Codec = return_codec(fn, f"step {self.name!r}")
+
+
+_specs: weakref.WeakKeyDictionary[Any, StepSpec] = weakref.WeakKeyDictionary()
+
+
+def step_spec(fn: Callable[..., Any]) -> StepSpec:
+    if not callable(fn):
+        raise TypeError(f"ctx.step takes a function to run, not {fn!r}.")
+    key = getattr(fn, "__func__", fn)  # bound methods are made anew at each access
+    try:
+        return _specs[key]
+    except KeyError:
+        spec = _specs[key] = StepSpec(fn)
+        return spec
+    except TypeError:  # not weak-referenceable: no cache
+        return StepSpec(fn)
+
+
+async def _attempt(spec: StepSpec, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    if spec.is_async:
+        result = fn(*args, **kwargs)
+    else:
+        result = await asyncio.to_thread(fn, *args, **kwargs)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+async def run_attempts(
+    spec: StepSpec, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[int, Any, Exception | None]:
+    """Run a step until it succeeds or its retries are spent: (attempts, value, final error)."""
+    attempts = 0
+    while True:
+        attempts += 1
+        try:
+            if spec.timeout is None:
+                return attempts, await _attempt(spec, fn, args, kwargs), None
+            deadline = asyncio.timeout(spec.timeout)
+            try:
+                async with deadline:
+                    return attempts, await _attempt(spec, fn, args, kwargs), None
+            except TimeoutError:
+                if deadline.expired():
+                    raise StepTimeout(spec.name, spec.timeout) from None
+                raise
+        except Exception as exc:
+            if attempts > spec.retries:
+                return attempts, None, exc
+            delay = min(MAX_BACKOFF_SECONDS, spec.backoff_seconds * 2 ** (attempts - 1))
+            await asyncio.sleep(delay * random.uniform(0.5, 1.5))

@@ -1,0 +1,114 @@
+"""The background loop of an open App: it moves runs on without anyone rerunning a script.
+
+Each pass takes, for the workflows registered on this App:
+- runs that are ready ('pending': a prompt was answered, or the run was created
+  by a process without the workflow, or released by one shutting down);
+- runs whose durable timer is due;
+- runs 'running' under an owner that is dead (see :mod:`durable.owner`).
+Each is claimed atomically (compare-and-set on status and owner) and resumed by
+replay. A pass also notices writes by other processes through SQLite's
+``PRAGMA data_version`` and stops local runs that were cancelled or taken over.
+
+The loop wakes at the next due timer, when kicked from this process (an answer,
+a run parking), and at least every `poll_interval` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from .owner import is_alive
+
+if TYPE_CHECKING:
+    from .app import App
+
+__all__ = ["Worker"]
+
+log = logging.getLogger("durable")
+
+
+class Worker:
+    """Resumes due, answered and orphaned runs of one App."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self._kick = asyncio.Event()
+        self._stopping = False
+        self._data_version: int | None = None
+        self._next_wake: float | None = None
+        self._last_heartbeat = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="durable worker")
+
+    def kick(self) -> None:
+        """Make the loop look at the journal now."""
+        self._kick.set()
+
+    def wake_at(self, when: float) -> None:
+        """Note a timer set in this process, so the loop wakes for it on time."""
+        if self._next_wake is None or when < self._next_wake:
+            self._next_wake = when
+            self._kick.set()
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._kick.set()
+        if self._task is not None:
+            await self._task
+
+    async def _loop(self) -> None:
+        app = self.app
+        while not self._stopping:
+            try:
+                await self.scan()
+            except Exception:
+                log.exception("worker pass failed; retrying in %.2fs", app.poll_interval)
+            timeout = app.poll_interval
+            if self._next_wake is not None:
+                timeout = max(0.0, min(timeout, self._next_wake - app._clock()))
+            try:
+                await asyncio.wait_for(self._kick.wait(), timeout)
+            except TimeoutError:
+                pass
+            self._kick.clear()
+
+    async def scan(self) -> None:
+        """One pass: notice outside changes, then claim and resume what is runnable."""
+        app = self.app
+        journal = app._journal
+        now = app._clock()
+        version = await journal.data_version()
+        if version != self._data_version:
+            self._data_version = version
+            app._notify()
+            await self._check_local_runs()
+        for run_id, workflow, status, owner, lease_until in await journal.runnable(now):
+            if self._stopping:
+                return
+            if workflow not in app._workflows or run_id in app._executions or run_id in app._starting:
+                continue
+            if status == "running" and owner is not None and is_alive(owner, lease_until, now):
+                continue
+            reason = {"pending": "ready", "sleeping": "timer", "running": "recovery"}[status]
+            await app._take(run_id, status, owner, reason)
+        self._next_wake = await journal.next_wake()
+        if app._executions and now - self._last_heartbeat >= app.lease_seconds / 3:
+            self._last_heartbeat = now
+            await journal.heartbeat(app._owner.id, now + app.lease_seconds)
+
+    async def _check_local_runs(self) -> None:
+        """Stop local runs another process cancelled or took over; they write nothing more."""
+        app = self.app
+        if not app._executions:
+            return
+        # Only runs launched before the read: their claims are committed, so visible to it.
+        launched = list(app._executions.items())
+        owned = await app._journal.owned(app._owner.id)
+        for run_id, execution in launched:
+            if run_id not in owned and execution.active and execution.stop_reason is None:
+                execution.stop_reason = "lost"
+                log.info("%s stopped: cancelled or taken over by another process", run_id)

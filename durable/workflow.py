@@ -1,0 +1,97 @@
+"""A registered workflow: its name, signature, and how its arguments and result are stored."""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from .codec import Codec, encode
+from .errors import DefinitionError, EncodingError, InvalidArguments
+
+__all__ = ["Workflow"]
+
+
+class _StoredArgs(msgspec.Struct):
+    args: list[msgspec.Raw] = []
+    kwargs: dict[str, msgspec.Raw] = {}
+
+
+_stored_args = msgspec.json.Decoder(_StoredArgs)
+
+
+class Workflow:
+    """An ``async def`` workflow function registered under a name."""
+
+    __slots__ = ("codecs", "fn", "name", "result_codec", "signature")
+
+    def __init__(self, fn: Callable[..., Any], name: str) -> None:
+        if not inspect.iscoroutinefunction(fn):
+            raise DefinitionError(
+                f"@app.workflow needs an `async def` function, and {getattr(fn, '__qualname__', fn)!r} is not one. "
+                "Declare the workflow with `async def name(ctx, ...)`."
+            )
+        params = list(inspect.signature(fn).parameters.values())
+        if not params or params[0].kind not in (params[0].POSITIONAL_ONLY, params[0].POSITIONAL_OR_KEYWORD):
+            raise DefinitionError(
+                f"Workflow {name!r} must take the durable.Context as its first positional parameter, "
+                "as in `async def name(ctx: durable.Context, ...)`."
+            )
+        try:
+            hints = typing.get_type_hints(fn)
+        except Exception as exc:
+            raise DefinitionError(
+                f"The annotations of workflow {name!r} cannot be resolved ({exc}). "
+                "Define the annotated types at module level."
+            ) from None
+        self.fn, self.name = fn, name
+        self.signature = inspect.Signature(params[1:])
+        self.codecs = {p.name: Codec(hints.get(p.name, Any)) for p in params[1:]}
+        self.result_codec = Codec(hints.get("return", Any))
+
+    def encode_args(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+        """Store a run's arguments; raise InvalidArguments or EncodingError before anything is written."""
+        try:
+            self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise InvalidArguments(self.name, str(exc)) from None
+        blob = encode({"args": list(args), "kwargs": kwargs}, f"the arguments of workflow {self.name!r}")
+        try:
+            self.decode_args(blob)
+        except EncodingError as exc:
+            raise InvalidArguments(self.name, exc.reason) from None
+        return blob
+
+    def decode_args(self, blob: bytes) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The arguments to call the workflow with, each decoded by its annotation."""
+        stored = _stored_args.decode(blob)
+        bound = self.signature.bind(*stored.args, **stored.kwargs)
+        for name, raw in bound.arguments.items():
+            codec = self.codecs[name]
+            what = f"argument {name!r} of workflow {self.name!r}"
+            kind = self.signature.parameters[name].kind
+            if kind is inspect.Parameter.VAR_POSITIONAL:
+                bound.arguments[name] = tuple(codec.decode(v, what) for v in raw)
+            elif kind is inspect.Parameter.VAR_KEYWORD:
+                bound.arguments[name] = {k: codec.decode(v, what) for k, v in raw.items()}
+            else:
+                bound.arguments[name] = codec.decode(raw, what)
+        return bound.args, bound.kwargs
+
+    def args_schema(self) -> dict[str, Any]:
+        """JSON schema of the workflow's keyword arguments (for the HTTP API)."""
+        properties: dict[str, Any] = {}
+        required: list[str] = []
+        for name, param in self.signature.parameters.items():
+            if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+                continue
+            try:
+                properties[name] = msgspec.json.schema(self.codecs[name].tp)
+            except (TypeError, ValueError):
+                properties[name] = {}
+            if param.default is param.empty:
+                required.append(name)
+        return {"type": "object", "properties": properties, "required": required}
