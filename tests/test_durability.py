@@ -1,0 +1,130 @@
+"""Durability as behaviour: real child processes, killed with SIGKILL, then rerun."""
+
+from __future__ import annotations
+
+import collections
+import json
+import signal
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import finish, log_lines, records, spawn, wait_until
+
+
+def starts(log: Path) -> collections.Counter[str]:
+    return collections.Counter(line.split(" ", 1)[1] for line in log_lines(log) if line.startswith("start "))
+
+
+def kill(proc) -> None:  # type: ignore[no-untyped-def]
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+
+
+def result_of(out: str) -> object:
+    line = next(line for line in out.splitlines() if line.startswith("RESULT "))
+    return json.loads(line.removeprefix("RESULT "))
+
+
+def test_completed_run_replays_in_another_process_without_executing(db: str, tmp_path: Path) -> None:
+    log = tmp_path / "side-effects.log"
+    first = result_of(finish(spawn(db, log, "r1", "sequential")))
+    before = log_lines(log)
+    second = result_of(finish(spawn(db, log, "r1", "sequential")))
+    assert second == first == [f"s{i}-ok" for i in range(5)]
+    assert log_lines(log) == before  # nothing executed the second time
+
+
+def test_sigkill_mid_step_then_rerun_runs_each_completed_step_once(db: str, tmp_path: Path) -> None:
+    log = tmp_path / "side-effects.log"
+    proc = spawn(db, log, "r1", "sequential", "--block", "s2")
+    wait_until(lambda: "start s2" in log_lines(log), what="step s2 to start")
+    kill(proc)
+    assert [r[2] for r in records(db, "r1")] == ["work", "work"]  # s0 and s1 are committed
+
+    assert result_of(finish(spawn(db, log, "r1", "sequential"))) == [f"s{i}-ok" for i in range(5)]
+    assert starts(log) == {"s0": 1, "s1": 1, "s2": 2, "s3": 1, "s4": 1}
+
+
+def test_sigkill_during_gather_replays_the_committed_branches(db: str, tmp_path: Path) -> None:
+    log = tmp_path / "side-effects.log"
+    proc = spawn(db, log, "r1", "parallel", "--block", "p2")
+    # p0, p1 and p3 committed (seq 1, 2, 4), p2 (seq 3) in flight.
+    wait_until(lambda: {r[0] for r in records(db, "r1")} == {0, 1, 2, 4}, what="three branches to commit")
+    kill(proc)
+
+    out = finish(spawn(db, log, "r1", "parallel"))
+    assert result_of(out) == ["before-ok", "p0-ok", "p1-ok", "p2-ok", "p3-ok", "after-ok"]
+    assert starts(log) == {"before": 1, "p0": 1, "p1": 1, "p2": 2, "p3": 1, "after": 1}
+    assert [r[0] for r in records(db, "r1")] == [0, 1, 2, 3, 4, 5]
+
+
+def test_typed_values_are_identical_before_and_after_a_crash(db: str, tmp_path: Path) -> None:
+    log = tmp_path / "side-effects.log"
+    proc = spawn(db, log, "r1", "typed", "--block", "end")
+    wait_until(lambda: "start end" in log_lines(log), what="the last step to start")
+    kill(proc)
+    assert result_of(finish(spawn(db, log, "r1", "typed"))) == "typed-ok"
+
+    values = [line for line in log_lines(log) if line.startswith("values ")]
+    types = [line for line in log_lines(log) if line.startswith("types ")]
+    assert len(values) == 2 and values[0] == values[1]
+    assert types[0] == types[1] == "types ['Invoice', 'Customer', 'list', 'datetime']"
+    assert "Line(sku='a', qty=1)" in values[0] and "Colour.BLUE" in values[0]
+    assert starts(log)["invoice"] == starts(log)["customer"] == starts(log)["lines"] == 1
+
+
+def wake_time(db: str) -> float | None:
+    conn = sqlite3.connect(db)
+    try:
+        row = conn.execute("SELECT value FROM records WHERE kind = 'sleep'").fetchone()
+    except sqlite3.OperationalError:
+        return None
+    finally:
+        conn.close()
+    if row is None:
+        return None
+    from datetime import datetime
+
+    return datetime.fromisoformat(json.loads(row[0]).replace("Z", "+00:00")).timestamp()
+
+
+def test_durable_sleep_killed_half_way_waits_only_the_remainder(db: str, tmp_path: Path) -> None:
+    log = tmp_path / "side-effects.log"
+    proc = spawn(db, log, "r1", "sleeper", "--seconds", "4")
+    wake_at = wait_until(lambda: wake_time(db), what="the sleep to be recorded")
+    wait_until(lambda: time.time() > wake_at - 2.5, what="half of the sleep")
+    kill(proc)
+
+    rerun_at = time.time()
+    assert result_of(finish(spawn(db, log, "r1", "sleeper", "--seconds", "4"))) == "slept"
+    assert wake_time(db) == wake_at  # the timer was not recorded again
+    conn = sqlite3.connect(db)
+    after_started = conn.execute("SELECT started_at FROM records WHERE seq = 2").fetchone()[0]
+    conn.close()
+    assert after_started >= wake_at  # it did wait until the recorded time...
+    assert after_started < rerun_at + 4.0  # ...and not a whole new 4 s from the rerun
+    assert starts(log) == {"before": 1, "after": 1}
+
+
+def test_two_processes_starting_one_run_id_execute_it_once(db: str, tmp_path: Path) -> None:
+    log = tmp_path / "side-effects.log"
+    procs = [spawn(db, log, "shared", "sequential") for _ in range(2)]
+    results = [result_of(finish(p)) for p in procs]
+    assert results[0] == results[1] == [f"s{i}-ok" for i in range(5)]
+    assert starts(log) == {f"s{i}": 1 for i in range(5)}
+
+
+@pytest.mark.parametrize("victim", ["s1", "s3"])
+def test_rerun_after_crash_takes_over_at_once(db: str, tmp_path: Path, victim: str) -> None:
+    log = tmp_path / "side-effects.log"
+    proc = spawn(db, log, "r1", "sequential", "--block", victim)
+    wait_until(lambda: f"start {victim}" in log_lines(log), what=f"{victim} to start")
+    kill(proc)
+    # The dead owner is recognised from its pid at once: no lease to wait out
+    # (the lease is 30 s and the test's timeout would expire long before).
+    out = finish(spawn(db, log, "r1", "sequential"), timeout=20)
+    assert result_of(out) == [f"s{i}-ok" for i in range(5)]
