@@ -41,6 +41,8 @@ def _enc_hook(obj: Any) -> Any:
 
 
 def _dec_hook(tp: Any, obj: Any) -> Any:
+    if tp is object:  # "any value", nested where msgspec does not read it as Any
+        return obj
     if isinstance(tp, type) and issubclass(tp, pydantic.BaseModel):
         return tp.model_validate(obj)
     raise NotImplementedError(f"cannot decode into {type_name(tp)}")
@@ -89,6 +91,8 @@ class Codec:
     __slots__ = ("decoder", "identity", "tp")
 
     def __init__(self, tp: Any) -> None:
+        if tp is object:
+            tp = Any  # "any value": msgspec spells it Any
         self.tp = tp
         try:
             self.decoder = _decoder(tp)

@@ -1,0 +1,190 @@
+"""The App's surface: registration, starting runs, bad input, listing, timers."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+import pytest
+
+import durable
+from helpers import eventually, make_app
+
+
+def test_workflow_must_be_async(app: durable.App) -> None:
+    with pytest.raises(durable.DefinitionError, match=r"needs an `async def` function, and '.*plain' is not one"):
+
+        @app.workflow
+        def plain(ctx: durable.Context) -> None:
+            pass
+
+
+def test_workflow_names_are_unique(app: durable.App) -> None:
+    @app.workflow
+    async def checkout(ctx: durable.Context) -> None:
+        pass
+
+    with pytest.raises(durable.DefinitionError, match="named 'checkout' is already registered"):
+
+        @app.workflow(name="checkout")
+        async def other(ctx: durable.Context) -> None:
+            pass
+
+
+def test_workflow_takes_the_context_first(app: durable.App) -> None:
+    with pytest.raises(durable.DefinitionError, match="first positional parameter"):
+
+        @app.workflow
+        async def nothing() -> None:
+            pass
+
+
+async def test_unknown_workflow_and_run(app: durable.App) -> None:
+    async def stray(ctx: durable.Context) -> None:
+        pass
+
+    async with app:
+        with pytest.raises(durable.WorkflowNotFound, match="No workflow named 'stray' is registered on this App"):
+            await app.run(stray)
+        with pytest.raises(durable.WorkflowNotFound, match="'nope'"):
+            await app.start("nope")
+        with pytest.raises(durable.RunNotFound, match="No run 'ghost' in this journal"):
+            await app.get_run("ghost")
+        with pytest.raises(durable.RunNotFound):
+            await durable.RunHandle(app, "ghost").status()
+
+
+async def test_bad_arguments_create_no_run(app: durable.App) -> None:
+    @app.workflow
+    async def greet(ctx: durable.Context, name: str, when: dt.date) -> str:
+        return f"{name}@{when}"
+
+    async with app:
+        with pytest.raises(durable.InvalidArguments, match="missing a required argument: 'when'"):
+            await app.start(greet, "ada")
+        with pytest.raises(durable.InvalidArguments, match=r"Expected `str`, got `int`"):
+            await app.start(greet, 5, dt.date(2026, 1, 1))
+        with pytest.raises(durable.EncodingError, match="the arguments of workflow 'greet' could not be stored"):
+            await app.start(greet, "ada", asyncio.Lock())
+        assert await app.list_runs() == []
+        assert await app.run(greet, "ada", when=dt.date(2026, 1, 1)) == "ada@2026-01-01"
+
+
+async def test_run_id_of_another_workflow_is_refused(app: durable.App) -> None:
+    @app.workflow
+    async def a(ctx: durable.Context) -> str:
+        return "a"
+
+    @app.workflow
+    async def b(ctx: durable.Context) -> str:
+        return "b"
+
+    async with app:
+        await app.run(a, run_id="x")
+        with pytest.raises(durable.RunIdInUse, match="Run 'x' belongs to workflow 'a', not 'b'"):
+            await app.run(b, run_id="x")
+
+
+async def test_app_must_be_open(app: durable.App) -> None:
+    with pytest.raises(durable.AppNotOpen, match=r"is not open. Use it inside `async with app:`"):
+        await app.list_runs()
+
+
+async def test_list_runs_newest_first_with_filters(db: str) -> None:
+    ticks = iter(range(1_000, 10_000))
+    app = make_app(db, clock=lambda: float(next(ticks)))
+
+    @app.workflow
+    async def ok(ctx: durable.Context, n: int) -> int:
+        return n
+
+    @app.workflow
+    async def bad(ctx: durable.Context) -> None:
+        raise ValueError("broken")
+
+    async with app:
+        for n in range(3):
+            await app.run(ok, n, run_id=f"ok-{n}")
+        with pytest.raises(ValueError, match="broken"):
+            await app.run(bad, run_id="bad-0")
+        assert [r.run_id for r in await app.list_runs()] == ["bad-0", "ok-2", "ok-1", "ok-0"]
+        assert [r.run_id for r in await app.list_runs(status="failed")] == ["bad-0"]
+        assert [r.run_id for r in await app.list_runs(workflow="ok", limit=2)] == ["ok-2", "ok-1"]
+        failed = await app.get_run("bad-0")
+        assert failed.error["type"] == "builtins:ValueError" and failed.error["message"] == "broken"
+        assert (await app.get_run("ok-1")).args == [1] and (await app.get_run("ok-1")).result == 1
+        with pytest.raises(ValueError, match="status must be one of"):
+            await app.list_runs(status="done")
+
+
+async def test_long_sleep_unloads_the_run_and_a_timer_resumes_it(db: str) -> None:
+    now = [1_000_000.0]
+    app = make_app(db, clock=lambda: now[0])
+    after: list[float] = []
+
+    @app.workflow
+    async def wf(ctx: durable.Context) -> str:
+        await ctx.sleep(dt.timedelta(days=3))
+        after.append(now[0])
+        return "awake"
+
+    async with app:
+        handle = await app.start(wf, run_id="r")
+        await eventually(lambda: _status(handle, "sleeping"), what="the run to sleep")
+        run = await app.get_run("r")
+        assert run.wake_at == dt.datetime.fromtimestamp(1_000_000 + 3 * 86400, dt.timezone.utc)
+        assert "r" not in app._executions  # unloaded: no coroutine held
+        now[0] += 3 * 86400
+        assert await handle.result(timeout=10) == "awake"
+    assert after == [1_000_000.0 + 3 * 86400]
+
+
+async def test_zero_and_negative_sleeps_return_at_once(app: durable.App) -> None:
+    @app.workflow
+    async def wf(ctx: durable.Context) -> str:
+        await ctx.sleep(0)
+        await ctx.sleep(-5)
+        return "done"
+
+    async with app:
+        assert await app.run(wf, run_id="r") == "done"
+        assert [s.kind for s in (await app.get_run("r")).steps] == ["sleep", "sleep"]
+
+
+async def _status(handle: durable.RunHandle, status: str) -> bool:
+    return await handle.status() == status
+
+
+async def test_workflow_failure_is_reraised_without_executing(db: str) -> None:
+    calls: list[int] = []
+
+    def register(app: durable.App) -> None:
+        @app.workflow
+        async def wf(ctx: durable.Context) -> None:
+            calls.append(1)
+            raise KeyError("missing")
+
+    for _ in range(2):
+        app = make_app(db)
+        register(app)
+        async with app:
+            with pytest.raises(KeyError, match="missing"):
+                await app.run("wf", run_id="r")
+    assert calls == [1]
+
+
+async def test_many_concurrent_runs_all_complete(app: durable.App) -> None:
+    async def double(x: int) -> int:
+        return 2 * x
+
+    @app.workflow
+    async def wf(ctx: durable.Context, x: int) -> int:
+        total = 0
+        for i in range(5):
+            total += await ctx.step(double, x + i)
+        return total
+
+    async with app:
+        handles = [await app.start(wf, x, run_id=f"r{x}") for x in range(200)]
+        results = await asyncio.gather(*(h.result(timeout=60) for h in handles))
+    assert results == [sum(2 * (x + i) for i in range(5)) for x in range(200)]

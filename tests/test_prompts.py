@@ -1,0 +1,279 @@
+"""Prompts: asked, listed, answered once with a validated value, moving the run on."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from typing import Literal
+
+import pydantic
+import pytest
+
+import durable
+from helpers import eventually, make_app
+
+
+class Review(pydantic.BaseModel):
+    approved: bool
+    reason: str = pydantic.Field(min_length=3)
+
+
+def approval_app(db: str, executed: list[str]) -> durable.App:
+    app = make_app(db)
+
+    def charge(amount: int) -> str:
+        executed.append(f"charge {amount}")
+        return f"charged {amount}"
+
+    @app.workflow
+    async def expense(ctx: durable.Context, amount: int) -> str:
+        if amount > 100:
+            ok = await ctx.ask(f"Approve {amount}?", type=bool, key="approve")
+            if not ok:
+                return "rejected"
+        return await ctx.step(charge, amount)
+
+    return app
+
+
+async def pending(app: durable.App, n: int = 1) -> list[durable.Prompt]:
+    async def check() -> list[durable.Prompt] | None:
+        prompts = await app.prompts()
+        return prompts if len(prompts) >= n else None
+
+    return await eventually(check, what=f"{n} pending prompt(s)")
+
+
+async def test_ask_waits_unloaded_then_an_answer_moves_the_run_on(db: str) -> None:
+    executed: list[str] = []
+    app = approval_app(db, executed)
+    async with app:
+        handle = await app.start("expense", 500, run_id="e1")
+        (prompt,) = await pending(app)
+        assert (prompt.run_id, prompt.key, prompt.question, prompt.workflow) == ("e1", "approve", "Approve 500?", "expense")
+        assert prompt.schema == {"type": "boolean"}
+        assert await handle.status() == "waiting"
+        assert "e1" not in app._executions  # unloaded: no coroutine kept
+        await app.answer("e1", "approve", True)
+        assert await handle.result(timeout=10) == "charged 500"
+        run = await app.get_run("e1")
+        assert [(r.kind, r.name, r.status, r.value) for r in run.steps] == [
+            ("ask", "approve", "answered", True),
+            ("step", "approval_app.<locals>.charge", "completed", "charged 500"),
+        ]
+        assert await app.prompts() == []
+    assert executed == ["charge 500"]
+
+
+async def test_answer_from_an_app_without_the_workflow_code(db: str) -> None:
+    executed: list[str] = []
+    worker = approval_app(db, executed)
+    async with worker:
+        handle = await worker.start("expense", 500, run_id="e1")
+        await pending(worker)
+        async with make_app(db) as inbox:  # no workflows registered, like the CLI
+            (prompt,) = await inbox.prompts()
+            await inbox.answer(prompt.run_id, prompt.key, False)
+        assert await handle.result(timeout=10) == "rejected"
+    assert executed == []
+
+
+async def test_rerunning_a_waiting_run_replays_to_its_prompt_and_waits(db: str) -> None:
+    executed: list[str] = []
+    first = approval_app(db, executed)
+    async with first:
+        await first.start("expense", 500, run_id="e1")
+        await pending(first)
+    second = approval_app(db, executed)
+    async with second:
+        task = asyncio.create_task(second.run("expense", 500, run_id="e1"))
+        await eventually(lambda: _status_is(second, "e1", "waiting"), what="the run to wait again")
+        await second.answer("e1", "approve", True)
+        assert await asyncio.wait_for(task, 10) == "charged 500"
+
+
+async def _status_is(app: durable.App, run_id: str, status: str) -> bool:
+    return (await app.get_run(run_id)).status == status
+
+
+async def test_bad_answers_are_refused_and_write_nothing(db: str) -> None:
+    app = make_app(db)
+
+    @app.workflow
+    async def review(ctx: durable.Context) -> str:
+        r = await ctx.ask("Review?", type=Review, key="review")
+        colour = await ctx.ask("Colour?", type=Literal["red", "blue"], key="colour")
+        return f"{r.approved}/{r.reason}/{colour}"
+
+    async with app:
+        handle = await app.start(review, run_id="r")
+        await pending(app)
+        with pytest.raises(durable.InvalidAnswer, match=r"'approved' is a required property") as raised:
+            await app.answer("r", "review", {"reason": "fine"})
+        assert (raised.value.run_id, raised.value.key) == ("r", "review")
+        with pytest.raises(durable.InvalidAnswer, match=r"'yes' is not of type 'boolean' at answer\['approved'\]"):
+            await app.answer("r", "review", {"approved": "yes", "reason": "fine"})
+        with pytest.raises(durable.InvalidAnswer, match="rejected: cannot encode objects of type object"):
+            await app.answer("r", "review", object())
+        with pytest.raises(durable.PromptNotFound, match="Run 'r' has no prompt with key 'nope' waiting"):
+            await app.answer("r", "nope", 1)
+        with pytest.raises(durable.PromptNotFound):
+            await app.answer("no-such-run", "review", 1)
+        run = await app.get_run("r")
+        assert [(s.status, s.value) for s in run.steps] == [("waiting", None)]
+
+        await app.answer("r", "review", Review(approved=True, reason="looks right"))
+        with pytest.raises(durable.PromptAlreadyAnswered, match="has already been answered; the first answer stands"):
+            await app.answer("r", "review", {"approved": False, "reason": "changed my mind"})
+        (colour,) = await pending(app)
+        assert colour.schema == {"enum": ["red", "blue"], "type": "string"}
+        with pytest.raises(durable.InvalidAnswer, match="'green' is not one of"):
+            await app.answer("r", "colour", "green")
+        await app.answer("r", "colour", "blue")
+        assert await handle.result(timeout=10) == "True/looks right/blue"
+
+
+async def test_two_concurrent_answers_one_wins(db: str) -> None:
+    executed: list[str] = []
+    app = approval_app(db, executed)
+    async with app:
+        handle = await app.start("expense", 500, run_id="e1")
+        await pending(app)
+        async with make_app(db) as other:
+            outcomes = await asyncio.gather(
+                app.answer("e1", "approve", True), other.answer("e1", "approve", False), return_exceptions=True
+            )
+        assert sorted(type(o).__name__ for o in outcomes) == ["NoneType", "PromptAlreadyAnswered"]
+        winner = outcomes.index(None)
+        assert await handle.result(timeout=10) == ("charged 500" if winner == 0 else "rejected")
+
+
+class Reason(pydantic.BaseModel):
+    text: str
+
+    @pydantic.field_validator("text")
+    @classmethod
+    def not_shouting(cls, value: str) -> str:
+        if value.isupper():
+            raise ValueError("no shouting")
+        return value
+
+
+async def test_answer_that_fits_the_schema_but_not_the_type_reopens_the_prompt(app: durable.App) -> None:
+    @app.workflow
+    async def wf(ctx: durable.Context) -> str:
+        reason = await ctx.ask("Why?", type=Reason, key="why")
+        return reason.text
+
+    async with app:
+        handle = await app.start(wf, run_id="r")
+        await pending(app)
+        # a validator is not part of the JSON schema: the answer is taken, then refused by the type
+        await app.answer("r", "why", {"text": "BECAUSE"})
+        (again,) = await pending(app)
+        assert again.key == "why"
+        await app.answer("r", "why", {"text": "because"})
+        assert await handle.result(timeout=10) == "because"
+        assert [(s.status, s.value) for s in (await app.get_run("r")).steps] == [("answered", {"text": "because"})]
+
+
+async def test_prompt_keys_default_by_position_and_must_be_unique(app: durable.App) -> None:
+    @app.workflow
+    async def two(ctx: durable.Context) -> list[int]:
+        a, b = await asyncio.gather(ctx.ask("A?", type=int), ctx.ask("B?", type=int))
+        return [a, b]
+
+    @app.workflow
+    async def dup(ctx: durable.Context) -> None:
+        await ctx.ask("first", key="k")
+        await ctx.ask("second", key="k")
+
+    async with app:
+        handle = await app.start(two, run_id="two")
+        prompts = await pending(app, 2)
+        assert sorted(p.key for p in prompts) == ["ask-0", "ask-1"]
+        await app.answer("two", "ask-1", 2)
+        assert await handle.status() == "waiting"  # one prompt still pending
+        await app.answer("two", "ask-0", 1)
+        assert await handle.result(timeout=10) == [1, 2]
+
+        dup_handle = await app.start(dup, run_id="dup")
+        await eventually(lambda: app.prompts("dup"), what="the first prompt")
+        await app.answer("dup", "k", "yes")
+        with pytest.raises(durable.DuplicatePromptKey, match="already asked a prompt with key 'k'"):
+            await dup_handle.result(timeout=10)
+
+
+async def test_cancel_a_waiting_run(db: str) -> None:
+    executed: list[str] = []
+    app = approval_app(db, executed)
+    async with app:
+        handle = await app.start("expense", 500, run_id="e1")
+        await pending(app)
+        await app.cancel("e1")
+        assert await handle.status() == "cancelled"
+        assert await app.prompts() == []
+        with pytest.raises(durable.PromptNotFound):
+            await app.answer("e1", "approve", True)
+        with pytest.raises(durable.RunCancelled, match="Run 'e1' was cancelled"):
+            await handle.result(timeout=5)
+        with pytest.raises(durable.RunCancelled):
+            await app.run("expense", 500, run_id="e1")
+        await app.cancel("e1")  # cancelling twice is harmless
+    assert executed == []
+
+
+async def test_cancel_a_running_run_stops_it_at_once(app: durable.App) -> None:
+    started = asyncio.Event()
+    after: list[str] = []
+
+    async def long() -> None:
+        started.set()
+        await asyncio.sleep(60)
+
+    def later() -> None:
+        after.append("ran")
+
+    @app.workflow
+    async def wf(ctx: durable.Context) -> None:
+        await ctx.step(long)
+        await ctx.step(later)
+
+    async with app:
+        handle = await app.start(wf, run_id="r")
+        await started.wait()
+        await app.cancel("r")
+        with pytest.raises(durable.RunCancelled):
+            await handle.result(timeout=5)
+        run = await app.get_run("r")
+        assert run.status == "cancelled" and run.steps == []
+    assert after == []
+
+
+async def test_cancel_a_finished_run_is_refused(app: durable.App) -> None:
+    @app.workflow
+    async def done(ctx: durable.Context) -> int:
+        return 1
+
+    async with app:
+        await app.run(done, run_id="done")
+        with pytest.raises(durable.RunAlreadyFinished, match="already ended with status 'completed'"):
+            await app.cancel("done")
+        with pytest.raises(durable.RunNotFound, match="No run 'nope'"):
+            await app.cancel("nope")
+
+
+async def test_typed_answers_come_back_as_their_type(app: durable.App) -> None:
+    @app.workflow
+    async def wf(ctx: durable.Context) -> str:
+        when = await ctx.ask("When?", type=dt.date, key="when")
+        review = await ctx.ask("Review?", type=Review, key="review")
+        return f"{type(when).__name__} {when.isoformat()} {type(review).__name__} {review.reason}"
+
+    async with app:
+        handle = await app.start(wf, run_id="r")
+        await pending(app)
+        await app.answer("r", "when", "2026-12-24")
+        await eventually(lambda: app.prompts("r"), what="the second prompt")
+        await app.answer("r", "review", {"approved": True, "reason": "fine"})
+        assert await handle.result(timeout=10) == "date 2026-12-24 Review fine"

@@ -1,0 +1,224 @@
+"""Steps: retries, timeouts, recorded failures, values that cannot be stored."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+import durable
+from helpers import make_app, records
+
+
+class PaymentDeclined(Exception):
+    pass
+
+
+class NeedsTwoArgs(Exception):
+    def __init__(self, code: int, *, detail: str) -> None:
+        super().__init__(f"{code}: {detail}")
+
+
+async def test_retries_count_attempts_and_record_them(app: durable.App) -> None:
+    attempts: list[int] = []
+
+    @durable.step(retries=3, backoff_seconds=0.001)
+    async def flaky() -> str:
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise ConnectionError("try again")
+        return "ok"
+
+    @app.workflow
+    async def wf(ctx: durable.Context) -> str:
+        return await ctx.step(flaky)
+
+    async with app:
+        assert await app.run(wf, run_id="r") == "ok"
+        (step,) = (await app.get_run("r")).steps
+    assert len(attempts) == 3
+    assert (step.status, step.attempts, step.name) == ("completed", 3, "test_retries_count_attempts_and_record_them.<locals>.flaky")
+
+
+async def test_final_failure_is_recorded_and_reraised_on_rerun_without_executing(db: str) -> None:
+    attempts: list[int] = []
+
+    @durable.step(name="charge", retries=2, backoff_seconds=0.001)
+    def charge(amount: int) -> str:
+        attempts.append(amount)
+        raise PaymentDeclined(f"card declined for {amount}")
+
+    def register(app: durable.App) -> None:
+        @app.workflow
+        async def wf(ctx: durable.Context) -> str:
+            return await ctx.step(charge, 42)
+
+    first = make_app(db)
+    register(first)
+    async with first:
+        with pytest.raises(PaymentDeclined, match="card declined for 42") as live:
+            await first.run("wf", run_id="r")
+        run = await first.get_run("r")
+    assert len(attempts) == 3
+    assert run.status == "failed"
+    assert run.steps[0].status == "failed" and run.steps[0].attempts == 3
+    assert run.steps[0].error["type"] == "test_steps:PaymentDeclined"
+    assert "card declined for 42" in run.steps[0].error["traceback"]
+    assert isinstance(live.value.__cause__, PaymentDeclined)  # the original, for its traceback
+
+    second = make_app(db)
+    register(second)
+    async with second:
+        with pytest.raises(PaymentDeclined, match="card declined for 42"):
+            await second.run("wf", run_id="r")
+    assert len(attempts) == 3  # the failed run was not executed again
+
+
+async def test_step_error_caught_by_the_workflow_replays_the_same_way(db: str) -> None:
+    calls: list[str] = []
+    gate = asyncio.Event()
+
+    def declined() -> None:
+        calls.append("declined")
+        raise PaymentDeclined("no")
+
+    async def wait_for_gate() -> None:
+        await gate.wait()
+
+    def register(app: durable.App) -> None:
+        @app.workflow
+        async def wf(ctx: durable.Context) -> str:
+            try:
+                await ctx.step(declined)
+            except PaymentDeclined as exc:
+                outcome = f"handled {type(exc).__name__}: {exc}"
+            await ctx.step(wait_for_gate)
+            return outcome
+
+    first = make_app(db)
+    register(first)
+    async with first:
+        await first.start("wf", run_id="r")
+        while len(records(db, "r")) < 1:
+            await asyncio.sleep(0.01)
+    gate.set()
+    second = make_app(db)
+    register(second)
+    async with second:
+        assert await second.run("wf", run_id="r") == "handled PaymentDeclined: no"
+    assert calls == ["declined"]
+
+
+async def test_error_type_that_cannot_be_rebuilt_becomes_step_failed(app: durable.App) -> None:
+    def odd() -> None:
+        raise NeedsTwoArgs(7, detail="odd")
+
+    @app.workflow
+    async def wf(ctx: durable.Context) -> None:
+        await ctx.step(odd)
+
+    async with app:
+        with pytest.raises(durable.StepFailed, match="failed with test_steps.NeedsTwoArgs: 7: odd") as raised:
+            await app.run(wf, run_id="r")
+    assert raised.value.type_name == "test_steps.NeedsTwoArgs"
+
+
+async def test_async_step_timeout_counts_as_a_failed_attempt(app: durable.App) -> None:
+    attempts: list[int] = []
+
+    @durable.step(timeout=0.05, retries=1, backoff_seconds=0.001)
+    async def slow() -> str:
+        attempts.append(1)
+        if len(attempts) == 1:
+            await asyncio.sleep(30)
+        return "second attempt in time"
+
+    @app.workflow
+    async def wf(ctx: durable.Context) -> str:
+        return await ctx.step(slow)
+
+    async with app:
+        assert await app.run(wf, run_id="r") == "second attempt in time"
+        assert (await app.get_run("r")).steps[0].attempts == 2
+
+
+async def test_sync_step_timeout_abandons_the_thread_attempt(app: durable.App) -> None:
+    @durable.step(name="blocking", timeout=0.05)
+    def blocking() -> str:
+        time.sleep(0.5)
+        return "too late"
+
+    @app.workflow
+    async def wf(ctx: durable.Context) -> str:
+        return await ctx.step(blocking)
+
+    async with app:
+        with pytest.raises(durable.StepTimeout, match="Step 'blocking' did not finish within 0.05 s") as raised:
+            await app.run(wf, run_id="r")
+        assert isinstance(raised.value, TimeoutError)
+        assert (await app.get_run("r")).steps[0].error["type"] == "durable.errors:StepTimeout"
+
+
+async def test_result_that_cannot_be_encoded_fails_the_step_and_writes_no_record(app: durable.App) -> None:
+    calls: list[int] = []
+
+    @durable.step(name="make_lock", retries=3)
+    def make_lock() -> object:
+        calls.append(1)
+        return asyncio.Lock()
+
+    @app.workflow
+    async def wf(ctx: durable.Context) -> None:
+        await ctx.step(make_lock)
+
+    async with app:
+        with pytest.raises(durable.EncodingError, match=r"the result of step 'make_lock' could not be stored as asyncio.locks.Lock"):
+            await app.run(wf, run_id="r")
+        run = await app.get_run("r")
+    assert calls == [1]  # at once: not retried
+    assert run.steps == [] and run.status == "failed"
+
+
+async def test_result_that_does_not_match_its_annotation_is_refused(app: durable.App) -> None:
+    def wrong() -> int:
+        return "seven"  # type: ignore[return-value]
+
+    @app.workflow
+    async def wf(ctx: durable.Context) -> int:
+        return await ctx.step(wrong)
+
+    async with app:
+        with pytest.raises(durable.EncodingError, match=r"could not be stored as int: Expected `int`, got `str`"):
+            await app.run(wf, run_id="r")
+        assert (await app.get_run("r")).steps == []
+
+
+def test_step_options_are_checked_when_declared() -> None:
+    with pytest.raises(durable.DefinitionError, match=r"retries=...\) takes a whole number >= 0, not -1"):
+        durable.step(retries=-1)
+    with pytest.raises(durable.DefinitionError, match="timeout"):
+        durable.step(timeout=0)
+    with pytest.raises(durable.DefinitionError, match="name"):
+        durable.step(name="")
+
+
+async def test_methods_and_lambdas_are_steps_too(app: durable.App) -> None:
+    class Repo:
+        def __init__(self) -> None:
+            self.calls = 0
+
+        async def load(self, key: str) -> dict[str, int]:
+            self.calls += 1
+            return {key: self.calls}
+
+    repo = Repo()
+
+    @app.workflow
+    async def wf(ctx: durable.Context) -> list[object]:
+        return [await ctx.step(repo.load, "k"), await ctx.step(lambda: 5)]
+
+    async with app:
+        assert await app.run(wf, run_id="r") == [{"k": 1}, 5]
+        names = [s.name for s in (await app.get_run("r")).steps]
+    assert names == ["test_methods_and_lambdas_are_steps_too.<locals>.Repo.load", "test_methods_and_lambdas_are_steps_too.<locals>.wf.<locals>.<lambda>"]
