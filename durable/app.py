@@ -293,7 +293,9 @@ class App:
             changed = self._changed
             execution = self._executions.get(run_id)
             if execution is not None:
-                await asyncio.shield(execution.done)
+                # asyncio.wait neither raises the task's error nor cancels the task
+                # when this waiter is cancelled; App._ended has run once it returns.
+                await asyncio.wait([execution.task])
                 if execution.status == "completed":
                     return execution.result
                 if execution.status in ("failed", "blocked") and execution.error is not None:

@@ -84,7 +84,6 @@ class Execution:
         self.status: str | None = None  # the status this execution left the run in
         self.result: Any = None
         self.error: BaseException | None = None
-        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.task: asyncio.Task[None] = None  # type: ignore[assignment]  # set by App._launch
 
     # --- ctx calls ---------------------------------------------------------
@@ -275,8 +274,6 @@ class Execution:
             raise
         finally:
             self.active = False
-            if not self.done.done():
-                self.done.set_result(None)
             elapsed = time.perf_counter() - started
             log.info("%s %.3fs %s ● %s", self.run_id, elapsed, self.workflow.name, self.status or "stopped")
 
