@@ -76,6 +76,8 @@ class App:
             machine that stopped heart-beating.
         shutdown_grace_seconds: how long leaving ``async with app`` lets steps
             in flight finish before their runs are released.
+        max_concurrent_runs: how many runs this App's worker resumes at once
+            (runs started with `run`/`start` in this process are not held back).
 
     Example:
         app = durable.App("shop.db")
@@ -96,6 +98,7 @@ class App:
         poll_interval: float = 0.25,
         lease_seconds: float = 30.0,
         shutdown_grace_seconds: float = 10.0,
+        max_concurrent_runs: int = 100,
     ) -> None:
         self.path = os.fspath(path) if path is not None else os.environ.get("DURABLE_DB") or "durable.db"
         self._journal = Journal(self.path, durability)
@@ -105,6 +108,9 @@ class App:
         # late; short enough that a run of a machine that died resumes in ~30 s.
         self.lease_seconds = lease_seconds
         self.shutdown_grace_seconds = shutdown_grace_seconds
+        if isinstance(max_concurrent_runs, bool) or not isinstance(max_concurrent_runs, int) or max_concurrent_runs < 1:
+            raise ValueError(f"max_concurrent_runs must be a whole number >= 1, not {max_concurrent_runs!r}")
+        self.max_concurrent_runs = max_concurrent_runs
         self._owner = Owner()
         self._workflows: dict[str, Workflow] = {}
         self._by_fn: dict[Any, Workflow] = {}
@@ -222,10 +228,7 @@ class App:
         self._require_open()
         workflow = self._resolve(wf)
         blob = workflow.encode_args(args, kwargs)
-        if run_id is None:
-            run_id = uuid.uuid4().hex
-        elif not isinstance(run_id, str) or not run_id:
-            raise TypeError(f"run_id must be a non-empty string, not {run_id!r}.")
+        run_id = _check_run_id(run_id)
         now = self._clock()
         self._starting.add(run_id)
         try:
@@ -233,7 +236,7 @@ class App:
                 run_id, workflow.name, blob, "running", self._owner.id, now + self.lease_seconds, now
             )
             if existing is None:
-                log.info("%s ▶ %s started", run_id, workflow.name)
+                log.info("run %s ▶ %s started", run_id, workflow.name)
                 self._launch(workflow, run_id, blob, [])
             elif existing.workflow != workflow.name:
                 raise RunIdInUse(run_id, existing.workflow, workflow.name)
@@ -244,6 +247,29 @@ class App:
                 await self._take(run_id, existing.status, existing.owner, "rerun")
         finally:
             self._starting.discard(run_id)
+        return RunHandle(self, run_id)
+
+    async def submit(self, wf: Any, /, *args: Any, run_id: str | None = None, **kwargs: Any) -> RunHandle:
+        """Record a run as 'pending' for any worker that has its workflow; return its handle at once.
+
+        `wf` may be a workflow name this App does not have (a producer process
+        need not import the workflow code); its arguments are then checked only
+        when a worker runs it. A known run_id is left as it is.
+        """
+        self._require_open()
+        workflow = self._workflows.get(wf) if isinstance(wf, str) else self._resolve(wf)
+        if workflow is not None:
+            name, blob = workflow.name, workflow.encode_args(args, kwargs)
+        elif isinstance(wf, str) and wf:
+            name, blob = wf, encode({"args": list(args), "kwargs": kwargs}, f"the arguments of workflow {wf!r}")
+        else:
+            raise WorkflowNotFound(repr(wf), list(self._workflows))
+        run_id = _check_run_id(run_id)
+        existing = await self._journal.create_run(run_id, name, blob, "pending", None, None, self._clock())
+        if existing is not None and existing.workflow != name:
+            raise RunIdInUse(run_id, existing.workflow, name)
+        if existing is None and self._worker is not None and name in self._workflows:
+            self._worker.kick()
         return RunHandle(self, run_id)
 
     async def _take(self, run_id: str, status: str, owner: str | None, reason: str) -> bool:
@@ -257,7 +283,7 @@ class App:
                 return False
             workflow_name, args = claimed
             records = await self._journal.load_records(run_id)
-            log.info("%s ↻ %s resumed (%s, %d records, was %s)", run_id, workflow_name, reason, len(records), status)
+            log.info("run %s ↻ %s resumed: %s (%d records to replay)", run_id, workflow_name, reason, len(records))
             self._launch(self._workflows[workflow_name], run_id, args, records)
             return True
         finally:
@@ -274,9 +300,10 @@ class App:
         if self._executions.get(execution.run_id) is execution:
             del self._executions[execution.run_id]
         if not task.cancelled() and task.exception() is not None and execution.stop_reason is None:
-            log.error("%s: recording the outcome failed", execution.run_id, exc_info=task.exception())
-        if execution.status in ("sleeping", "pending") and self._worker is not None:
-            self._worker.kick()
+            log.error("run %s: recording its outcome failed", execution.run_id, exc_info=task.exception())
+        worker = self._worker
+        if worker is not None and (execution.status in ("sleeping", "pending") or worker.saturated):
+            worker.kick()
         self._notify()
 
     async def _row(self, run_id: str) -> RunRow:
@@ -347,7 +374,7 @@ class App:
         if execution is not None and execution.active:
             execution.stop_reason = "cancelled"
             execution.task.cancel()
-        log.info("%s ■ cancelled (was %s)", run_id, status)
+        log.info("run %s ■ cancelled (was %s)", run_id, status)
         self._notify()
 
     # --- prompts ---------------------------------------------------------
@@ -383,7 +410,15 @@ class App:
             raise PromptAlreadyAnswered(run_id, key)
         if before != "waiting":
             raise PromptNotFound(run_id, key)
-        log.info("%s ✎ %s answered", run_id, key)
+        log.info("run %s ✎ prompt %s answered", run_id, key)
         if resumed and self._worker is not None:
             self._worker.kick()
         self._notify()
+
+
+def _check_run_id(run_id: str | None) -> str:
+    if run_id is None:
+        return uuid.uuid4().hex
+    if not isinstance(run_id, str) or not run_id:
+        raise TypeError(f"run_id must be a non-empty string, not {run_id!r}.")
+    return run_id

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+import time
 from typing import Any, NamedTuple
 
 import aiosqlite
@@ -43,6 +44,7 @@ MIGRATIONS: list[list[str]] = [
             owner       TEXT,
             lease_until REAL,
             wake_at     REAL,
+            ready       TEXT,
             created_at  REAL NOT NULL,
             updated_at  REAL NOT NULL
         )""",
@@ -130,8 +132,9 @@ def _append(conn: sqlite3.Connection, params: tuple[Any, ...]) -> bool:
 
 def _create_run(conn: sqlite3.Connection, params: tuple[Any, ...]) -> RunRow | None:
     cur = conn.execute(
-        "INSERT INTO runs (run_id, workflow, status, args, owner, lease_until, created_at, updated_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id) DO NOTHING",
+        "INSERT INTO runs (run_id, workflow, status, args, owner, lease_until, ready, created_at, updated_at)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, CASE WHEN ?3 = 'pending' THEN 'submitted' END, ?7, ?8)"
+        " ON CONFLICT (run_id) DO NOTHING",
         params,
     )
     if cur.rowcount == 1:
@@ -146,7 +149,7 @@ def _select_run(conn: sqlite3.Connection, run_id: str) -> RunRow | None:
 
 def _claim(conn: sqlite3.Connection, params: tuple[Any, ...]) -> tuple[str, bytes] | None:
     return conn.execute(
-        "UPDATE runs SET status = 'running', owner = ?, lease_until = ?, updated_at = ?"
+        "UPDATE runs SET status = 'running', ready = NULL, owner = ?, lease_until = ?, updated_at = ?"
         " WHERE run_id = ? AND status = ? AND owner IS ? RETURNING workflow, args",
         params,
     ).fetchone()
@@ -189,7 +192,7 @@ def _answer(conn: sqlite3.Connection, run_id: str, key: str, value: bytes, now: 
         ).fetchone()
         return (None if row is None else row[0]), False
     resumed = conn.execute(
-        "UPDATE runs SET status = 'pending', updated_at = ?1 WHERE run_id = ?2 AND status = 'waiting'"
+        "UPDATE runs SET status = 'pending', ready = 'answered', updated_at = ?1 WHERE run_id = ?2 AND status = 'waiting'"
         " AND NOT EXISTS (SELECT 1 FROM records WHERE run_id = ?2 AND status = 'waiting')",
         (now, run_id),
     ).rowcount
@@ -226,7 +229,7 @@ def _cancel(conn: sqlite3.Connection, run_id: str, now: float) -> tuple[str, str
 
 def _release(conn: sqlite3.Connection, owner: str, run_id: str | None, now: float) -> int:
     return conn.execute(
-        "UPDATE runs SET status = 'pending', owner = NULL, lease_until = NULL, updated_at = ?"
+        "UPDATE runs SET status = 'pending', ready = 'released', owner = NULL, lease_until = NULL, updated_at = ?"
         " WHERE owner = ? AND status = 'running' AND (?3 IS NULL OR run_id = ?3)",
         (now, owner, run_id),
     ).rowcount
@@ -234,6 +237,22 @@ def _release(conn: sqlite3.Connection, owner: str, run_id: str | None, now: floa
 
 def _heartbeat(conn: sqlite3.Connection, owner: str, lease_until: float) -> int:
     return conn.execute("UPDATE runs SET lease_until = ? WHERE owner = ?", (lease_until, owner)).rowcount
+
+
+def _enable_wal(conn: sqlite3.Connection) -> str:
+    mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+    if mode.lower() == "wal":
+        return mode
+    # Switching to WAL needs the file to itself, and SQLite does not wait for
+    # that through busy_timeout: retry while another process opens it too.
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            return conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 # --- the journal --------------------------------------------------------------
@@ -294,8 +313,13 @@ class Journal:
             raise JournalError(self.path, f"{exc}. Check the path and its permissions.") from None
         try:
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            self._check_identity(conn)
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            # One snapshot for the whole check: another process may be creating the schema right now.
+            conn.execute("BEGIN")
+            try:
+                self._check_identity(conn)
+            finally:
+                conn.execute("COMMIT")
+            mode = _enable_wal(conn)
             if mode.lower() != "wal":
                 raise JournalError(self.path, f"SQLite refused WAL mode (it kept {mode!r}). Use a file on a local disk.")
             if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
@@ -312,6 +336,8 @@ class Journal:
                 except BaseException:
                     conn.execute("ROLLBACK")
                     raise
+        except sqlite3.OperationalError as exc:
+            raise JournalError(self.path, f"SQLite says {exc!s}. Another program may hold the file locked; try again.") from None
         except sqlite3.DatabaseError as exc:
             raise JournalError(
                 self.path, f"SQLite says {exc!s}: the file is corrupt or not a database. Pass another path; durable never overwrites it."
@@ -435,10 +461,10 @@ class Journal:
         )
         return tuple(rows[0]) if rows else None  # type: ignore[return-value]
 
-    async def runnable(self, now: float) -> list[tuple[str, str, str, str | None, float | None]]:
+    async def runnable(self, now: float) -> list[tuple[str, str, str, str | None, float | None, str | None]]:
         """Runs a worker may take: ready, due, or running (whose owner may be dead)."""
         return await self._fetch(
-            "SELECT run_id, workflow, status, owner, lease_until FROM runs"
+            "SELECT run_id, workflow, status, owner, lease_until, ready FROM runs"
             " WHERE status IN ('pending', 'running') OR (status = 'sleeping' AND wake_at <= ?)",
             (now,),
         )

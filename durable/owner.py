@@ -12,7 +12,7 @@ import os
 import secrets
 import socket
 
-__all__ = ["Owner", "is_alive"]
+__all__ = ["Owner", "describe_owner", "is_alive"]
 
 
 def _boot_id() -> str:
@@ -59,6 +59,14 @@ class Owner:
         start = process_start(pid) or ""
         self.pid = pid
         self.id = f"{HOST}|{BOOT}|{pid}|{start}|{secrets.token_hex(4)}"
+
+
+def describe_owner(owner: str) -> str:
+    """An owner id for people: 'pid 123' here, 'pid 123 on host' elsewhere."""
+    parts = owner.rsplit("|", 4)
+    if len(parts) != 5:
+        return owner
+    return f"pid {parts[2]}" if parts[0] == HOST else f"pid {parts[2]} on {parts[0]}"
 
 
 def is_alive(owner: str, lease_until: float | None, now: float) -> bool:

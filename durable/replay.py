@@ -226,7 +226,7 @@ class Execution:
     async def _reopen(self, key: str, exc: pydantic.ValidationError) -> None:
         # The answer matched the stored JSON schema but not the Python type (a
         # constraint JSON schema cannot express): put the prompt back to waiting.
-        log.warning("%s: answer to %r does not fit its type and was discarded; asking again: %s", self.run_id, key, exc)
+        log.warning("run %s ✎ answer to %r does not fit its type; asking again: %s", self.run_id, key, exc)
         if not await self.journal.reopen_prompt(self.run_id, key, self.owner):
             self._lost()
 
@@ -274,8 +274,29 @@ class Execution:
             raise
         finally:
             self.active = False
-            elapsed = time.perf_counter() - started
-            log.info("%s %.3fs %s ● %s", self.run_id, elapsed, self.workflow.name, self.status or "stopped")
+            self._log(time.perf_counter() - started)
+
+    def _log(self, elapsed: float) -> None:
+        run, name, status = self.run_id, self.workflow.name, self.status
+        if status == "completed":
+            log.info("run %s ● %s completed in %.3fs", run, name, elapsed)
+        elif status == "failed":
+            log.info("run %s ✖ %s failed in %.3fs: %s: %s", run, name, elapsed, type(self.error).__name__, self.error)
+        elif status == "blocked":
+            log.warning("run %s ⚠ %s blocked: %s", run, name, self.violation)
+        elif status == "waiting":
+            log.info("run %s ⏸ %s waiting for an answer", run, name)
+        elif status == "sleeping":
+            when = dt.datetime.fromtimestamp(self.wake_at or 0, _UTC).strftime("%Y-%m-%d %H:%M:%S")
+            log.info("run %s ⏸ %s sleeping until %s UTC", run, name, when)
+        elif status == "pending":
+            log.info("run %s ⏸ %s unloaded, ready to resume", run, name)
+        elif self.stop_reason == "shutdown":
+            log.info("run %s ⇠ %s released for another worker (shutdown)", run, name)
+        elif self.stop_reason == "cancelled":
+            log.info("run %s ■ %s cancelled", run, name)
+        else:
+            log.info("run %s ✋ %s stopped: cancelled or taken over by another process", run, name)
 
     async def _record_outcome(self, outcome: str, value: Any) -> None:
         now = self.clock()

@@ -19,7 +19,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from .owner import is_alive
+from .owner import describe_owner, is_alive
 
 if TYPE_CHECKING:
     from .app import App
@@ -40,6 +40,7 @@ class Worker:
         self._next_wake: float | None = None
         self._last_heartbeat = 0.0
         self._task: asyncio.Task[None] | None = None
+        self.saturated = False
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="durable worker")
@@ -86,15 +87,18 @@ class Worker:
             self._data_version = version
             app._notify()
             await self._check_local_runs()
-        for run_id, workflow, status, owner, lease_until in await journal.runnable(now):
+        self.saturated = False
+        for run_id, workflow, status, owner, lease_until, ready in await journal.runnable(now):
             if self._stopping:
                 return
             if workflow not in app._workflows or run_id in app._executions or run_id in app._starting:
                 continue
             if status == "running" and owner is not None and is_alive(owner, lease_until, now):
                 continue
-            reason = {"pending": "ready", "sleeping": "timer", "running": "recovery"}[status]
-            await app._take(run_id, status, owner, reason)
+            if len(app._executions) >= app.max_concurrent_runs:
+                self.saturated = True  # App._ended kicks the loop when a slot frees up
+                break
+            await app._take(run_id, status, owner, _reason(status, owner, ready))
         self._next_wake = await journal.next_wake()
         if app._executions and now - self._last_heartbeat >= app.lease_seconds / 3:
             self._last_heartbeat = now
@@ -111,4 +115,14 @@ class Worker:
         for run_id, execution in launched:
             if run_id not in owned and execution.active and execution.stop_reason is None:
                 execution.stop_reason = "lost"
-                log.info("%s stopped: cancelled or taken over by another process", run_id)
+
+
+def _reason(status: str, owner: str | None, ready: str | None) -> str:
+    """Why a run is being resumed, in words for the log."""
+    if status == "sleeping":
+        return "timer due"
+    if status == "running":
+        return f"recovered from {describe_owner(owner)}, which died" if owner else "recovered"
+    return {"answered": "prompt answered", "released": "released by a stopped worker", "submitted": "submitted"}.get(
+        ready or "", "ready"
+    )
