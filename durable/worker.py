@@ -114,7 +114,9 @@ class Worker:
         owned = await app._journal.owned(app._owner.id)
         for run_id, execution in launched:
             if run_id not in owned and execution.active and execution.stop_reason is None:
+                # Whatever it computes now could not be recorded: interrupt it at once.
                 execution.stop_reason = "lost"
+                execution.task.cancel()
 
 
 def _reason(status: str, owner: str | None, ready: str | None) -> str:

@@ -1,0 +1,221 @@
+"""Workers in real processes: runs move on by themselves, and nothing runs twice."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import durable
+from helpers import HERE, eventually, make_app, wait_until
+
+
+def start_worker(db: str, log: Path, *, block: str | None = None, concurrency: int = 100) -> subprocess.Popen[str]:
+    env = dict(os.environ, DURABLE_DB=db, FLEET_LOG=str(log), FLEET_CONCURRENCY=str(concurrency))
+    if block:
+        env["FLEET_BLOCK"] = block
+    return subprocess.Popen(
+        [sys.executable, "-m", "durable", "worker", "fleet:app"],
+        cwd=HERE,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def stop(proc: subprocess.Popen[str], sig: int = signal.SIGTERM) -> str:
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=30)
+    return err
+
+
+def entries(log: Path, kind: str) -> list[tuple[str, str]]:
+    """(run:step, pid) of each `kind` line ('start' or 'done')."""
+    if not log.exists():
+        return []
+    out = []
+    for line in log.read_text().splitlines():
+        word, key, pid = line.split()
+        if word == kind:
+            out.append((key, pid))
+    return out
+
+
+async def statuses(app: durable.App, n: int) -> collections.Counter[str]:
+    return collections.Counter(r.status for r in await app.list_runs(limit=n))
+
+
+async def all_completed(app: durable.App, n: int) -> bool:
+    return (await statuses(app, n))["completed"] == n
+
+
+async def test_two_workers_complete_100_runs_each_step_once(db: str, tmp_path: Path) -> None:
+    log = tmp_path / "fleet.log"
+    async with make_app(db) as producer:  # has no workflow code: it only submits by name
+        for i in range(100):
+            await producer.submit("chain", steps=4, delay=0.01, run_id=f"run-{i:03}")
+        # neither worker can hold all 100 runs at once, so both take part
+        workers = [start_worker(db, log, concurrency=20), start_worker(db, log, concurrency=20)]
+        try:
+            await eventually(lambda: all_completed(producer, 100), timeout=120, what="100 runs to complete")
+            results = {r.run_id: r.result for r in await producer.list_runs(limit=100)}
+        finally:
+            errs = [stop(w) for w in workers]
+    assert set(results.values()) == {0 + 1 + 2 + 3}
+    starts = collections.Counter(key for key, _ in entries(log, "start"))
+    assert len(starts) == 400 and set(starts.values()) == {1}
+    by_pid = collections.Counter(pid for _, pid in entries(log, "start"))
+    assert len(by_pid) == 2, f"both workers should have taken runs: {by_pid}"
+    assert all("stopped" in err for err in errs)
+
+
+async def test_sigkill_one_worker_the_other_finishes_its_runs(db: str, tmp_path: Path) -> None:
+    log = tmp_path / "fleet.log"
+    async with make_app(db) as producer:
+        for i in range(40):
+            await producer.submit("chain", steps=5, delay=0.02, run_id=f"run-{i:02}")
+        victim = start_worker(db, log, concurrency=10)
+        wait_until(lambda: len(entries(log, "done")) >= 30, what="the first worker to get going")
+        victim.send_signal(signal.SIGKILL)
+        victim.communicate(timeout=30)
+        survivor = start_worker(db, log)
+        try:
+            await eventually(lambda: all_completed(producer, 40), timeout=120, what="the survivor to finish")
+        finally:
+            stop(survivor)
+    starts = collections.Counter(key for key, _ in entries(log, "start"))
+    assert len(starts) == 200
+    twice = {key for key, n in starts.items() if n == 2}
+    assert set(starts.values()) <= {1, 2}
+    # only steps in flight in the dead worker ran again: at most one per run it held
+    assert len(twice) <= 10
+    first_start = {}
+    for key, pid in entries(log, "start"):
+        first_start.setdefault(key, pid)
+    assert {first_start[k] for k in twice} <= {str(victim.pid)}
+    done_by = collections.Counter(key for key, _ in entries(log, "done"))
+    assert all(done_by[k] == 1 for k in starts if k not in twice)
+
+
+async def test_runs_answered_from_the_cli_resume_when_a_worker_starts(db: str, tmp_path: Path) -> None:
+    log = tmp_path / "fleet.log"
+    async with make_app(db) as producer:
+        for i in range(50):
+            await producer.submit("approve", run_id=f"a-{i:02}")
+        worker = start_worker(db, log)
+        try:
+            await eventually(lambda: _n_prompts(producer, 50), timeout=60, what="50 prompts")
+        finally:
+            stop(worker)
+    # answered with no worker alive, from a process that has no workflow code
+    for i in range(50):
+        answer = "true" if i % 2 == 0 else "false"
+        done = subprocess.run(
+            [sys.executable, "-m", "durable", "answer", f"a-{i:02}", "first", answer, "--db", db],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    worker = start_worker(db, log)
+    async with make_app(db) as inbox:
+        try:
+            # the 25 approved runs ask their second question; the 25 refused ones complete
+            await eventually(lambda: _n_prompts(inbox, 25), timeout=60, what="25 second prompts")
+            await eventually(lambda: _n_status(inbox, "completed", 25), timeout=60, what="25 refused runs")
+            assert {p.key for p in await inbox.prompts()} == {"second"}
+            for prompt in await inbox.prompts():
+                await inbox.answer(prompt.run_id, "second", True)
+            await eventually(lambda: all_completed(inbox, 50), timeout=60, what="all 50 runs")
+            results = collections.Counter(r.result for r in await inbox.list_runs(limit=50))
+        finally:
+            stop(worker)
+    assert results == {"True/True": 25, "False/False": 25}
+
+
+async def _n_prompts(app: durable.App, n: int) -> bool:
+    return len(await app.prompts()) == n
+
+
+async def _n_status(app: durable.App, status: str, n: int) -> bool:
+    return (await statuses(app, 100))[status] == n
+
+
+async def test_restarted_worker_wakes_sleeping_runs_at_their_recorded_time(db: str, tmp_path: Path) -> None:
+    log = tmp_path / "fleet.log"
+    async with make_app(db) as producer:
+        for i, seconds in enumerate([2.5, 3.0, 3.5, 4.0]):
+            await producer.submit("nap", seconds, run_id=f"nap-{i}")
+        first = start_worker(db, log)
+        try:
+            await eventually(lambda: _n_status(producer, "sleeping", 4), timeout=30, what="4 sleeping runs")
+        finally:
+            stop(first)
+        second = start_worker(db, log)
+        try:
+            await eventually(lambda: all_completed(producer, 4), timeout=60, what="the runs to wake")
+        finally:
+            stop(second)
+        for i in range(4):
+            run = await producer.get_run(f"nap-{i}")
+            sleep, step = run.steps
+            wake_at = durable_time(sleep.value)
+            # woke at its recorded time, not before, and not long after (generous bound: loaded CI machines)
+            assert wake_at <= step.started_at.timestamp() < wake_at + 2.0
+
+
+def durable_time(value: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+async def test_cancel_from_another_process_while_executing_and_while_waiting(db: str, tmp_path: Path) -> None:
+    log = tmp_path / "fleet.log"
+    async with make_app(db) as control:
+        await control.submit("chain", steps=3, run_id="busy")
+        await control.submit("approve", run_id="idle")
+        worker = start_worker(db, log, block="busy:1")
+        try:
+            wait_until(lambda: ("busy:1" in {k for k, _ in entries(log, "start")}), what="busy to block in step 1")
+            await eventually(lambda: control.prompts("idle"), what="idle to wait")
+            await control.cancel("busy")
+            await control.cancel("idle")
+            assert (await control.get_run("busy")).status == "cancelled"
+            # the worker notices the foreign write and drops its claim: nothing more is written
+            await asyncio.sleep(0.5)
+            run = await control.get_run("busy")
+        finally:
+            err = stop(worker)
+        assert run.status == "cancelled" and [s.seq for s in run.steps] == [0]
+        assert (await control.get_run("idle")).status == "cancelled"
+        assert await control.prompts() == []
+    assert "busy:2" not in {k for k, _ in entries(log, "start")}
+    assert "run busy ✋ chain stopped: cancelled or taken over by another process" in err
+
+
+async def test_claim_race_on_an_orphan_has_one_winner(db: str, tmp_path: Path) -> None:
+    log = tmp_path / "fleet.log"
+    async with make_app(db) as control:
+        await control.submit("chain", steps=3, run_id="orphan")
+        owner = start_worker(db, log, block="orphan:1")
+        wait_until(lambda: "orphan:1" in {k for k, _ in entries(log, "start")}, what="the orphan-to-be to block")
+        owner.send_signal(signal.SIGKILL)
+        owner.communicate(timeout=30)
+        assert (await control.get_run("orphan")).status == "running"  # its owner is dead
+        workers = [start_worker(db, log) for _ in range(6)]
+        try:
+            await eventually(lambda: all_completed(control, 1), timeout=60, what="the orphan to be finished")
+        finally:
+            for w in workers:
+                stop(w)
+    starts = [(k, pid) for k, pid in entries(log, "start")]
+    resumed = [pid for k, pid in starts if k == "orphan:1" and pid != str(owner.pid)]
+    assert len(resumed) == 1  # exactly one of the six took it
+    assert collections.Counter(k for k, _ in starts) == {"orphan:0": 1, "orphan:1": 2, "orphan:2": 1}
