@@ -9,14 +9,17 @@ Each is claimed atomically (compare-and-set on status and owner) and resumed by
 replay. A pass also notices writes by other processes through SQLite's
 ``PRAGMA data_version`` and stops local runs that were cancelled or taken over.
 
-The loop wakes at the next due timer, when kicked from this process (an answer,
-a run parking), and at least every `poll_interval` seconds.
+The loop checks for outside writes every 50 ms (one PRAGMA, no table read) and
+scans when something changed, when kicked from this process (an answer, a run
+parking), when a timer is due, and at least every `poll_interval` seconds (dead
+owners change nothing in the file, so they are looked for on that schedule).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from .owner import describe_owner, is_alive
@@ -27,6 +30,10 @@ if TYPE_CHECKING:
 __all__ = ["Worker"]
 
 log = logging.getLogger("durable")
+
+# How often the loop asks SQLite whether another process wrote (PRAGMA
+# data_version: no table is read). An answer given elsewhere is noticed within it.
+CHANGE_CHECK_SECONDS = 0.05
 
 
 class Worker:
@@ -63,30 +70,42 @@ class Worker:
 
     async def _loop(self) -> None:
         app = self.app
+        last_scan = -1e9
         while not self._stopping:
+            kicked = self._kick.is_set()
+            self._kick.clear()
             try:
-                await self.scan()
+                now = app._clock()
+                changed = await self._changed()
+                due = self._next_wake is not None and self._next_wake <= now
+                if kicked or changed or due or time.monotonic() - last_scan >= app.poll_interval:
+                    last_scan = time.monotonic()
+                    await self.scan()
             except Exception:
                 log.exception("worker pass failed; retrying in %.2fs", app.poll_interval)
-            timeout = app.poll_interval
+            timeout = min(CHANGE_CHECK_SECONDS, app.poll_interval)
             if self._next_wake is not None:
                 timeout = max(0.0, min(timeout, self._next_wake - app._clock()))
             try:
                 await asyncio.wait_for(self._kick.wait(), timeout)
             except TimeoutError:
                 pass
-            self._kick.clear()
+
+    async def _changed(self) -> bool:
+        """Whether another connection committed since the last look (one cheap PRAGMA)."""
+        version = await self.app._journal.data_version()
+        if version == self._data_version:
+            return False
+        self._data_version = version
+        self.app._notify()
+        await self._check_local_runs()
+        return True
 
     async def scan(self) -> None:
-        """One pass: notice outside changes, then claim and resume what is runnable."""
+        """One pass: claim and resume what is runnable; note the next timer; renew leases."""
         app = self.app
         journal = app._journal
         now = app._clock()
-        version = await journal.data_version()
-        if version != self._data_version:
-            self._data_version = version
-            app._notify()
-            await self._check_local_runs()
         self.saturated = False
         for run_id, workflow, status, owner, lease_until, ready in await journal.runnable(now):
             if self._stopping:
