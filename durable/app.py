@@ -229,6 +229,8 @@ class App:
         workflow = self._resolve(wf)
         blob = workflow.encode_args(args, kwargs)
         run_id = _check_run_id(run_id)
+        if run_id in self._starting or run_id in self._executions:
+            return RunHandle(self, run_id)  # this App is already starting or executing it
         now = self._clock()
         self._starting.add(run_id)
         try:
@@ -240,10 +242,13 @@ class App:
                 self._launch(workflow, run_id, blob, [])
             elif existing.workflow != workflow.name:
                 raise RunIdInUse(run_id, existing.workflow, workflow.name)
-            elif existing.status not in FINAL and run_id not in self._executions:
-                if existing.status == "running" and existing.owner is not None and existing.owner != self._owner.id:
-                    if is_alive(existing.owner, existing.lease_until, now):
-                        return RunHandle(self, run_id)  # another live process executes it: wait
+            elif existing.status in FINAL or existing.owner == self._owner.id:
+                pass  # ended, or claimed by this App's worker while we looked: wait for it
+            elif existing.status == "running" and existing.owner is not None and is_alive(
+                existing.owner, existing.lease_until, now
+            ):
+                pass  # another live process executes it: wait for it
+            else:
                 await self._take(run_id, existing.status, existing.owner, "rerun")
         finally:
             self._starting.discard(run_id)
@@ -273,22 +278,19 @@ class App:
         return RunHandle(self, run_id)
 
     async def _take(self, run_id: str, status: str, owner: str | None, reason: str) -> bool:
-        """Claim a run (compare-and-set) and resume it by replay; False if another process was first."""
-        added = run_id not in self._starting
-        self._starting.add(run_id)
-        try:
-            now = self._clock()
-            claimed = await self._journal.claim(run_id, status, owner, self._owner.id, now + self.lease_seconds, now)
-            if claimed is None:
-                return False
-            workflow_name, args = claimed
-            records = await self._journal.load_records(run_id)
-            log.info("run %s ↻ %s resumed: %s (%d records to replay)", run_id, workflow_name, reason, len(records))
-            self._launch(self._workflows[workflow_name], run_id, args, records)
-            return True
-        finally:
-            if added:
-                self._starting.discard(run_id)
+        """Claim a run (compare-and-set) and resume it by replay; False if another process was first.
+
+        The caller has put run_id in `_starting`, so nothing else in this App takes it meanwhile.
+        """
+        now = self._clock()
+        claimed = await self._journal.claim(run_id, status, owner, self._owner.id, now + self.lease_seconds, now)
+        if claimed is None:
+            return False
+        workflow_name, args = claimed
+        records = await self._journal.load_records(run_id)
+        log.info("run %s ↻ %s resumed: %s (%d records to replay)", run_id, workflow_name, reason, len(records))
+        self._launch(self._workflows[workflow_name], run_id, args, records)
+        return True
 
     def _launch(self, workflow: Workflow, run_id: str, args: bytes, records: list[RecordRow]) -> None:
         execution = Execution(self, workflow, run_id, args, records)

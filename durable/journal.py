@@ -461,13 +461,23 @@ class Journal:
         )
         return tuple(rows[0]) if rows else None  # type: ignore[return-value]
 
-    async def runnable(self, now: float) -> list[tuple[str, str, str, str | None, float | None, str | None]]:
-        """Runs a worker may take: ready, due, or running (whose owner may be dead)."""
+    async def ready(self, now: float) -> list[tuple[str, str, str, str | None, str | None]]:
+        """Runs a worker may take now: ready ('pending') or with a due timer."""
         return await self._fetch(
-            "SELECT run_id, workflow, status, owner, lease_until, ready FROM runs"
-            " WHERE status IN ('pending', 'running') OR (status = 'sleeping' AND wake_at <= ?)",
+            "SELECT run_id, workflow, status, owner, ready FROM runs"
+            " WHERE status = 'pending' OR (status = 'sleeping' AND wake_at <= ?)",
             (now,),
         )
+
+    async def running_owners(self) -> list[tuple[str, float | None]]:
+        """Each owner of running runs, with its lease."""
+        return await self._fetch(
+            "SELECT owner, MAX(lease_until) FROM runs WHERE status = 'running' AND owner IS NOT NULL GROUP BY owner"
+        )
+
+    async def runs_of(self, owner: str) -> list[tuple[str, str]]:
+        """(run_id, workflow) of the running runs of one owner."""
+        return await self._fetch("SELECT run_id, workflow FROM runs WHERE owner = ? AND status = 'running'", (owner,))
 
     async def next_wake(self) -> float | None:
         rows = await self._fetch("SELECT MIN(wake_at) FROM runs WHERE status = 'sleeping'")

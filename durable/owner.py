@@ -34,6 +34,8 @@ def process_start(pid: int) -> str | None:
         return ""
     # The command name (field 2) may contain spaces and parentheses: split after its closing ')'.
     fields = stat[stat.rindex(")") + 2 :].split()
+    if fields[0] in ("Z", "X"):
+        return None  # a zombie has exited; only its exit status waits to be collected
     return fields[19]  # field 22 of the whole line: starttime
 
 

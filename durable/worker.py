@@ -107,17 +107,24 @@ class Worker:
         journal = app._journal
         now = app._clock()
         self.saturated = False
-        for run_id, workflow, status, owner, lease_until, ready in await journal.runnable(now):
+        candidates = list(await journal.ready(now))
+        # Dead owners are found per owner, not per run: a live worker may hold thousands of runs.
+        for owner, lease_until in await journal.running_owners():
+            if owner != app._owner.id and not is_alive(owner, lease_until, now):
+                candidates += [(run_id, workflow, "running", owner, None) for run_id, workflow in await journal.runs_of(owner)]
+        for run_id, workflow, status, owner, ready in candidates:
             if self._stopping:
                 return
             if workflow not in app._workflows or run_id in app._executions or run_id in app._starting:
                 continue
-            if status == "running" and owner is not None and is_alive(owner, lease_until, now):
-                continue
             if len(app._executions) >= app.max_concurrent_runs:
                 self.saturated = True  # App._ended kicks the loop when a slot frees up
                 break
-            await app._take(run_id, status, owner, _reason(status, owner, ready))
+            app._starting.add(run_id)
+            try:
+                await app._take(run_id, status, owner, _reason(status, owner, ready))
+            finally:
+                app._starting.discard(run_id)
         self._next_wake = await journal.next_wake()
         if app._executions and now - self._last_heartbeat >= app.lease_seconds / 3:
             self._last_heartbeat = now

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import json
 import signal
@@ -11,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import finish, log_lines, records, spawn, wait_until
+import durable
+from helpers import finish, log_lines, make_app, records, spawn, wait_until
 
 
 def starts(log: Path) -> collections.Counter[str]:
@@ -128,3 +130,43 @@ def test_rerun_after_crash_takes_over_at_once(db: str, tmp_path: Path, victim: s
     # (the lease is 30 s and the test's timeout would expire long before).
     out = finish(spawn(db, log, "r1", "sequential"), timeout=20)
     assert result_of(out) == [f"s{i}-ok" for i in range(5)]
+
+
+executed: list[str] = []
+
+
+def work(name: str) -> str:  # same qualified name as the step in procs.py, so its records replay here
+    executed.append(name)
+    return f"{name}-ok"
+
+
+async def test_rerun_while_the_worker_recovers_the_run_executes_it_once(db: str, tmp_path: Path) -> None:
+    log = tmp_path / "side-effects.log"
+    proc = spawn(db, log, "r1", "sequential", "--block", "s2")
+    wait_until(lambda: "start s2" in log_lines(log), what="step s2 to start")
+    kill(proc)
+
+    app = make_app(db)
+
+    @app.workflow
+    async def sequential(ctx: durable.Context) -> list[str]:
+        return [await ctx.step(work, f"s{i}") for i in range(5)]
+
+    executed.clear()
+    claimed, go_on = asyncio.Event(), asyncio.Event()
+    load_records = app._journal.load_records
+
+    async def load_after_gate(run_id: str) -> list[object]:
+        claimed.set()
+        await go_on.wait()
+        return await load_records(run_id)
+
+    async with app:
+        # Hold the worker between its claim of the orphan and the launch of the
+        # replay: the window in which an explicit rerun once took the run twice.
+        app._journal.load_records = load_after_gate  # type: ignore[method-assign]
+        await claimed.wait()
+        handle = await app.start(sequential, run_id="r1")
+        go_on.set()
+        assert await handle.result(timeout=20) == [f"s{i}-ok" for i in range(5)]
+    assert executed == ["s2", "s3", "s4"]
