@@ -8,7 +8,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 from .codec import decode_any, encode, error_from_json, schema_violation
@@ -26,7 +26,7 @@ from .errors import (
     WorkflowNotFound,
 )
 from .journal import FINAL, Journal, RecordRow, RunRow
-from .model import Prompt, Run
+from .model import Cursor, Prompt, Record, Run
 from .owner import Owner, is_alive
 from .replay import Execution
 from .worker import Worker
@@ -342,6 +342,40 @@ class App:
                 raise RunCancelled(run_id)
             if run_id in self._executions or run_id in self._starting:
                 continue
+            assert changed is not None
+            try:
+                await asyncio.wait_for(changed.wait(), self.poll_interval)
+            except TimeoutError:
+                pass
+
+    async def watch(self, run_id: str, after: str | None = None) -> AsyncIterator[tuple[str, Record]]:
+        """Yield a run's journal as (cursor, record): recorded ones first, then live ones, until it ends.
+
+        Records come in seq order (one waits for those before it, as gathered
+        steps finish in any order). A prompt or sleep that changes later (answered,
+        cancelled, done) comes again in its new state. Give the last cursor as
+        `after` to resume exactly there: nothing is skipped or repeated.
+        """
+        cursor = Cursor.parse(after)
+        await self._row(run_id)
+        while True:
+            changed = self._changed
+            row = await self._row(run_id)
+            ended = row.status in FINAL or row.status == "blocked"
+            rows = await self._journal.changes(run_id, cursor.seq, (cursor.changed_at, cursor.changed_seq))
+            for record in sorted((r for r in rows if r.seq < cursor.seq), key=lambda r: (r.finished_at, r.seq)):
+                cursor = cursor.changed(record)
+                yield str(cursor), Record.from_row(record)
+            later = {r.seq: r for r in rows if r.seq >= cursor.seq}
+            while later:
+                record = later.pop(cursor.seq, None)
+                if record is None and not ended:
+                    break  # an earlier call is still in flight: keep the order
+                cursor = cursor.passed(record)
+                if record is not None:
+                    yield str(cursor), Record.from_row(record)
+            if ended:
+                return
             assert changed is not None
             try:
                 await asyncio.wait_for(changed.wait(), self.poll_interval)

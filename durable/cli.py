@@ -9,6 +9,7 @@ on stderr and exit 1; usage errors exit 2.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import importlib
 import logging
@@ -16,7 +17,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 import click
@@ -67,6 +68,14 @@ def json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(fn)
 
 
+@contextlib.contextmanager
+def durable_errors_exit_1() -> Iterator[None]:
+    try:
+        yield
+    except DurableError as exc:
+        raise Failure(str(exc)) from None
+
+
 def with_app(db: str, operation: Callable[[App], Awaitable[T]]) -> T:
     """Open a bare App on `db`, await `operation(app)`, close it; a DurableError becomes exit 1."""
     # Opening an App creates the file; a mistyped --db must not leave an empty journal behind.
@@ -77,10 +86,8 @@ def with_app(db: str, operation: Callable[[App], Awaitable[T]]) -> T:
         async with App(db) as app:
             return await operation(app)
 
-    try:
+    with durable_errors_exit_1():
         return asyncio.run(run())
-    except DurableError as exc:
-        raise Failure(str(exc)) from None
 
 
 # --- formatting ---------------------------------------------------------------
@@ -206,8 +213,10 @@ def runs(status: str | None, workflow: str | None, limit: int, as_json: bool, db
     elif not found:
         click.echo("no runs")
     else:
-        rows = [[r.run_id, r.workflow, styled_status(r.status), since(r.created_at), since(r.updated_at)] for r in found]
-        echo_table(["run_id", "workflow", "status", "created", "updated"], rows)
+        echo_table(
+            ["run_id", "workflow", "status", "created", "updated"],
+            [[r.run_id, r.workflow, styled_status(r.status), since(r.created_at), since(r.updated_at)] for r in found],
+        )
 
 
 @main.command()
@@ -220,8 +229,12 @@ def show(run_id: str, as_json: bool, db: str) -> None:
     if as_json:
         echo_json(run)
         return
-    fields = [("run_id", run.run_id), ("workflow", run.workflow), ("status", styled_status(run.status))]
-    fields.append(("args", plain(run.args)))
+    fields = [
+        ("run_id", run.run_id),
+        ("workflow", run.workflow),
+        ("status", styled_status(run.status)),
+        ("args", plain(run.args)),
+    ]
     if run.kwargs:
         fields.append(("kwargs", plain(run.kwargs)))
     if run.status == "completed":
@@ -317,13 +330,18 @@ def load_app(spec: str, db: str) -> App:
     return obj
 
 
-def log_to_stderr() -> logging.Handler:
+@contextlib.contextmanager
+def logging_to_stderr() -> Iterator[None]:
+    """Send the durable logger's INFO lines to stderr while the block runs."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
     logger = logging.getLogger("durable")
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
-    return handler
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
 
 
 async def work(app: App) -> None:
@@ -349,13 +367,8 @@ async def work(app: App) -> None:
 def worker(app_spec: str, db: str) -> None:
     """Run the worker of MODULE:APP until interrupted: resume due, answered and orphaned runs."""
     app = load_app(app_spec, db)
-    handler = log_to_stderr()
-    try:
+    with logging_to_stderr(), durable_errors_exit_1():
         asyncio.run(work(app))
-    except DurableError as exc:
-        raise Failure(str(exc)) from None
-    finally:
-        logging.getLogger("durable").removeHandler(handler)
 
 
 @main.command()
@@ -372,10 +385,6 @@ def serve(app_spec: str, host: str, port: int, db: str) -> None:
             raise
         raise Failure("durable serve needs the server extra: pip install 'durable[server]'") from None
     app = load_app(app_spec, db)
-    handler = log_to_stderr()
-    try:
+    # The HTTP module (a later change) provides serve(app, host=..., port=...): API, page and worker.
+    with logging_to_stderr(), durable_errors_exit_1():
         http.serve(app, host=host, port=port)
-    except DurableError as exc:
-        raise Failure(str(exc)) from None
-    finally:
-        logging.getLogger("durable").removeHandler(handler)

@@ -116,6 +116,14 @@ class PromptRow(NamedTuple):
 
 # --- write operations: each runs inside the writer's shared transaction --------
 
+# The time of an in-place change (a prompt answered, cancelled or reopened, a
+# sleep done): strictly later than every earlier such change of the run, so the
+# order of these times is their commit order and a watcher can resume after one.
+_CHANGED_AT = (
+    "MAX(:now, COALESCE((SELECT MAX(finished_at) FROM records"
+    " WHERE run_id = :run_id AND kind IN ('ask', 'sleep')), 0) + 0.000001)"
+)
+
 _APPEND = (
     "INSERT INTO records (run_id, seq, kind, name, status, value, error, attempts,"
     " started_at, finished_at, question, schema)"
@@ -182,9 +190,9 @@ def _finish(conn: sqlite3.Connection, params: tuple[Any, ...]) -> bool:
 
 def _answer(conn: sqlite3.Connection, run_id: str, key: str, value: bytes, now: float) -> tuple[str | None, bool]:
     cur = conn.execute(
-        "UPDATE records SET status = 'answered', value = ?, finished_at = ?"
-        " WHERE run_id = ? AND kind = 'ask' AND name = ? AND status = 'waiting'",
-        (value, now, run_id, key),
+        f"UPDATE records SET status = 'answered', value = :value, finished_at = {_CHANGED_AT}"
+        " WHERE run_id = :run_id AND kind = 'ask' AND name = :key AND status = 'waiting'",
+        {"value": value, "now": now, "run_id": run_id, "key": key},
     )
     if cur.rowcount == 0:
         row = conn.execute(
@@ -199,13 +207,25 @@ def _answer(conn: sqlite3.Connection, run_id: str, key: str, value: bytes, now: 
     return "waiting", resumed == 1
 
 
-def _reopen_prompt(conn: sqlite3.Connection, run_id: str, key: str, owner: str) -> bool:
+def _reopen_prompt(conn: sqlite3.Connection, run_id: str, key: str, owner: str, now: float) -> bool:
     return (
         conn.execute(
-            "UPDATE records SET status = 'waiting', value = NULL, finished_at = NULL"
-            " WHERE run_id = ?1 AND kind = 'ask' AND name = ?2 AND status = 'answered'"
-            " AND EXISTS (SELECT 1 FROM runs WHERE run_id = ?1 AND owner = ?3)",
-            (run_id, key, owner),
+            f"UPDATE records SET status = 'waiting', value = NULL, finished_at = {_CHANGED_AT}"
+            " WHERE run_id = :run_id AND kind = 'ask' AND name = :key AND status = 'answered'"
+            " AND EXISTS (SELECT 1 FROM runs WHERE run_id = :run_id AND owner = :owner)",
+            {"run_id": run_id, "key": key, "owner": owner, "now": now},
+        ).rowcount
+        == 1
+    )
+
+
+def _complete_sleep(conn: sqlite3.Connection, run_id: str, seq: int, owner: str, now: float) -> bool:
+    return (
+        conn.execute(
+            f"UPDATE records SET status = 'completed', finished_at = {_CHANGED_AT}"
+            " WHERE run_id = :run_id AND seq = :seq AND status = 'scheduled'"
+            " AND EXISTS (SELECT 1 FROM runs WHERE run_id = :run_id AND owner = :owner)",
+            {"run_id": run_id, "seq": seq, "owner": owner, "now": now},
         ).rowcount
         == 1
     )
@@ -221,8 +241,9 @@ def _cancel(conn: sqlite3.Connection, run_id: str, now: float) -> tuple[str, str
         (now, run_id),
     )
     conn.execute(
-        "UPDATE records SET status = 'cancelled', finished_at = ? WHERE run_id = ? AND status = 'waiting'",
-        (now, run_id),
+        f"UPDATE records SET status = 'cancelled', finished_at = {_CHANGED_AT}"
+        " WHERE run_id = :run_id AND status = 'waiting'",
+        {"now": now, "run_id": run_id},
     )
     return row
 
@@ -407,9 +428,15 @@ class Journal:
         """Record an answer once. Return (prompt status before, whether the run became ready)."""
         return await self._write(_answer, run_id, key, value, now)
 
-    async def reopen_prompt(self, run_id: str, key: str, owner: str) -> bool:
+    async def reopen_prompt(self, run_id: str, key: str, owner: str, now: float) -> bool:
         """Discard an answer the workflow could not use, so the prompt waits again."""
-        return await self._write(_reopen_prompt, run_id, key, owner)
+        return await self._write(_reopen_prompt, run_id, key, owner, now)
+
+    def complete_sleep_nowait(self, run_id: str, seq: int, owner: str, now: float) -> None:
+        """Mark a sleep done, without waiting: replay needs only its wake-up time."""
+        if self._writer is None:
+            raise RuntimeError("journal is closed")
+        self._writer.submit_nowait(_complete_sleep, run_id, seq, owner, now)
 
     async def cancel(self, run_id: str, now: float) -> tuple[str, str | None] | None:
         """Cancel a run that has not ended. Return its (status, owner) before, None if unknown."""
@@ -435,6 +462,15 @@ class Journal:
 
     async def load_records(self, run_id: str) -> list[RecordRow]:
         rows = await self._fetch(f"SELECT {_RECORD} FROM records WHERE run_id = ? ORDER BY seq", (run_id,))
+        return [RecordRow(*r) for r in rows]
+
+    async def changes(self, run_id: str, from_seq: int, changed_after: tuple[float, int]) -> list[RecordRow]:
+        """Records at `from_seq` or later, and prompts/sleeps before it changed after (time, seq)."""
+        rows = await self._fetch(
+            f"SELECT {_RECORD} FROM records WHERE run_id = ?1 AND (seq >= ?2 OR (kind IN ('ask', 'sleep')"
+            " AND finished_at IS NOT NULL AND (finished_at > ?3 OR (finished_at = ?3 AND seq > ?4))))",
+            (run_id, from_seq, *changed_after),
+        )
         return [RecordRow(*r) for r in rows]
 
     async def list_runs(self, status: str | None, workflow: str | None, limit: int) -> list[RunRow]:

@@ -10,7 +10,7 @@ import msgspec
 from .codec import decode_any, from_timestamp
 from .journal import PromptRow, RecordRow, RunRow
 
-__all__ = ["Prompt", "Record", "Run"]
+__all__ = ["Cursor", "Prompt", "Record", "Run"]
 
 
 class Record(msgspec.Struct, frozen=True, kw_only=True):
@@ -100,3 +100,36 @@ class Prompt(msgspec.Struct, frozen=True, kw_only=True):
             workflow=row.workflow,
             seq=row.seq,
         )
+
+
+class Cursor(msgspec.Struct, frozen=True):
+    """Where a watcher of a run's journal is: every record before `seq` seen, and
+    every later change of a prompt or sleep up to (`changed_at`, `changed_seq`)."""
+
+    seq: int = 0
+    changed_at: float = 0.0
+    changed_seq: int = -1
+
+    @classmethod
+    def parse(cls, text: str | None) -> Cursor:
+        if not text:
+            return cls()
+        try:
+            seq, changed_at, changed_seq = text.split("_")
+            return cls(int(seq), float(changed_at), int(changed_seq))
+        except ValueError:
+            raise ValueError(f"{text!r} is not a journal cursor (expected what watch() yielded).") from None
+
+    def __str__(self) -> str:
+        return f"{self.seq}_{self.changed_at!r}_{self.changed_seq}"
+
+    def changed(self, row: RecordRow) -> Cursor:
+        """After a record before `seq` that changed in place."""
+        return Cursor(self.seq, row.finished_at, row.seq)  # type: ignore[arg-type]
+
+    def passed(self, row: RecordRow | None) -> Cursor:
+        """After the record at `seq` (None: a gap left by a call that never finished)."""
+        if row is not None and row.kind in ("ask", "sleep") and row.finished_at is not None:
+            if (row.finished_at, row.seq) > (self.changed_at, self.changed_seq):
+                return Cursor(self.seq + 1, row.finished_at, row.seq)
+        return Cursor(self.seq + 1, self.changed_at, self.changed_seq)

@@ -188,6 +188,8 @@ class Execution:
             await asyncio.sleep(remaining)
             if self.stop_reason is not None:
                 raise _Stopped(self.stop_reason)
+        if record is None or record.status == "scheduled":
+            self.journal.complete_sleep_nowait(self.run_id, seq, self.owner, self.clock())
 
     async def ask(self, seq: int, question: str, tp: Any, key: str | None) -> Any:
         self._check("ask")
@@ -227,7 +229,7 @@ class Execution:
         # The answer matched the stored JSON schema but not the Python type (a
         # constraint JSON schema cannot express): put the prompt back to waiting.
         log.warning("run %s ✎ answer to %r does not fit its type; asking again: %s", self.run_id, key, exc)
-        if not await self.journal.reopen_prompt(self.run_id, key, self.owner):
+        if not await self.journal.reopen_prompt(self.run_id, key, self.owner, self.clock()):
             self._lost()
 
     def now(self, seq: int) -> dt.datetime:
