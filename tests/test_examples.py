@@ -1,0 +1,248 @@
+"""The examples run to completion and print what their docstrings say."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+TIMEOUT = 60
+
+
+def env_with(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "DURABLE_DB"}
+    return {**env, "PYTHONUNBUFFERED": "1", **extra}
+
+
+def run_example(name: str, *args: str, cwd: Path, **env: str) -> list[str]:
+    """Run an example to its end and return its stdout lines."""
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / name), *args],
+        cwd=cwd,
+        env=env_with(**env),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout.splitlines()
+
+
+def line_with(lines: list[str], pattern: str) -> str:
+    found = [line for line in lines if re.search(pattern, line)]
+    assert found, f"no line matches {pattern!r} in:\n" + "\n".join(lines)
+    return found[0]
+
+
+# --- approval -------------------------------------------------------------------
+
+
+def test_approval_answers_its_own_prompts(tmp_path: Path) -> None:
+    lines = run_example("approval.py", cwd=tmp_path, DURABLE_DB=str(tmp_path / "j.db"))
+
+    assert lines[0] == f"journal: {tmp_path / 'j.db'}"
+    assert "   result: Decision(approved=True, by='policy', reason='42.50 EUR is within the 100.00 EUR limit')" in lines
+    assert "   reimbursed 42.50 EUR to ada" in lines
+    assert line_with(lines, r"pending prompt 'approve': Approve 1899\.00 EUR for 'new laptop', by ada\?")
+    assert line_with(lines, r"manager: await app.answer\('laptop-\w+', 'approve', True\)")
+    assert "   reimbursed 1899.00 EUR to ada" in lines
+    assert "   result: Decision(approved=True, by='manager', reason='')" in lines
+    assert line_with(lines, r"pending prompt 'reason': Why is 'team dinner' rejected\?")
+    assert line_with(lines, r"refused \(InvalidAnswer\): The answer to prompt 'reason' .* 'too pricey' is not one of")
+    assert "   result: Decision(approved=False, by='manager', reason='over budget')" in lines
+    assert not any("to bob" in line for line in lines)  # a rejected expense is not reimbursed
+
+
+def test_approval_is_rerunnable_with_fresh_run_ids(tmp_path: Path) -> None:
+    first = run_example("approval.py", cwd=tmp_path)
+    second = run_example("approval.py", cwd=tmp_path)
+
+    assert (tmp_path / "approval.db").exists()
+    run_ids = [re.match(r"(\w+-\w+):", line) for line in first + second]
+    assert len({m.group(1) for m in run_ids if m}) == 6
+    assert second.count("   result: Decision(approved=True, by='manager', reason='')") == 1
+
+
+@contextlib.contextmanager
+def waiting_run(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """Run `approval.py --wait`; yield it and its run_id once it waits for an answer."""
+    with subprocess.Popen(
+        [sys.executable, str(EXAMPLES / "approval.py"), "--wait"],
+        cwd=tmp_path,
+        env=env_with(),
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as waiting:
+        try:
+            assert waiting.stdout is not None
+            lines = []
+            while (line := waiting.stdout.readline()) and line.strip() != "waiting...":
+                lines.append(line.rstrip("\n"))
+            assert line, "\n".join(lines)
+            assert line_with(lines, r"^      durable answer laptop-\w+ approve true --db approval\.db$")
+            command = line_with(lines, r"^      python \S+approval\.py answer laptop-\w+ approve true$")
+            yield waiting, command.split()[3]
+        finally:
+            waiting.kill()
+
+
+def finish(waiting: subprocess.Popen[str]) -> list[str]:
+    """The rest of the waiting process's output, once it has ended by itself."""
+    out, _ = waiting.communicate(timeout=TIMEOUT)
+    assert waiting.returncode == 0, out
+    return out.splitlines()
+
+
+def test_approval_answered_from_another_process(tmp_path: Path) -> None:
+    with waiting_run(tmp_path) as (waiting, run_id):
+        answered = run_example("approval.py", "answer", run_id, "approve", "true", cwd=tmp_path)
+        assert answered == [f"answered 'approve' of run {run_id}: True"]
+        lines = finish(waiting)
+
+    assert "   reimbursed 1899.00 EUR to ada" in lines
+    assert lines[-1] == "   result: Decision(approved=True, by='manager', reason='')"
+
+
+def test_approval_rejection_and_bad_answer_from_another_process(tmp_path: Path) -> None:
+    with waiting_run(tmp_path) as (waiting, run_id):
+        run_example("approval.py", "answer", run_id, "approve", "false", cwd=tmp_path)
+        assert waiting.stdout is not None
+        while "pending prompt 'reason'" not in (line := waiting.stdout.readline()):
+            assert line, "the --wait process ended before asking for a reason"
+
+        bad = subprocess.run(
+            [sys.executable, str(EXAMPLES / "approval.py"), "answer", run_id, "reason", "too pricey"],
+            cwd=tmp_path,
+            env=env_with(),
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+        )
+        assert bad.returncode == 1
+        assert bad.stderr.startswith(f"error: The answer to prompt 'reason' of run '{run_id}' was rejected")
+
+        run_example("approval.py", "answer", run_id, "reason", "no receipt", cwd=tmp_path)
+        lines = finish(waiting)
+
+    assert lines[-1] == "   result: Decision(approved=False, by='manager', reason='no receipt')"
+
+
+def test_approval_answered_with_the_printed_cli_command(tmp_path: Path) -> None:
+    cli = shutil.which("durable", path=str(Path(sys.executable).parent))
+    if cli is None:
+        pytest.skip("the `durable` command is not installed")
+    with waiting_run(tmp_path) as (waiting, run_id):
+        subprocess.run(
+            [cli, "answer", run_id, "approve", "true", "--db", "approval.db"],
+            cwd=tmp_path,
+            env=env_with(),
+            check=True,
+            capture_output=True,
+            timeout=TIMEOUT,
+        )
+        lines = finish(waiting)
+
+    assert lines[-1] == "   result: Decision(approved=True, by='manager', reason='')"
+
+
+def test_approval_imports_without_running_anything(tmp_path: Path) -> None:
+    code = "from examples import approval; print(type(approval.app).__name__, sorted(approval.app.workflows))"
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=env_with(PYTHONPATH=str(EXAMPLES.parent)),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "App ['approve_expense']\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- crash and rerun -------------------------------------------------------------
+
+
+def test_crash_and_rerun_executes_completed_steps_once(tmp_path: Path) -> None:
+    lines = run_example("crash_and_rerun.py", cwd=tmp_path, DURABLE_DB=str(tmp_path / "c.db"))
+
+    assert "  charge_card: killing this process (SIGKILL) before the step returns" in lines
+    assert "  exit code -9 (killed)" in lines
+    assert "  result: order o-42: charged charge-o-42, shipped parcel-o-42" in lines
+    assert "  exit code 0" in lines
+    table = [line.split() for line in lines[lines.index("side-effect log    run 1     run 2") + 1 :][:5]]
+    assert table == [
+        ["fetch_order", "executed", "replayed"],
+        ["reserve_stock", "executed", "replayed"],
+        ["charge_card", "executed", "executed"],
+        ["ship_parcel", "-", "executed"],
+        ["email_receipt", "-", "executed"],
+    ]
+    assert "executed exactly once: fetch_order, reserve_stock, ship_parcel, email_receipt" in lines
+    assert "executed twice, in flight when run 1 was killed: charge_card" in lines
+    assert (tmp_path / "c.log").read_text().split("\n") == [
+        "1 fetch_order",
+        "1 reserve_stock",
+        "1 charge_card",
+        "2 charge_card",
+        "2 ship_parcel",
+        "2 email_receipt",
+        "",
+    ]
+
+
+def test_crash_and_rerun_starts_afresh_each_time(tmp_path: Path) -> None:
+    first = run_example("crash_and_rerun.py", cwd=tmp_path)
+    second = run_example("crash_and_rerun.py", cwd=tmp_path)
+
+    assert first == second
+
+
+# --- nightly ETL ------------------------------------------------------------------
+
+
+def journal_rows(lines: list[str]) -> list[list[str]]:
+    start = lines.index("  seq  kind   name       status     attempts") + 1
+    return [line.split() for line in lines[start:]]
+
+
+def test_nightly_etl_retries_sleeps_and_prints_its_journal(tmp_path: Path) -> None:
+    lines = run_example("nightly_etl.py", cwd=tmp_path, DURABLE_DB=str(tmp_path / "e.db"))
+
+    assert lines[1:4] == [
+        "  extract: attempt 1 failed: warehouse busy",
+        "  extract: attempt 2 failed: warehouse busy",
+        "  extract: attempt 3 read 3 sales",
+    ]
+    assert "  transform: 14 units, 108.50 EUR, top seller lamp" in lines
+    assert "  load: wrote the 2024-06-01 report" in lines
+    assert (
+        "result: Report(day=datetime.date(2024, 6, 1), units=14, revenue=Decimal('108.50'), top_sku='lamp')" in lines
+    )
+    assert "journal of run etl-2024-06-01 (completed):" in lines
+    rows = journal_rows(lines)
+    assert [row[:3] + row[4:] for row in rows] == [
+        ["0", "step", "extract", "3"],
+        ["1", "step", "transform", "1"],
+        ["2", "sleep", "sleep", "1"],
+        ["3", "step", "load", "1"],
+    ]
+    assert [row[3] for row in rows if row[1] == "step"] == ["completed"] * 3
+
+
+def test_nightly_etl_second_run_returns_the_recorded_result(tmp_path: Path) -> None:
+    first = run_example("nightly_etl.py", cwd=tmp_path)
+    second = run_example("nightly_etl.py", cwd=tmp_path)
+
+    assert (tmp_path / "nightly_etl.db").exists()
+    assert not any("extract:" in line or "load:" in line for line in second)
+    assert journal_rows(second) == journal_rows(first)
+    assert second[1] == line_with(first, "^result: ")
