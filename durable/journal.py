@@ -138,6 +138,9 @@ def _append(conn: sqlite3.Connection, params: tuple[Any, ...]) -> bool:
     return conn.execute(_APPEND, params).rowcount == 1
 
 
+_append.single_statement = True  # type: ignore[attr-defined]
+
+
 def _create_run(conn: sqlite3.Connection, params: tuple[Any, ...]) -> RunRow | None:
     cur = conn.execute(
         "INSERT INTO runs (run_id, workflow, status, args, owner, lease_until, ready, created_at, updated_at)"

@@ -60,7 +60,11 @@ class Writer:
         await self._ready
 
     def submit(self, op: Op, *args: Any) -> asyncio.Future[Any]:
-        """Queue `op(conn, *args)`; the future resolves after its transaction commits."""
+        """Queue `op(conn, *args)`; the future resolves after its transaction commits.
+
+        An op that runs exactly one SQL statement may say so with
+        ``op.single_statement = True``: alone in a batch, it then runs in autocommit.
+        """
         fut = self._loop.create_future()  # type: ignore[union-attr]
         self._queue.put((fut, op, args))
         return fut
@@ -110,6 +114,14 @@ class Writer:
             conn.close()
 
     def _apply(self, conn: sqlite3.Connection, batch: list[Any]) -> list[tuple[bool, Any]]:
+        if len(batch) == 1 and getattr(batch[0][1], "single_statement", False):
+            # One statement is its own transaction (and takes the write lock
+            # before reading): BEGIN and COMMIT would only add two round trips.
+            _, op, args = batch[0]
+            try:
+                return [(True, op(conn, *args))]
+            except Exception as exc:
+                return [(False, exc)]
         try:
             # IMMEDIATE takes the write lock up front: a deferred transaction that
             # reads first can fail with SQLITE_BUSY when it upgrades to write.
