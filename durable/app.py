@@ -44,13 +44,16 @@ STATUSES = ("pending", "running", "sleeping", "waiting", "blocked", "completed",
 class RunHandle:
     """A started run: wait for its result or look at its status."""
 
-    __slots__ = ("_app", "run_id")
+    __slots__ = ("_app", "_ended", "run_id")
 
-    def __init__(self, app: App, run_id: str) -> None:
+    def __init__(self, app: App, run_id: str, ended: RunRow | None = None) -> None:
         self._app, self.run_id = app, run_id
+        self._ended = ended  # the run's row when start() found it already ended
 
     async def result(self, timeout: float | None = None) -> Any:
         """Wait for the run to end; return its result or raise its error (TimeoutError after `timeout` s)."""
+        if self._ended is not None:
+            return self._app._ending(self._ended)
         async with asyncio.timeout(timeout):
             return await self._app._outcome(self.run_id)
 
@@ -242,8 +245,10 @@ class App:
                 self._launch(workflow, run_id, blob, [])
             elif existing.workflow != workflow.name:
                 raise RunIdInUse(run_id, existing.workflow, workflow.name)
-            elif existing.status in FINAL or existing.owner == self._owner.id:
-                pass  # ended, or claimed by this App's worker while we looked: wait for it
+            elif existing.status in FINAL:
+                return RunHandle(self, run_id, ended=existing)
+            elif existing.owner == self._owner.id:
+                pass  # claimed by this App's worker while we looked: wait for it
             elif existing.status == "running" and existing.owner is not None and is_alive(
                 existing.owner, existing.lease_until, now
             ):
@@ -331,15 +336,8 @@ class App:
                     raise execution.error
                 continue
             row = await self._row(run_id)
-            if row.status == "completed":
-                workflow = self._workflows.get(row.workflow)
-                if workflow is None:
-                    return decode_any(row.result)
-                return workflow.result_codec.decode(row.result, f"the result of workflow {row.workflow!r}")  # type: ignore[arg-type]
-            if row.status in ("failed", "blocked"):
-                raise error_from_json(row.error, row.workflow)  # type: ignore[arg-type]
-            if row.status == "cancelled":
-                raise RunCancelled(run_id)
+            if row.status in FINAL or row.status == "blocked":
+                return self._ending(row)
             if run_id in self._executions or run_id in self._starting:
                 continue
             assert changed is not None
@@ -381,6 +379,17 @@ class App:
                 await asyncio.wait_for(changed.wait(), self.poll_interval)
             except TimeoutError:
                 pass
+
+    def _ending(self, row: RunRow) -> Any:
+        """The result of an ended (or blocked) run, or its error raised."""
+        if row.status == "completed":
+            workflow = self._workflows.get(row.workflow)
+            if workflow is None:
+                return decode_any(row.result)
+            return workflow.result_codec.decode(row.result, f"the result of workflow {row.workflow!r}")  # type: ignore[arg-type]
+        if row.status == "cancelled":
+            raise RunCancelled(row.run_id)
+        raise error_from_json(row.error, row.workflow)  # type: ignore[arg-type]
 
     async def get_run(self, run_id: str) -> Run:
         """The run with its journal records; raise RunNotFound if there is none."""

@@ -299,7 +299,8 @@ class Journal:
         if self.path == ":memory:" or self.path.startswith("file::memory:"):
             raise JournalError(self.path, "an in-memory database cannot be shared by the writer and readers. Give a file path.")
         await asyncio.to_thread(self._prepare)
-        writer = Writer(self._connect_writer)
+        # Direct commits from the event loop only where a commit needs no fsync.
+        writer = Writer(self._connect_writer, inline=self.durability == "normal", busy_timeout_ms=BUSY_TIMEOUT_MS)
         await writer.start()
         try:
             reader = await aiosqlite.connect(self.path, isolation_level=None)

@@ -20,7 +20,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import pydantic
 
@@ -132,16 +132,22 @@ class Execution:
         if record is not None:
             self._expect(seq, record, "step", spec.name)
             if record.status == "completed":
-                return spec.codec.decode(record.value, f"the recorded result of step {spec.name!r}")  # type: ignore[arg-type]
+                return spec.codec.decode(record.value, spec.label)  # type: ignore[arg-type]
             raise error_from_json(record.error, spec.name)  # type: ignore[arg-type]
         self._begin()
         try:
             started = self.clock()
-            attempts, value, exc = await run_attempts(spec, fn, args, kwargs)
+            if spec.plain:  # the common case, without the machinery of retries and timeouts
+                try:
+                    attempts, value, exc = 1, await fn(*args, **kwargs), None
+                except Exception as failure:
+                    attempts, value, exc = 1, None, failure
+            else:
+                attempts, value, exc = await run_attempts(spec, fn, args, kwargs)
             if self.stop_reason is not None:
                 raise _Stopped(self.stop_reason)
             if exc is None:
-                blob, value = spec.codec.roundtrip(value, f"the result of step {spec.name!r}")
+                blob, value = spec.codec.roundtrip(value, spec.label)
                 error = None
             else:
                 blob, error = None, error_to_json(exc)
@@ -183,8 +189,7 @@ class Execution:
         while (remaining := wake_at - self.clock()) > 0:
             if remaining > HOLD_SECONDS:
                 self.wake_at = wake_at if self.wake_at is None else min(self.wake_at, wake_at)
-                self.suspending = True
-                raise _Suspended
+                await self._suspend()
             await asyncio.sleep(remaining)
             if self.stop_reason is not None:
                 raise _Stopped(self.stop_reason)
@@ -222,6 +227,12 @@ class Execution:
                 self._end()
             if not ok:
                 self._lost()
+        await self._suspend()
+
+    async def _suspend(self) -> NoReturn:
+        # Yield once first: parallel branches already started (asyncio.gather)
+        # get to make their own calls, so all of a run's prompts are asked together.
+        await asyncio.sleep(0)
         self.suspending = True
         raise _Suspended
 

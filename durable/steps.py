@@ -65,7 +65,7 @@ def step(
 class StepSpec:
     """Everything ctx.step needs to know about a step function, computed once."""
 
-    __slots__ = ("backoff_seconds", "codec", "is_async", "name", "retries", "timeout", "__weakref__")
+    __slots__ = ("backoff_seconds", "codec", "is_async", "label", "name", "plain", "retries", "timeout", "__weakref__")
 
     def __init__(self, fn: Callable[..., Any]) -> None:
         target = fn.func if isinstance(fn, functools.partial) else fn
@@ -79,6 +79,9 @@ class StepSpec:
             getattr(target, "__call__", None)
         )
         self.codec: Codec = return_codec(fn, f"step {self.name!r}")
+        self.label = f"the result of step {self.name!r}"  # names the value in an EncodingError
+        # An async function tried once without a timeout: awaited directly.
+        self.plain = self.is_async and self.retries == 0 and self.timeout is None and not isinstance(fn, functools.partial)
 
 
 _specs: weakref.WeakKeyDictionary[Any, StepSpec] = weakref.WeakKeyDictionary()
