@@ -293,7 +293,8 @@ class App:
             return False
         workflow_name, args = claimed
         records = await self._journal.load_records(run_id)
-        log.info("run %s ↻ %s resumed: %s (%d records to replay)", run_id, workflow_name, reason, len(records))
+        n = len(records)
+        log.info("run %s ↻ %s resumed: %s (%d record%s to replay)", run_id, workflow_name, reason, n, "" if n == 1 else "s")
         self._launch(self._workflows[workflow_name], run_id, args, records)
         return True
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import re
 
 import pytest
 
@@ -188,3 +189,63 @@ async def test_many_concurrent_runs_all_complete(app: durable.App) -> None:
         handles = [await app.start(wf, x, run_id=f"r{x}") for x in range(200)]
         results = await asyncio.gather(*(h.result(timeout=60) for h in handles))
     assert results == [sum(2 * (x + i) for i in range(5)) for x in range(200)]
+
+
+async def test_log_lines_tell_a_person_what_happened(db: str, caplog: pytest.LogCaptureFixture) -> None:
+    now = [1_000_000.0]
+    app = make_app(db, clock=lambda: now[0])
+
+    @app.workflow
+    async def expense(ctx: durable.Context) -> str:
+        ok = await ctx.ask("Approve?", type=bool, key="approve")
+        await ctx.sleep(3600)
+        if not ok:
+            raise ValueError("refused")
+        return "paid"
+
+    caplog.set_level("INFO", logger="durable")
+    async with app:
+        handle = await app.start(expense, run_id="e1")
+        await eventually(lambda: app.prompts("e1"), what="the prompt")
+        await app.answer("e1", "approve", False)
+        await eventually(lambda: _status(handle, "sleeping"), what="the run to sleep")
+        now[0] += 3600
+        with pytest.raises(ValueError, match="refused"):
+            await handle.result(timeout=10)
+        never = await app.start(expense, run_id="e2")
+        await eventually(lambda: app.prompts("e2"), what="the second prompt")
+        await app.answer("e2", "approve", True)
+        await eventually(lambda: _status(never, "sleeping"), what="e2 to sleep")
+    lines = [r.getMessage() for r in caplog.records]
+    expected = [
+        "run e1 ▶ expense started",
+        "run e1 ⏸ expense waiting for an answer",
+        "run e1 ✎ prompt approve answered",
+        "run e1 ↻ expense resumed: prompt answered (1 record to replay)",
+        "run e1 ⏸ expense sleeping until 1970-01-12 14:46:40 UTC",
+        "run e1 ↻ expense resumed: timer due (2 records to replay)",
+    ]
+    assert lines[: len(expected)] == expected
+    assert re.fullmatch(r"run e1 ✖ expense failed in \d+\.\d{3}s: ValueError: refused", lines[len(expected)])
+    assert "run e2 ▶ expense started" in lines
+
+
+async def test_leaving_the_app_releases_a_run_in_flight(db: str, caplog: pytest.LogCaptureFixture) -> None:
+    app = make_app(db, shutdown_grace_seconds=0.05)
+    started = asyncio.Event()
+
+    async def forever() -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    @app.workflow
+    async def stuck(ctx: durable.Context) -> None:
+        await ctx.step(forever)
+
+    caplog.set_level("INFO", logger="durable")
+    async with app:
+        await app.start(stuck, run_id="s1")
+        await started.wait()
+    assert "run s1 ⇠ stuck released for another worker (shutdown)" in [r.getMessage() for r in caplog.records]
+    async with make_app(db) as inbox:
+        assert (await inbox.get_run("s1")).status == "pending"  # any worker with the workflow takes it at once

@@ -213,8 +213,9 @@ async def test_claim_race_on_an_orphan_has_one_winner(db: str, tmp_path: Path) -
         try:
             await eventually(lambda: all_completed(control, 1), timeout=60, what="the orphan to be finished")
         finally:
-            for w in workers:
-                stop(w)
+            errs = [stop(w) for w in workers]
+    recovered = [e for e in errs if f"run orphan ↻ chain resumed: recovered from pid {owner.pid}, which died" in e]
+    assert len(recovered) == 1
     starts = [(k, pid) for k, pid in entries(log, "start")]
     resumed = [pid for k, pid in starts if k == "orphan:1" and pid != str(owner.pid)]
     assert len(resumed) == 1  # exactly one of the six took it
