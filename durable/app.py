@@ -54,6 +54,8 @@ class RunHandle:
         """Wait for the run to end; return its result or raise its error (TimeoutError after `timeout` s)."""
         if self._ended is not None:
             return self._app._ending(self._ended)
+        if timeout is None:
+            return await self._app._outcome(self.run_id)
         async with asyncio.timeout(timeout):
             return await self._app._outcome(self.run_id)
 
@@ -184,8 +186,8 @@ class App:
         for execution in executions:
             if execution.stop_reason is None:
                 execution.stop_reason = "shutdown"
-            if execution.inflight == 0 and execution.active:
-                execution.task.cancel()  # parked in a short sleep or a non-durable await
+            if execution.inflight == 0 and execution.active and not execution.parking:
+                execution.task.cancel()  # waiting in a short sleep or a non-durable await
         tasks = [e.task for e in executions]
         if tasks:
             _, late = await asyncio.wait(tasks, timeout=self.shutdown_grace_seconds)
@@ -230,7 +232,7 @@ class App:
         """
         self._require_open()
         workflow = self._resolve(wf)
-        blob = workflow.encode_args(args, kwargs)
+        blob, decoded = workflow.encode_args(args, kwargs)
         run_id = _check_run_id(run_id)
         if run_id in self._starting or run_id in self._executions:
             return RunHandle(self, run_id)  # this App is already starting or executing it
@@ -242,7 +244,7 @@ class App:
             )
             if existing is None:
                 log.info("run %s ▶ %s started", run_id, workflow.name)
-                self._launch(workflow, run_id, blob, [])
+                self._launch(workflow, run_id, blob, [], decoded)
             elif existing.workflow != workflow.name:
                 raise RunIdInUse(run_id, existing.workflow, workflow.name)
             elif existing.status in FINAL:
@@ -269,7 +271,7 @@ class App:
         self._require_open()
         workflow = self._workflows.get(wf) if isinstance(wf, str) else self._resolve(wf)
         if workflow is not None:
-            name, blob = workflow.name, workflow.encode_args(args, kwargs)
+            name, blob = workflow.name, workflow.encode_args(args, kwargs)[0]
         elif isinstance(wf, str) and wf:
             name, blob = wf, encode({"args": list(args), "kwargs": kwargs}, f"the arguments of workflow {wf!r}")
         else:
@@ -298,8 +300,15 @@ class App:
         self._launch(self._workflows[workflow_name], run_id, args, records)
         return True
 
-    def _launch(self, workflow: Workflow, run_id: str, args: bytes, records: list[RecordRow]) -> None:
-        execution = Execution(self, workflow, run_id, args, records)
+    def _launch(
+        self,
+        workflow: Workflow,
+        run_id: str,
+        args: bytes,
+        records: list[RecordRow],
+        decoded: tuple[tuple[Any, ...], dict[str, Any]] | None = None,
+    ) -> None:
+        execution = Execution(self, workflow, run_id, args, records, decoded)
         self._executions[run_id] = execution
         execution.task = asyncio.create_task(execution.drive(), name=f"durable run {run_id}")
         execution.task.add_done_callback(functools.partial(self._ended, execution))

@@ -62,7 +62,15 @@ def _adapter(tp: Any) -> pydantic.TypeAdapter[Any]:
 class Execution:
     """One run being executed by this process."""
 
-    def __init__(self, app: App, workflow: Workflow, run_id: str, args: bytes, records: list[RecordRow]) -> None:
+    def __init__(
+        self,
+        app: App,
+        workflow: Workflow,
+        run_id: str,
+        args: bytes,
+        records: list[RecordRow],
+        decoded: tuple[tuple[Any, ...], dict[str, Any]] | None = None,
+    ) -> None:
         self.app = app
         self.journal = app._journal
         self.clock: Callable[[], float] = app._clock
@@ -70,6 +78,7 @@ class Execution:
         self.workflow = workflow
         self.run_id = run_id
         self.args = args
+        self.decoded = decoded  # the arguments, when the caller has just decoded them from `args`
         self.recorded = {r.seq: r for r in records}
         self.next_seq = 0
         self.keys: set[str] = set()
@@ -78,6 +87,7 @@ class Execution:
         self.settled.set()
         self.wake_at: float | None = None
         self.suspending = False
+        self.parking = False  # about to unload: shutdown lets it finish parking
         self.stop_reason: str | None = None  # 'cancelled', 'lost' or 'shutdown'
         self.violation: NondeterminismError | None = None
         self.active = True
@@ -232,7 +242,12 @@ class Execution:
     async def _suspend(self) -> NoReturn:
         # Yield once first: parallel branches already started (asyncio.gather)
         # get to make their own calls, so all of a run's prompts are asked together.
-        await asyncio.sleep(0)
+        self.parking = True
+        try:
+            await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            if self.stop_reason != "shutdown":
+                raise
         self.suspending = True
         raise _Suspended
 
@@ -264,7 +279,7 @@ class Execution:
         outcome: str
         value: Any = None
         try:
-            args, kwargs = self.workflow.decode_args(self.args)
+            args, kwargs = self.decoded or self.workflow.decode_args(self.args)
             value = await self.workflow.fn(Context(self), *args, **kwargs)
             outcome = "completed"
         except _Suspended:
@@ -314,9 +329,11 @@ class Execution:
     async def _record_outcome(self, outcome: str, value: Any) -> None:
         now = self.clock()
         journal, run_id, owner = self.journal, self.run_id, self.owner
-        if self.stop_reason is not None:
-            if self.stop_reason == "shutdown":
-                await journal.release(owner, now, run_id)
+        if self.stop_reason in ("cancelled", "lost"):
+            self.status = None  # someone else decided the run's fate: write nothing
+            return
+        if self.stop_reason == "shutdown" and not (outcome == "suspended" and self.violation is None):
+            await journal.release(owner, now, run_id)  # parking beats releasing: it was about to wait anyway
             self.status = None
             return
         if self.violation is not None:

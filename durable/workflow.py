@@ -52,18 +52,18 @@ class Workflow:
         self.codecs = {p.name: Codec(hints.get(p.name, Any)) for p in params[1:]}
         self.result_codec = Codec(hints.get("return", Any))
 
-    def encode_args(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
-        """Store a run's arguments; raise InvalidArguments or EncodingError before anything is written."""
-        try:
-            self.signature.bind(*args, **kwargs)
-        except TypeError as exc:
-            raise InvalidArguments(self.name, str(exc)) from None
+    def encode_args(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[bytes, tuple[tuple[Any, ...], dict[str, Any]]]:
+        """Store a run's arguments, and return them as the workflow will get them (decoded back).
+
+        Raises InvalidArguments or EncodingError before anything is written.
+        """
         blob = encode({"args": list(args), "kwargs": kwargs}, f"the arguments of workflow {self.name!r}")
         try:
-            self.decode_args(blob)
+            return blob, self.decode_args(blob)
+        except TypeError as exc:  # they do not fit the signature
+            raise InvalidArguments(self.name, str(exc)) from None
         except EncodingError as exc:
             raise InvalidArguments(self.name, exc.reason) from None
-        return blob
 
     def decode_args(self, blob: bytes) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """The arguments to call the workflow with, each decoded by its annotation."""

@@ -52,7 +52,7 @@ async def test_ask_waits_unloaded_then_an_answer_moves_the_run_on(db: str) -> No
         (prompt,) = await pending(app)
         assert (prompt.run_id, prompt.key, prompt.question, prompt.workflow) == ("e1", "approve", "Approve 500?", "expense")
         assert prompt.schema == {"type": "boolean"}
-        assert await handle.status() == "waiting"
+        await eventually(lambda: _status_is(app, "e1", "waiting"), what="the run to unload")
         assert "e1" not in app._executions  # unloaded: no coroutine kept
         await app.answer("e1", "approve", True)
         assert await handle.result(timeout=10) == "charged 500"
@@ -192,6 +192,7 @@ async def test_prompt_keys_default_by_position_and_must_be_unique(app: durable.A
         handle = await app.start(two, run_id="two")
         prompts = await pending(app, 2)
         assert sorted(p.key for p in prompts) == ["ask-0", "ask-1"]
+        await eventually(lambda: _status_is(app, "two", "waiting"), what="the run to unload")
         await app.answer("two", "ask-1", 2)
         assert await handle.status() == "waiting"  # one prompt still pending
         await app.answer("two", "ask-0", 1)

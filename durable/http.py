@@ -1,0 +1,436 @@
+"""The HTTP API and web page (design §5): FastAPI routes over `App`, with the App's worker inside the server.
+
+    pip install 'durable[server]'
+    durable serve shop:app            # http://127.0.0.1:8000, OpenAPI at /openapi.json
+
+Every route calls one or two App methods and holds no logic of its own. Errors
+are ``{"error": "<ExceptionName>", "detail": "<message>"}``: 400 malformed JSON,
+401 missing token, 404 unknown workflow/run/prompt, 409 conflicts (a second
+answer), 422 invalid arguments, answers or request shapes. When
+``DURABLE_TOKEN`` is set, every request needs ``Authorization: Bearer <token>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http
+import inspect
+import ipaddress
+import os
+import secrets
+from collections.abc import AsyncIterator
+from importlib import resources
+from typing import Annotated, Any, Literal
+
+import msgspec
+import uvicorn
+from fastapi import APIRouter, Body, Depends, FastAPI, Header, HTTPException, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+from fastapi.staticfiles import StaticFiles
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from . import __version__
+from .app import STATUSES, App
+from .errors import (
+    DurableError,
+    EncodingError,
+    InvalidAnswer,
+    InvalidArguments,
+    PromptAlreadyAnswered,
+    PromptNotFound,
+    RunAlreadyFinished,
+    RunIdInUse,
+    RunNotFound,
+    WorkflowNotFound,
+)
+from .model import Cursor
+
+__all__ = ["UnsafeBind", "create_app", "serve"]
+
+TOKEN_ENV = "DURABLE_TOKEN"
+
+ERROR_STATUS: dict[type[DurableError], int] = {
+    WorkflowNotFound: 404,
+    RunNotFound: 404,
+    PromptNotFound: 404,
+    PromptAlreadyAnswered: 409,
+    RunIdInUse: 409,
+    RunAlreadyFinished: 409,
+    InvalidAnswer: 422,
+    InvalidArguments: 422,
+    EncodingError: 422,
+}
+
+
+class UnsafeBind(DurableError):
+    """`serve` was asked to listen beyond this machine without a DURABLE_TOKEN."""
+
+    def __init__(self, host: str) -> None:
+        super().__init__(host)
+        self.host = host
+
+    def describe(self) -> str:
+        return (
+            f"Refusing to serve on {self.host!r} without a token: anyone who reaches it could start, "
+            f"cancel and answer runs. Set {TOKEN_ENV} to a secret (clients then send "
+            "'Authorization: Bearer <secret>'), or bind 127.0.0.1."
+        )
+
+
+# --- request and response bodies ----------------------------------------------------
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class ErrorOut(Model):
+    error: str = Field(description="The error's name, e.g. PromptAlreadyAnswered.")
+    detail: str = Field(description="What happened and what to do next.")
+
+
+class Health(Model):
+    status: Literal["ok"] = "ok"
+
+
+class WorkflowOut(Model):
+    name: str
+    description: str | None = None
+    args_schema: dict[str, Any] = Field(description="JSON schema of the workflow's keyword arguments.")
+
+
+class StartRun(Model):
+    args: list[Any] = Field(default_factory=list, description="Positional arguments of the workflow.")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of the workflow.")
+    run_id: str | None = Field(default=None, min_length=1, description="Default: a new random id.")
+
+
+class RunStarted(Model):
+    run_id: str
+    status: str
+
+
+class RecordOut(Model):
+    seq: int
+    kind: str = Field(description="step, sleep, ask or now.")
+    name: str = Field(description="The step's name, or the prompt's key.")
+    status: str
+    value: Any = None
+    error: dict[str, Any] | None = None
+    attempts: int
+    started_at: AwareDatetime
+    finished_at: AwareDatetime | None = None
+    question: str | None = None
+    answer_schema: dict[str, Any] | None = Field(default=None, alias="schema")
+
+
+class RunOut(Model):
+    run_id: str
+    workflow: str
+    status: str = Field(description=", ".join(STATUSES))
+    args: list[Any]
+    kwargs: dict[str, Any]
+    result: Any = None
+    error: dict[str, Any] | None = None
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+    wake_at: AwareDatetime | None = None
+    steps: list[RecordOut] = Field(default_factory=list, description="The journal (empty in listings).")
+
+
+class PromptOut(Model):
+    run_id: str
+    key: str
+    question: str
+    answer_schema: dict[str, Any] = Field(alias="schema", description="JSON schema the answer must match.")
+    created_at: AwareDatetime
+    workflow: str
+    seq: int
+
+
+class Answer(Model):
+    value: Any = Field(description="The answer, any JSON value matching the prompt's schema.")
+
+
+class Answered(Model):
+    run_id: str
+    key: str
+    value: Any = None
+
+
+class Cancelled(Model):
+    run_id: str
+    status: Literal["cancelled"] = "cancelled"
+
+
+def out(value: Any) -> Any:
+    """A msgspec Struct (or list of them) as plain JSON types, for a pydantic response model to check."""
+    return msgspec.to_builtins(value)
+
+
+# --- routes ---------------------------------------------------------------------------
+
+
+def durable_app(request: Request) -> App:
+    return request.app.state.durable
+
+
+DurableApp = Annotated[App, Depends(durable_app)]
+RunId = Annotated[str, Path(description="The run's id.")]
+
+router = APIRouter(
+    responses={
+        code: {"model": ErrorOut, "description": http.HTTPStatus(code).phrase} for code in (400, 401, 404, 409, 422)
+    }
+)
+
+
+@router.get("/health", response_model=Health)
+async def health() -> Any:
+    return Health()
+
+
+@router.get("/workflows", response_model=list[WorkflowOut])
+async def list_workflows(app: DurableApp) -> Any:
+    return [
+        WorkflowOut(name=name, description=inspect.getdoc(workflow.fn), args_schema=workflow.args_schema())
+        for name, workflow in sorted(app.workflows.items())
+    ]
+
+
+@router.post(
+    "/workflows/{name}/runs",
+    status_code=202,
+    response_model=RunStarted,
+    responses={200: {"model": RunOut, "description": "The run_id was known: that run, as it is."}},
+)
+async def start_run(name: str, app: DurableApp, body: Annotated[StartRun | None, Body()] = None) -> Any:
+    """Start a run (202); with the run_id of an existing run, resume it if it was interrupted (200)."""
+    body = body or StartRun()
+    if "run_id" in body.kwargs:
+        raise InvalidArguments(name, "'run_id' names the run; pass it beside args and kwargs, not in kwargs")
+    known = body.run_id is not None and await exists(app, body.run_id)
+    handle = await app.start(name, *body.args, run_id=body.run_id, **body.kwargs)
+    if known:
+        run = RunOut.model_validate(out(await app.get_run(handle.run_id)))
+        return JSONResponse(run.model_dump(mode="json", by_alias=True))
+    return RunStarted(run_id=handle.run_id, status=await handle.status())
+
+
+async def exists(app: App, run_id: str) -> bool:
+    try:
+        await app.get_run(run_id)
+    except RunNotFound:
+        return False
+    return True
+
+
+@router.get("/runs", response_model=list[RunOut])
+async def list_runs(
+    app: DurableApp,
+    status: Literal[STATUSES] | None = None,  # type: ignore[valid-type]
+    workflow: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> Any:
+    """Runs, newest first, without their journals."""
+    return out(await app.list_runs(status=status, workflow=workflow, limit=limit))
+
+
+@router.get("/runs/{run_id}", response_model=RunOut)
+async def get_run(run_id: RunId, app: DurableApp) -> Any:
+    """One run with its journal."""
+    return out(await app.get_run(run_id))
+
+
+async def watched(run_id: RunId, app: DurableApp, last_event_id: Annotated[str | None, Header()] = None) -> Cursor:
+    """Check the run and the cursor before the stream starts, when an error can still be a status code."""
+    await app.get_run(run_id)
+    try:
+        return Cursor.parse(last_event_id)
+    except ValueError as exc:
+        raise HTTPException(400, f"Last-Event-ID: {exc}") from None
+
+
+@router.get("/runs/{run_id}/events", response_class=EventSourceResponse)
+async def run_events(
+    run_id: RunId, app: DurableApp, after: Annotated[Cursor, Depends(watched)]
+) -> AsyncIterator[ServerSentEvent]:
+    """The run's journal as Server-Sent Events, recorded then live; `event: end` once the run has ended.
+
+    Each record's `id:` is its cursor: reconnect with `Last-Event-ID` to resume
+    without gaps or repeats.
+    """
+    async with contextlib.aclosing(app.watch(run_id, after=str(after))) as records:
+        async for cursor, record in records:
+            yield ServerSentEvent(id=cursor, raw_data=msgspec.json.encode(record).decode())
+    run = await app.get_run(run_id)
+    yield ServerSentEvent(event="end", data={"run_id": run.run_id, "status": run.status})
+
+
+@router.post("/runs/{run_id}/cancel", response_model=Cancelled)
+async def cancel_run(run_id: RunId, app: DurableApp) -> Any:
+    """Stop a run for good."""
+    await app.cancel(run_id)
+    return Cancelled(run_id=run_id)
+
+
+@router.get("/prompts", response_model=list[PromptOut])
+async def list_prompts(app: DurableApp, run_id: str | None = None) -> Any:
+    """Prompts waiting for an answer, oldest first, each with its answer's schema."""
+    return out(await app.prompts(run_id))
+
+
+@router.post("/runs/{run_id}/prompts/{key}", response_model=Answered)
+async def answer_prompt(run_id: RunId, key: str, body: Answer, app: DurableApp) -> Any:
+    """Record the answer to a prompt; the run moves on."""
+    await app.answer(run_id, key, body.value)
+    return Answered(run_id=run_id, key=key, value=body.value)
+
+
+WEB = resources.files(__package__) / "web"
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+async def page() -> Any:
+    return HTMLResponse((WEB / "index.html").read_text(encoding="utf-8"))
+
+
+# --- errors and security -------------------------------------------------------------
+
+
+def error_response(status: int, error: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": error, "detail": detail}, status_code=status, headers=headers)
+
+
+async def durable_error(request: Request, exc: Exception) -> JSONResponse:
+    status = next((code for cls, code in ERROR_STATUS.items() if isinstance(exc, cls)), 500)
+    return error_response(status, type(exc).__name__, str(exc))
+
+
+async def invalid_request(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems = list(exc.errors())
+    bad_json = next((p for p in problems if p.get("type") == "json_invalid"), None)
+    if bad_json is not None:
+        reason = (bad_json.get("ctx") or {}).get("error", "not JSON")
+        return error_response(400, "MalformedJSON", f"The request body is not valid JSON ({reason}). Nothing was done.")
+    where = "; ".join(f"{'.'.join(str(part) for part in p.get('loc', ()))}: {p.get('msg')}" for p in problems)
+    return error_response(422, "InvalidRequest", f"The request was rejected: {where}. Nothing was done.")
+
+
+async def http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    phrase = http.HTTPStatus(exc.status_code).phrase
+    return error_response(exc.status_code, phrase.title().replace(" ", ""), str(exc.detail), exc.headers)
+
+
+class BearerToken:
+    """Refuse every HTTP request whose `Authorization: Bearer` is not the token (401)."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app, self.token = app, token.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scheme, _, given = Headers(scope=scope).get("authorization", "").partition(" ")
+            # compare_digest: how long the comparison takes says nothing about the token.
+            if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip().encode(), self.token):
+                detail = f"This server needs 'Authorization: Bearer <token>', with the token in its {TOKEN_ENV}."
+                response = error_response(401, "Unauthorized", detail, {"WWW-Authenticate": "Bearer"})
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+class EndStreamsOnShutdown:
+    """Once `closing` is set, tell each open request that its client left, so event streams end cleanly."""
+
+    def __init__(self, app: ASGIApp, closing: asyncio.Event) -> None:
+        self.app, self.closing = app, closing
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def receive_until_closing() -> Message:
+            message = asyncio.ensure_future(receive())
+            closing = asyncio.ensure_future(self.closing.wait())
+            try:
+                done, _ = await asyncio.wait([message, closing], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                closing.cancel()
+                if not message.done():
+                    message.cancel()
+            return message.result() if message in done else {"type": "http.disconnect"}
+
+        await self.app(scope, receive_until_closing, send)
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server, ending event streams as soon as it starts shutting down."""
+
+    def __init__(self, config: uvicorn.Config, closing: asyncio.Event) -> None:
+        super().__init__(config)
+        self.closing = closing
+
+    async def shutdown(self, sockets: Any = None) -> None:
+        # A stream lasts as long as its run: without this, stopping waits for every watched run.
+        self.closing.set()
+        await super().shutdown(sockets)
+
+
+# --- the application --------------------------------------------------------------------
+
+
+def create_app(app: App) -> FastAPI:
+    """The ASGI application serving `app`; its lifespan opens the App, so the worker runs inside the server.
+
+    Reads DURABLE_TOKEN now: when set, every request needs it as a Bearer token.
+    """
+
+    @contextlib.asynccontextmanager
+    async def lifespan(api: FastAPI) -> AsyncIterator[None]:
+        async with app:
+            try:
+                yield
+            finally:
+                closing.set()
+
+    api = FastAPI(title="durable", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    api.state.durable = app
+    api.state.closing = closing = asyncio.Event()
+    api.include_router(router)
+    api.mount("/static", StaticFiles(packages=[(__package__, "web")]), name="static")
+    api.add_exception_handler(DurableError, durable_error)
+    api.add_exception_handler(RequestValidationError, invalid_request)
+    api.add_exception_handler(StarletteHTTPException, http_error)
+    token = os.environ.get(TOKEN_ENV)
+    if token:
+        api.add_middleware(BearerToken, token=token)
+    api.add_middleware(EndStreamsOnShutdown, closing=closing)
+    return api
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(app: App, host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Serve the API, the page and the App's worker until interrupted; refuse a public host without a token."""
+    if not os.environ.get(TOKEN_ENV) and not is_loopback(host):
+        raise UnsafeBind(host)
+    api = create_app(app)
+    config = uvicorn.Config(api, host=host, port=port, timeout_graceful_shutdown=10)
+    Server(config, api.state.closing).run()

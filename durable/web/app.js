@@ -1,0 +1,402 @@
+// The durable web page: runs, a run's journal as a timeline, and the prompt inbox.
+// Plain JS over the HTTP API (GET runs, runs/{id}, prompts; POST answers and
+// cancels) and the run's Server-Sent Events stream; no build step, no framework.
+"use strict";
+
+const REFRESH_MS = 2000;
+const ENDED = new Set(["completed", "failed", "cancelled", "blocked"]);
+
+const state = {
+  filter: "",
+  selected: null, // run_id shown on the right
+  run: null, // that run, as GET runs/{id} returned it
+  records: new Map(), // its journal by seq, kept current by the event stream
+  source: null, // its EventSource
+  promptsShown: null, // identity of the prompt cards on screen, so typing is not interrupted
+};
+
+// --- helpers -------------------------------------------------------------------
+
+function h(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
+    else if (name === "className") node.className = value;
+    else node.setAttribute(name, value === true ? "" : value);
+  }
+  for (const child of children.flat()) {
+    if (child !== undefined && child !== null && child !== false) {
+      node.append(child instanceof Node ? child : String(child));
+    }
+  }
+  return node;
+}
+
+class ApiError extends Error {
+  constructor(status, error, detail) {
+    super(detail);
+    this.status = status;
+    this.error = error;
+  }
+}
+
+async function api(method, path, body) {
+  const init = { method, headers: { Accept: "application/json" } };
+  if (body !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  const response = await fetch(path, init);
+  const data = await response.json().catch(() => null);
+  if (!response.ok) {
+    throw new ApiError(response.status, data?.error ?? "HTTPError", data?.detail ?? response.statusText);
+  }
+  return data;
+}
+
+function json(value) {
+  return JSON.stringify(value);
+}
+
+function preview(value, limit = 80) {
+  if (value === null || value === undefined) return "";
+  const text = typeof value === "string" ? value : json(value);
+  return text.length > limit ? text.slice(0, limit - 1) + "…" : text;
+}
+
+function ago(iso) {
+  if (!iso) return "";
+  const seconds = (Date.now() - Date.parse(iso)) / 1000;
+  const n = Math.abs(seconds);
+  const text = n < 60 ? `${Math.floor(n)}s` : n < 3600 ? `${Math.floor(n / 60)}m` : n < 86400 ? `${Math.floor(n / 3600)}h` : `${Math.floor(n / 86400)}d`;
+  return seconds >= 0 ? `${text} ago` : `in ${text}`;
+}
+
+function duration(record) {
+  if (!record.finished_at || record.kind === "ask" || record.kind === "now") return "";
+  const ms = Date.parse(record.finished_at) - Date.parse(record.started_at);
+  if (record.kind === "sleep") return "";
+  return ms < 1000 ? `${Math.max(0, Math.round(ms))} ms` : `${(ms / 1000).toFixed(ms < 10000 ? 2 : 1)} s`;
+}
+
+function badge(status) {
+  return h("span", { className: `badge status-${status}` }, status);
+}
+
+function errorText(error) {
+  if (!error) return "";
+  return error.type ? `${error.type}: ${error.message ?? ""}` : json(error);
+}
+
+function setConnected(ok) {
+  document.getElementById("connection").hidden = ok;
+}
+
+// --- runs list -------------------------------------------------------------------
+
+async function refreshRuns() {
+  const query = new URLSearchParams({ limit: "100" });
+  if (state.filter) query.set("status", state.filter);
+  const runs = await api("GET", `runs?${query}`);
+  const body = document.getElementById("runs");
+  body.replaceChildren(
+    ...runs.map((run) =>
+      h(
+        "tr",
+        {
+          className: run.run_id === state.selected ? "selected" : "",
+          tabindex: "0",
+          "data-run-id": run.run_id,
+          onclick: () => selectRun(run.run_id),
+          onkeydown: (event) => event.key === "Enter" && selectRun(run.run_id),
+        },
+        h("td", {}, badge(run.status)),
+        h("td", { className: "mono", title: run.run_id }, preview(run.run_id, 28)),
+        h("td", {}, run.workflow),
+        h("td", { className: "muted", title: run.updated_at }, ago(run.updated_at)),
+      ),
+    ),
+  );
+  document.getElementById("runs-empty").hidden = runs.length > 0;
+}
+
+// --- prompt inbox ----------------------------------------------------------------
+
+function resolve(schema) {
+  // Follow a local $ref ("#/$defs/Name") into the schema's own $defs.
+  let node = schema ?? {};
+  for (let depth = 0; depth < 10 && typeof node.$ref === "string"; depth++) {
+    const name = node.$ref.split("/").pop();
+    node = (schema.$defs ?? {})[name] ?? {};
+  }
+  return node;
+}
+
+function skeleton(schema) {
+  const node = resolve(schema);
+  if (node.type === "array") return "[]";
+  if (node.type === "object" && node.properties) {
+    const example = {};
+    for (const [name, prop] of Object.entries(node.properties)) {
+      const type = resolve(prop).type;
+      example[name] = type === "number" || type === "integer" ? 0 : type === "boolean" ? false : type === "string" ? "" : null;
+    }
+    return JSON.stringify(example, null, 2);
+  }
+  return "";
+}
+
+// The controls that answer one prompt, chosen by its JSON schema; each calls submit(value).
+function answerControls(prompt, submit, showError) {
+  const schema = prompt.schema;
+  const node = resolve(schema);
+  const id = `answer-${prompt.run_id}-${prompt.key}`;
+  if (node.type === "boolean") {
+    return [
+      h("button", { type: "button", className: "yes", onclick: () => submit(true) }, "Yes"),
+      h("button", { type: "button", className: "no", onclick: () => submit(false) }, "No"),
+    ];
+  }
+  if (Array.isArray(node.enum)) {
+    const select = h("select", { id, "aria-label": prompt.question }, node.enum.map((v, i) => h("option", { value: String(i) }, preview(v, 60))));
+    return [select, h("button", { type: "submit", className: "primary", onclick: (e) => { e.preventDefault(); submit(node.enum[Number(select.value)]); } }, "Answer")];
+  }
+  if (node.type === "integer" || node.type === "number" || node.type === "string") {
+    const numeric = node.type !== "string";
+    const input = h("input", {
+      id,
+      type: numeric ? "number" : "text",
+      step: node.type === "integer" ? "1" : numeric ? "any" : undefined,
+      placeholder: numeric ? node.type : node.format ?? "text",
+      "aria-label": prompt.question,
+      autocomplete: "off",
+    });
+    const send = (e) => {
+      e.preventDefault();
+      const raw = input.value;
+      // An empty or partial number goes as typed, so the server's message explains what is expected.
+      submit(numeric && raw.trim() !== "" && !Number.isNaN(Number(raw)) ? Number(raw) : raw);
+    };
+    return [input, h("button", { type: "submit", className: "primary", onclick: send }, "Answer")];
+  }
+  const area = h("textarea", { id, rows: "4", spellcheck: "false", "aria-label": prompt.question, placeholder: "JSON" });
+  area.value = skeleton(schema);
+  const send = (e) => {
+    e.preventDefault();
+    let value;
+    try {
+      value = JSON.parse(area.value);
+    } catch (error) {
+      showError(`Not valid JSON: ${error.message}`);
+      return;
+    }
+    submit(value);
+  };
+  return [area, h("button", { type: "submit", className: "primary", onclick: send }, "Answer")];
+}
+
+function promptCard(prompt) {
+  const error = h("p", { className: "form-error", role: "alert", hidden: true });
+  const showError = (text) => {
+    error.textContent = text;
+    error.hidden = !text;
+  };
+  const submit = async (value) => {
+    showError("");
+    form.classList.add("busy");
+    try {
+      await api("POST", `runs/${encodeURIComponent(prompt.run_id)}/prompts/${encodeURIComponent(prompt.key)}`, { value });
+      card.classList.add("answered");
+      await refreshAll();
+    } catch (err) {
+      showError(err.message);
+    } finally {
+      form.classList.remove("busy");
+    }
+  };
+  const form = h("form", { className: "answer", onsubmit: (e) => e.preventDefault() }, answerControls(prompt, submit, showError));
+  const card = h(
+    "article",
+    { className: "prompt", "data-run-id": prompt.run_id, "data-key": prompt.key },
+    h("p", { className: "question" }, prompt.question),
+    h(
+      "p",
+      { className: "meta" },
+      h("a", { href: `#run=${encodeURIComponent(prompt.run_id)}`, className: "mono" }, prompt.run_id),
+      ` · ${prompt.workflow} · key `,
+      h("code", {}, prompt.key),
+      ` · ${ago(prompt.created_at)}`,
+    ),
+    form,
+    error,
+  );
+  return card;
+}
+
+async function refreshPrompts() {
+  const prompts = await api("GET", "prompts");
+  document.getElementById("prompt-count").textContent = String(prompts.length);
+  const identity = prompts.map((p) => `${p.run_id}\u0000${p.key}`).join("\n");
+  if (identity === state.promptsShown) return; // same cards: keep what the user is typing
+  state.promptsShown = identity;
+  const list = document.getElementById("prompts");
+  if (prompts.length === 0) {
+    list.replaceChildren(h("p", { className: "empty" }, "No prompts are waiting for an answer."));
+  } else {
+    list.replaceChildren(...prompts.map(promptCard));
+  }
+}
+
+// --- one run and its journal -------------------------------------------------------
+
+function recordItem(record, open) {
+  const details = [];
+  if (record.kind === "ask") {
+    details.push(h("p", { className: "question" }, record.question ?? ""));
+    if (record.status === "answered") details.push(h("p", { className: "value" }, "→ ", h("code", {}, preview(record.value, 200))));
+  } else if (record.value !== null && record.value !== undefined) {
+    const text = json(record.value);
+    details.push(
+      text.length > 80
+        ? h("details", { className: "value", open: open.has(String(record.seq)) }, h("summary", {}, h("code", {}, preview(record.value))), h("pre", {}, JSON.stringify(record.value, null, 2)))
+        : h("p", { className: "value" }, h("code", {}, text)),
+    );
+  }
+  if (record.error) details.push(h("p", { className: "error" }, errorText(record.error)));
+  return h(
+    "li",
+    { className: `record kind-${record.kind} status-${record.status}`, "data-seq": String(record.seq) },
+    h(
+      "div",
+      { className: "record-head" },
+      h("span", { className: "seq" }, `#${record.seq}`),
+      h("span", { className: "kind" }, record.kind),
+      h("span", { className: "name" }, record.name),
+      badge(record.status),
+      record.attempts > 1 ? h("span", { className: "attempts" }, `${record.attempts} attempts`) : null,
+      h("span", { className: "duration" }, duration(record)),
+    ),
+    details,
+  );
+}
+
+function renderRun() {
+  const run = state.run;
+  const panel = document.getElementById("run");
+  if (!run) {
+    panel.replaceChildren(h("p", { className: "empty" }, "Select a run to see its journal."));
+    return;
+  }
+  const facts = [
+    ["workflow", run.workflow],
+    ["args", preview(run.args, 120)],
+    Object.keys(run.kwargs ?? {}).length ? ["kwargs", preview(run.kwargs, 120)] : null,
+    run.status === "completed" ? ["result", preview(run.result, 200)] : null,
+    run.wake_at && run.status === "sleeping" ? ["wakes", ago(run.wake_at)] : null,
+    ["created", ago(run.created_at)],
+    ["updated", ago(run.updated_at)],
+  ].filter(Boolean);
+  const records = [...state.records.values()].sort((a, b) => a.seq - b.seq);
+  const open = new Set([...panel.querySelectorAll("details[open]")].map((d) => d.closest("li")?.dataset.seq));
+  panel.replaceChildren(
+    h(
+      "div",
+      { className: "run-head" },
+      h("h2", { className: "mono" }, run.run_id),
+      h("span", { id: "run-status" }, badge(run.status)),
+      ENDED.has(run.status) ? null : h("button", { type: "button", className: "cancel", onclick: cancelRun }, "Cancel run"),
+    ),
+    h("dl", { className: "facts" }, facts.map(([k, v]) => [h("dt", {}, k), h("dd", { className: k === "workflow" ? "" : "mono" }, v)])),
+    run.error ? h("p", { className: "error run-error" }, errorText(run.error)) : null,
+    h("h3", {}, "Journal"),
+    records.length
+      ? h("ol", { className: "timeline" }, records.map((r) => recordItem(r, open)))
+      : h("p", { className: "empty" }, "No journal records yet."),
+  );
+}
+
+async function loadRun() {
+  if (!state.selected) return;
+  const runId = state.selected;
+  try {
+    const run = await api("GET", `runs/${encodeURIComponent(runId)}`);
+    if (state.selected !== runId) return;
+    state.run = run;
+    for (const record of run.steps) state.records.set(record.seq, record);
+  } catch (err) {
+    if (err.status !== 404) throw err;
+    state.run = null;
+  }
+  renderRun();
+}
+
+function watchRun(runId) {
+  // Records come recorded first, then live; the browser resumes with Last-Event-ID after a drop.
+  const source = new EventSource(`runs/${encodeURIComponent(runId)}/events`);
+  source.onmessage = (event) => {
+    const record = JSON.parse(event.data);
+    state.records.set(record.seq, record);
+    renderRun();
+  };
+  source.addEventListener("end", () => {
+    source.close(); // the run has ended; without this the browser would reconnect
+    loadRun();
+  });
+  state.source = source;
+}
+
+async function selectRun(runId) {
+  if (state.source) state.source.close();
+  state.source = null;
+  state.selected = runId;
+  state.run = null;
+  state.records = new Map();
+  if (location.hash !== `#run=${encodeURIComponent(runId)}`) history.replaceState(null, "", `#run=${encodeURIComponent(runId)}`);
+  for (const row of document.querySelectorAll("#runs tr")) row.classList.toggle("selected", row.dataset.runId === runId);
+  await loadRun();
+  if (state.run && state.selected === runId) watchRun(runId);
+}
+
+async function cancelRun() {
+  if (!state.run || !confirm(`Cancel run ${state.run.run_id}? It will not run again.`)) return;
+  try {
+    await api("POST", `runs/${encodeURIComponent(state.run.run_id)}/cancel`);
+  } catch (err) {
+    alert(err.message);
+  }
+  await refreshAll();
+}
+
+// --- wiring ------------------------------------------------------------------------
+
+async function refreshAll() {
+  try {
+    await Promise.all([refreshRuns(), refreshPrompts(), state.run && !ENDED.has(state.run.status) ? loadRun() : null]);
+    setConnected(true);
+  } catch (err) {
+    setConnected(false);
+    if (err instanceof ApiError && err.status === 401) {
+      document.getElementById("connection").textContent = err.message;
+    }
+  }
+}
+
+function runFromHash() {
+  const match = /^#run=(.+)$/.exec(location.hash);
+  return match ? decodeURIComponent(match[1]) : null;
+}
+
+document.getElementById("status-filter").addEventListener("change", (event) => {
+  state.filter = event.target.value;
+  refreshRuns();
+});
+window.addEventListener("hashchange", () => {
+  const runId = runFromHash();
+  if (runId && runId !== state.selected) selectRun(runId);
+});
+
+refreshAll();
+const first = runFromHash();
+if (first) selectRun(first);
+setInterval(refreshAll, REFRESH_MS);
