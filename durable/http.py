@@ -433,4 +433,6 @@ def serve(app: App, host: str = "127.0.0.1", port: int = 8000) -> None:
         raise UnsafeBind(host)
     api = create_app(app)
     config = uvicorn.Config(api, host=host, port=port, timeout_graceful_shutdown=10)
-    Server(config, api.state.closing).run()
+    # uvicorn re-raises the Ctrl-C it handled; the server has stopped cleanly by then, like `durable worker`.
+    with contextlib.suppress(KeyboardInterrupt):
+        Server(config, api.state.closing).run()

@@ -466,7 +466,7 @@ class Journal:
 
     async def load_records(self, run_id: str) -> list[RecordRow]:
         rows = await self._fetch(f"SELECT {_RECORD} FROM records WHERE run_id = ? ORDER BY seq", (run_id,))
-        return [RecordRow(*r) for r in rows]
+        return list(map(RecordRow._make, rows))
 
     async def changes(self, run_id: str, from_seq: int, changed_after: tuple[float, int]) -> list[RecordRow]:
         """Records at `from_seq` or later, and prompts/sleeps before it changed after (time, seq)."""
@@ -475,7 +475,7 @@ class Journal:
             " AND finished_at IS NOT NULL AND (finished_at > ?3 OR (finished_at = ?3 AND seq > ?4))))",
             (run_id, from_seq, *changed_after),
         )
-        return [RecordRow(*r) for r in rows]
+        return list(map(RecordRow._make, rows))
 
     async def list_runs(self, status: str | None, workflow: str | None, limit: int) -> list[RunRow]:
         rows = await self._fetch(
@@ -483,7 +483,7 @@ class Journal:
             " ORDER BY created_at DESC, run_id DESC LIMIT ?3",
             (status, workflow, limit),
         )
-        return [RunRow(*r) for r in rows]
+        return list(map(RunRow._make, rows))
 
     async def pending_prompts(self, run_id: str | None) -> list[PromptRow]:
         rows = await self._fetch(
@@ -492,7 +492,7 @@ class Journal:
             " WHERE r.status = 'waiting' AND (?1 IS NULL OR r.run_id = ?1) ORDER BY r.started_at, r.run_id",
             (run_id,),
         )
-        return [PromptRow(*r) for r in rows]
+        return list(map(PromptRow._make, rows))
 
     async def prompt_schema(self, run_id: str, key: str) -> tuple[str, str] | None:
         """The (status, schema) of a prompt, or None if the run never asked it."""

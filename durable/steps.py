@@ -57,6 +57,8 @@ def step(
         if not callable(fn):
             raise DefinitionError(f"@durable.step decorates a function, not {fn!r}.")
         fn.__durable_step__ = options  # type: ignore[attr-defined]
+        if hasattr(fn, "__dict__"):
+            vars(fn).pop("__durable_spec__", None)  # options changed: a cached spec is stale
         return fn
 
     return decorate if fn is None else decorate(fn)
@@ -88,16 +90,23 @@ _specs: weakref.WeakKeyDictionary[Any, StepSpec] = weakref.WeakKeyDictionary()
 
 
 def step_spec(fn: Callable[..., Any]) -> StepSpec:
+    try:
+        return fn.__durable_spec__  # type: ignore[attr-defined,no-any-return]  # the fast path of replay
+    except AttributeError:
+        pass
     if not callable(fn):
         raise TypeError(f"ctx.step takes a function to run, not {fn!r}.")
-    key = getattr(fn, "__func__", fn)  # bound methods are made anew at each access
+    spec = StepSpec(fn)
     try:
-        return _specs[key]
-    except KeyError:
-        spec = _specs[key] = StepSpec(fn)
-        return spec
-    except TypeError:  # not weak-referenceable: no cache
-        return StepSpec(fn)
+        fn.__durable_spec__ = spec  # type: ignore[attr-defined]
+    except (AttributeError, TypeError):  # bound methods, partials, builtins: cache by their function
+        key = getattr(fn, "__func__", None)
+        if key is not None:
+            cached = _specs.get(key)
+            if cached is None:
+                cached = _specs[key] = spec
+            return cached
+    return spec
 
 
 async def _attempt(spec: StepSpec, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

@@ -222,3 +222,23 @@ async def test_methods_and_lambdas_are_steps_too(app: durable.App) -> None:
         assert await app.run(wf, run_id="r") == [{"k": 1}, 5]
         names = [s.name for s in (await app.get_run("r")).steps]
     assert names == ["test_methods_and_lambdas_are_steps_too.<locals>.Repo.load", "test_methods_and_lambdas_are_steps_too.<locals>.wf.<locals>.<lambda>"]
+
+
+async def test_redecorating_a_step_takes_its_new_options(app: durable.App) -> None:
+    attempts: list[int] = []
+
+    async def flaky() -> str:
+        attempts.append(1)
+        if len(attempts) % 2:
+            raise ConnectionError("odd attempt")
+        return "even attempt"
+
+    @app.workflow
+    async def wf(ctx: durable.Context) -> str:
+        return await ctx.step(flaky)
+
+    async with app:
+        with pytest.raises(ConnectionError):
+            await app.run(wf, run_id="before")
+        durable.step(retries=1, backoff_seconds=0)(flaky)
+        assert await app.run(wf, run_id="after") == "even attempt"
