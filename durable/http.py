@@ -87,7 +87,12 @@ class UnsafeBind(DurableError):
 
 
 class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    # Responses leave out what they do not name, so a field the engine adds later is no error.
+    model_config = ConfigDict(populate_by_name=True)
+
+
+class RequestBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt field is refused, not ignored
 
 
 class ErrorOut(Model):
@@ -105,7 +110,7 @@ class WorkflowOut(Model):
     args_schema: dict[str, Any] = Field(description="JSON schema of the workflow's keyword arguments.")
 
 
-class StartRun(Model):
+class StartRun(RequestBody):
     args: list[Any] = Field(default_factory=list, description="Positional arguments of the workflow.")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of the workflow.")
     run_id: str | None = Field(default=None, min_length=1, description="Default: a new random id.")
@@ -154,7 +159,7 @@ class PromptOut(Model):
     seq: int
 
 
-class Answer(Model):
+class Answer(RequestBody):
     value: Any = Field(description="The answer, any JSON value matching the prompt's schema.")
 
 
@@ -184,11 +189,22 @@ def durable_app(request: Request) -> App:
 DurableApp = Annotated[App, Depends(durable_app)]
 RunId = Annotated[str, Path(description="The run's id.")]
 
-router = APIRouter(
-    responses={
-        code: {"model": ErrorOut, "description": http.HTTPStatus(code).phrase} for code in (400, 401, 404, 409, 422)
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI of a route's error responses."""
+    return {code: {"model": ErrorOut, "description": http.HTTPStatus(code).phrase} for code in codes}
+
+
+def errors_as_json(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The same for an event stream, whose errors are JSON too (FastAPI would say text/event-stream)."""
+    schema = {"$ref": "#/components/schemas/ErrorOut"}
+    return {
+        code: {"description": http.HTTPStatus(code).phrase, "content": {"application/json": {"schema": schema}}}
+        for code in codes
     }
-)
+
+
+router = APIRouter(responses=errors(401))  # when DURABLE_TOKEN is set
 
 
 @router.get("/health", response_model=Health)
@@ -208,7 +224,7 @@ async def list_workflows(app: DurableApp) -> Any:
     "/workflows/{name}/runs",
     status_code=202,
     response_model=RunStarted,
-    responses={200: {"model": RunOut, "description": "The run_id was known: that run, as it is."}},
+    responses={200: {"model": RunOut, "description": "The run_id was known: that run."}, **errors(400, 404, 409, 422)},
 )
 async def start_run(name: str, app: DurableApp, body: Annotated[StartRun | None, Body()] = None) -> Any:
     """Start a run (202); with the run_id of an existing run, resume it if it was interrupted (200)."""
@@ -231,7 +247,7 @@ async def exists(app: App, run_id: str) -> bool:
     return True
 
 
-@router.get("/runs", response_model=list[RunOut])
+@router.get("/runs", response_model=list[RunOut], responses=errors(422))
 async def list_runs(
     app: DurableApp,
     status: Literal[STATUSES] | None = None,  # type: ignore[valid-type]
@@ -242,51 +258,60 @@ async def list_runs(
     return out(await app.list_runs(status=status, workflow=workflow, limit=limit))
 
 
-@router.get("/runs/{run_id}", response_model=RunOut)
+@router.get("/runs/{run_id}", response_model=RunOut, responses=errors(404, 422))
 async def get_run(run_id: RunId, app: DurableApp) -> Any:
     """One run with its journal."""
     return out(await app.get_run(run_id))
 
 
-async def watched(run_id: RunId, app: DurableApp, last_event_id: Annotated[str | None, Header()] = None) -> Cursor:
-    """Check the run and the cursor before the stream starts, when an error can still be a status code."""
+async def resume_from(
+    run_id: RunId, app: DurableApp, last_event_id: Annotated[str | None, Header()] = None
+) -> str | None:
+    """Check the run and the Last-Event-ID before the stream starts, while an error can still be a status code."""
     await app.get_run(run_id)
     try:
-        return Cursor.parse(last_event_id)
+        Cursor.parse(last_event_id)
     except ValueError as exc:
         raise HTTPException(400, f"Last-Event-ID: {exc}") from None
+    return last_event_id
 
 
-@router.get("/runs/{run_id}/events", response_class=EventSourceResponse)
+@router.get(
+    "/runs/{run_id}/events",
+    response_class=EventSourceResponse,
+    responses=errors_as_json(400, 401, 404, 422),
+)
 async def run_events(
-    run_id: RunId, app: DurableApp, after: Annotated[Cursor, Depends(watched)]
+    run_id: RunId, app: DurableApp, after: Annotated[str | None, Depends(resume_from)]
 ) -> AsyncIterator[ServerSentEvent]:
     """The run's journal as Server-Sent Events, recorded then live; `event: end` once the run has ended.
 
     Each record's `id:` is its cursor: reconnect with `Last-Event-ID` to resume
     without gaps or repeats.
     """
-    async with contextlib.aclosing(app.watch(run_id, after=str(after))) as records:
+    async with contextlib.aclosing(app.watch(run_id, after=after)) as records:
         async for cursor, record in records:
             yield ServerSentEvent(id=cursor, raw_data=msgspec.json.encode(record).decode())
     run = await app.get_run(run_id)
-    yield ServerSentEvent(event="end", data={"run_id": run.run_id, "status": run.status})
+    yield ServerSentEvent(
+        event="end", raw_data=msgspec.json.encode({"run_id": run.run_id, "status": run.status}).decode()
+    )
 
 
-@router.post("/runs/{run_id}/cancel", response_model=Cancelled)
+@router.post("/runs/{run_id}/cancel", response_model=Cancelled, responses=errors(404, 409, 422))
 async def cancel_run(run_id: RunId, app: DurableApp) -> Any:
     """Stop a run for good."""
     await app.cancel(run_id)
     return Cancelled(run_id=run_id)
 
 
-@router.get("/prompts", response_model=list[PromptOut])
+@router.get("/prompts", response_model=list[PromptOut], responses=errors(422))
 async def list_prompts(app: DurableApp, run_id: str | None = None) -> Any:
     """Prompts waiting for an answer, oldest first, each with its answer's schema."""
     return out(await app.prompts(run_id))
 
 
-@router.post("/runs/{run_id}/prompts/{key}", response_model=Answered)
+@router.post("/runs/{run_id}/prompts/{key}", response_model=Answered, responses=errors(400, 404, 409, 422))
 async def answer_prompt(run_id: RunId, key: str, body: Answer, app: DurableApp) -> Any:
     """Record the answer to a prompt; the run moves on."""
     await app.answer(run_id, key, body.value)
@@ -322,6 +347,11 @@ async def invalid_request(request: Request, exc: Exception) -> JSONResponse:
         return error_response(400, "MalformedJSON", f"The request body is not valid JSON ({reason}). Nothing was done.")
     where = "; ".join(f"{'.'.join(str(part) for part in p.get('loc', ()))}: {p.get('msg')}" for p in problems)
     return error_response(422, "InvalidRequest", f"The request was rejected: {where}. Nothing was done.")
+
+
+async def server_error(request: Request, exc: Exception) -> JSONResponse:
+    # Starlette still raises the exception afterwards, so it is logged with its traceback.
+    return error_response(500, "InternalError", f"The server failed ({type(exc).__name__}); its log says more.")
 
 
 async def http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -403,7 +433,8 @@ def create_app(app: App) -> FastAPI:
             finally:
                 closing.set()
 
-    api = FastAPI(title="durable", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    # No /docs: FastAPI's Swagger UI loads from a CDN, and everything served here ships in the package.
+    api = FastAPI(title="durable", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
     api.state.durable = app
     api.state.closing = closing = asyncio.Event()
     api.include_router(router)
@@ -411,6 +442,7 @@ def create_app(app: App) -> FastAPI:
     api.add_exception_handler(DurableError, durable_error)
     api.add_exception_handler(RequestValidationError, invalid_request)
     api.add_exception_handler(StarletteHTTPException, http_error)
+    api.add_exception_handler(Exception, server_error)
     token = os.environ.get(TOKEN_ENV)
     if token:
         api.add_middleware(BearerToken, token=token)

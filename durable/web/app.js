@@ -25,7 +25,7 @@ function h(tag, attrs = {}, ...children) {
     else if (name === "className") node.className = value;
     else node.setAttribute(name, value === true ? "" : value);
   }
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child !== undefined && child !== null && child !== false) {
       node.append(child instanceof Node ? child : String(child));
     }
@@ -299,7 +299,7 @@ function renderRun() {
   ].filter(Boolean);
   const records = [...state.records.values()].sort((a, b) => a.seq - b.seq);
   const open = new Set([...panel.querySelectorAll("details[open]")].map((d) => d.closest("li")?.dataset.seq));
-  panel.replaceChildren(
+  const parts = [
     h(
       "div",
       { className: "run-head" },
@@ -313,7 +313,8 @@ function renderRun() {
     records.length
       ? h("ol", { className: "timeline" }, records.map((r) => recordItem(r, open)))
       : h("p", { className: "empty" }, "No journal records yet."),
-  );
+  ];
+  panel.replaceChildren(...parts.filter(Boolean));
 }
 
 async function loadRun() {

@@ -1,0 +1,26 @@
+"""A workflow whose prompts need each kind of answer form: number, text, and a JSON object.
+
+Served by the browser test with `durable serve onboarding:app` (the journal from $DURABLE_DB).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import durable
+
+app = durable.App(poll_interval=0.05)
+
+
+@dataclass
+class Address:
+    street: str
+    city: str
+
+
+@app.workflow
+async def onboarding(ctx: durable.Context) -> dict:
+    seats = await ctx.ask("How many seats?", type=int, key="seats")
+    team = await ctx.ask("What is the team called?", type=str, key="team")
+    address = await ctx.ask("Billing address?", type=Address, key="address")
+    return {"seats": seats, "team": team, "city": address.city}

@@ -1,0 +1,135 @@
+"""The web page in headless Chromium: see a pending prompt, answer it by clicking, see the run complete.
+
+Drives Debian's chromium (/usr/bin/chromium, which .ci/run installs) through
+Playwright; Playwright never downloads a browser of its own. Saves the page as
+docs/screenshot.png.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from helpers import wait_until
+from servers import ROOT, durable_serve
+
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOT = ROOT / "docs" / "screenshot.png"
+
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="no browser: Debian's chromium is not at /usr/bin/chromium (apt-get install chromium)"
+)
+
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+EXPENSES = {
+    "taxi": {"employee": "ada", "description": "taxi to the airport", "amount": "42.50"},
+    "dinner": {"employee": "bob", "description": "team dinner", "amount": "640.00"},
+    "laptop": {"employee": "ada", "description": "new laptop", "amount": "1899.00"},
+}
+
+
+def test_answer_a_prompt_in_the_page_and_watch_the_run_complete(tmp_path: Path) -> None:
+    with durable_serve(str(tmp_path / "approval.db")) as base, httpx.Client(base_url=base, timeout=10) as http:
+        for name, expense in EXPENSES.items():
+            response = http.post("/workflows/approve_expense/runs", json={"args": [expense], "run_id": name})
+            assert response.status_code == 202, response.text
+        wait_until(lambda: len(http.get("/prompts").json()) == 2, what="the two approval prompts")
+
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1360, "height": 860})
+                page.goto(f"{base}/#run=laptop")
+
+                laptop = page.locator('article.prompt[data-run-id="laptop"]')
+                expect(laptop).to_contain_text("Approve 1899.00 EUR for 'new laptop', by ada?")
+                expect(page.locator("#run-status")).to_have_text("waiting")
+                expect(page.locator(".timeline .record")).to_have_count(1)
+
+                laptop.get_by_role("button", name="Yes").click()
+
+                # The run's event stream brings the answer and the reimbursement; its end event the status.
+                expect(page.locator("#run-status")).to_have_text("completed")
+                expect(page.locator('.record[data-seq="0"]')).to_contain_text("answered")
+                expect(page.locator('.record[data-seq="1"]')).to_contain_text("reimburse")
+                expect(laptop).to_have_count(0)
+                expect(page.locator("#prompt-count")).to_have_text("1")
+                expect(page.locator('#runs tr[data-run-id="taxi"]')).to_contain_text("completed")
+                SCREENSHOT.parent.mkdir(exist_ok=True)
+                page.screenshot(path=str(SCREENSHOT), full_page=True)
+
+                # Rejecting the dinner asks why, with a choice among the Literal's values.
+                dinner = page.locator('article.prompt[data-run-id="dinner"]')
+                dinner.get_by_role("button", name="No").click()
+                reason = page.locator('article.prompt[data-run-id="dinner"][data-key="reason"]')
+                reason.locator("select").select_option(label="no receipt")
+                reason.get_by_role("button", name="Answer").click()
+                page.locator('#runs tr[data-run-id="dinner"]').click()
+                expect(page.locator("#run-status")).to_have_text("completed")
+                expect(page.locator(".facts")).to_contain_text('"reason":"no receipt"')
+                expect(page.locator("#prompts")).to_contain_text("No prompts are waiting for an answer.")
+            finally:
+                browser.close()
+
+        run = http.get("/runs/laptop").json()
+        assert (run["status"], run["result"]["approved"], run["result"]["by"]) == ("completed", True, "manager")
+
+
+def test_answer_forms_follow_the_schema_and_show_refusals_inline(tmp_path: Path) -> None:
+    here = Path(__file__).parent
+    with durable_serve(str(tmp_path / "onboarding.db"), "onboarding:app", cwd=here) as base:
+        response = httpx.post(f"{base}/workflows/onboarding/runs", json={"run_id": "team-1"})
+        assert response.status_code == 202, response.text
+
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+            try:
+                page = browser.new_page()
+                page.goto(f"{base}/#run=team-1")
+                prompt = page.locator("article.prompt")
+                error = prompt.locator(".form-error")
+
+                # int: a number input; the server's refusal of 2.5 shows under the form.
+                expect(prompt).to_contain_text("How many seats?")
+                prompt.locator('input[type="number"]').fill("2.5")
+                prompt.get_by_role("button", name="Answer").click()
+                expect(error).to_contain_text("2.5 is not of type 'integer'")
+                prompt.locator('input[type="number"]').fill("12")
+                prompt.get_by_role("button", name="Answer").click()
+
+                # str: a text input.
+                expect(prompt).to_contain_text("What is the team called?")
+                prompt.locator('input[type="text"]').fill("platform")
+                prompt.get_by_role("button", name="Answer").click()
+
+                # A dataclass: a JSON editor, prefilled with its fields.
+                expect(prompt).to_contain_text("Billing address?")
+                editor = prompt.locator("textarea")
+                expect(editor).to_have_value('{\n  "street": "",\n  "city": ""\n}')
+                editor.fill('{"street": "1 Main St",')
+                prompt.get_by_role("button", name="Answer").click()
+                expect(error).to_contain_text("Not valid JSON")
+                editor.fill('{"street": "1 Main St"}')
+                prompt.get_by_role("button", name="Answer").click()
+                expect(error).to_contain_text("'city' is a required property")
+                editor.fill('{"street": "1 Main St", "city": "Lyon"}')
+                prompt.get_by_role("button", name="Answer").click()
+
+                expect(page.locator("#run-status")).to_have_text("completed")
+                expect(page.locator(".facts")).to_contain_text('{"seats":12,"team":"platform","city":"Lyon"}')
+                expect(page.locator(".timeline .record")).to_have_count(3)
+            finally:
+                browser.close()
