@@ -1,9 +1,10 @@
 """How soon a run moves on: after an answer (same process, another process) and after a crash.
 
-    python benchmarks/latency.py [--repeat N] [--json PATH] [--smoke]
+    python benchmarks/latency.py [--repeat N] [--durability normal|full] [--json PATH] [--smoke]
 
 Measures (each on fresh database files in a temporary directory, durability
-"normal", default App settings):
+"normal" unless ``--durability full``, default App settings otherwise; the
+answering and crashing children use the same durability):
 
 - ``answer, same process``   runs parked on ``ctx.ask(..., key="go")``, then
   ``ctx.step(mark)``. Timed, with ``time.perf_counter``: from just before
@@ -109,8 +110,8 @@ async def crashing(ctx: durable.Context, steps: int) -> int:
     return steps
 
 
-def new_app(path: Path | str) -> durable.App:
-    app = durable.App(path)
+def new_app(path: Path | str, durability: str = "normal") -> durable.App:
+    app = durable.App(path, durability=durability)
     app.workflow(parked)
     app.workflow(crashing)
     return app
@@ -131,10 +132,17 @@ async def gap() -> None:
 # --- 1. answer -> resumed, same process -------------------------------------------------
 
 
-async def bench_same(path: Path, count: int) -> list[float]:
+def _forget(tags: list[str]) -> None:
+    """Reset the execution counts of these marks, so a measure checks only its own executions."""
+    for tag in tags:
+        _started.pop(tag, None)
+
+
+async def bench_same(path: Path, count: int, durability: str = "normal") -> list[float]:
     run_ids = [f"same-{i}" for i in range(count)]
+    _forget(run_ids)
     samples = []
-    async with new_app(path) as app:
+    async with new_app(path, durability) as app:
         handles = await park(app, run_ids)
         for run_id in run_ids:
             await gap()
@@ -152,9 +160,9 @@ async def bench_same(path: Path, count: int) -> list[float]:
 # --- 2. answer -> resumed, from another process -----------------------------------------
 
 
-async def answerer(db: str) -> None:
+async def answerer(db: str, durability: str = "normal") -> None:
     """Child: answer the run ids read from stdin, one at a time, after a random gap."""
-    async with durable.App(db) as app:
+    async with durable.App(db, durability=durability) as app:
         print("ready", flush=True)
         while line := await asyncio.to_thread(sys.stdin.readline):
             run_id = line.strip()
@@ -164,13 +172,14 @@ async def answerer(db: str) -> None:
             print(f"{run_id} {answered_at!r}", flush=True)
 
 
-async def bench_other(path: Path, count: int) -> list[float]:
+async def bench_other(path: Path, count: int, durability: str = "normal") -> list[float]:
     run_ids = [f"other-{i}" for i in range(CHILD_WARMUP + count)]
+    _forget(run_ids)
     samples = []
-    async with new_app(path) as app:
+    async with new_app(path, durability) as app:
         handles = await park(app, run_ids)
         child = await asyncio.create_subprocess_exec(
-            sys.executable, str(SCRIPT), "--answerer", str(path),
+            sys.executable, str(SCRIPT), "--answerer", str(path), "--durability", durability,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         )  # fmt: skip
         assert child.stdin is not None and child.stdout is not None
@@ -198,23 +207,26 @@ async def bench_other(path: Path, count: int) -> list[float]:
 # --- 3. crash -> rerun resumed -----------------------------------------------------------
 
 
-async def crasher(db: str, run_id: str) -> None:
+async def crasher(db: str, run_id: str, durability: str = "normal") -> None:
     """Child: run the crashing workflow; step CRASH_AT kills this process."""
     global _crash_in
     _crash_in = CRASH_AT
-    async with new_app(db) as app:
+    async with new_app(db, durability) as app:
         await app.run(crashing, CRASH_STEPS, run_id=run_id)
     raise SystemExit("the crashing workflow ended without crashing")
 
 
-async def bench_crash_once(path: Path, run_id: str) -> float:
+async def bench_crash_once(path: Path, run_id: str, durability: str = "normal") -> float:
     """One crash in a child, then the timed rerun here; ms."""
-    child = await asyncio.create_subprocess_exec(sys.executable, str(SCRIPT), "--crasher", str(path), run_id)
+    _forget([f"{run_id}/{i}" for i in range(1, CRASH_STEPS + 1)])
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, str(SCRIPT), "--crasher", str(path), run_id, "--durability", durability
+    )
     # Reaped here, as a shell or supervisor would: an unreaped (zombie) child keeps its
     # /proc entry and start time, so the engine would still take it for a live owner.
     if await asyncio.wait_for(child.wait(), 60) != -signal.SIGKILL:
         raise RuntimeError(f"the crashing child exited with {child.returncode}, not SIGKILL")
-    app = new_app(path)
+    app = new_app(path, durability)
     marked = expect(f"{run_id}/{CRASH_AT}")
     gc.collect()
     started = time.perf_counter()
@@ -228,8 +240,8 @@ async def bench_crash_once(path: Path, run_id: str) -> float:
     return (at - started) * 1000
 
 
-async def bench_crash(tmp: Path, count: int) -> list[float]:
-    return [await bench_crash_once(tmp / f"crash-{i}.db", f"crash-{i}") for i in range(count)]
+async def bench_crash(tmp: Path, count: int, durability: str = "normal") -> list[float]:
+    return [await bench_crash_once(tmp / f"crash-{i}.db", f"crash-{i}", durability) for i in range(count)]
 
 
 # --- driver -----------------------------------------------------------------------------
@@ -268,30 +280,32 @@ def machine() -> dict[str, Any]:
     }
 
 
-async def measure_all(tmp: Path, counts: dict[str, int], log: bool) -> dict[str, list[float]]:
+async def measure_all(
+    tmp: Path, counts: dict[str, int], log: bool, durability: str = "normal"
+) -> dict[str, list[float]]:
     samples = {}
     for name, label, _ in MEASURES:
         started = time.monotonic()
         if name == "same":
-            samples[name] = await bench_same(tmp / "same.db", counts[name])
+            samples[name] = await bench_same(tmp / "same.db", counts[name], durability)
         elif name == "other":
-            samples[name] = await bench_other(tmp / "other.db", counts[name])
+            samples[name] = await bench_other(tmp / "other.db", counts[name], durability)
         else:
-            samples[name] = await bench_crash(tmp, counts[name])
+            samples[name] = await bench_crash(tmp, counts[name], durability)
         if log:
             elapsed = time.monotonic() - started
             print(f"  {label}: {counts[name]} samples in {elapsed:.1f}s", file=sys.stderr, flush=True)
     return samples
 
 
-def report(samples: dict[str, list[float]], counts: dict[str, int]) -> dict[str, Any]:
+def report(samples: dict[str, list[float]], counts: dict[str, int], durability: str = "normal") -> dict[str, Any]:
     info = machine()
     print(
         f"python {info['python']} ({info['implementation']}), sqlite {info['sqlite']}, "
         f"aiosqlite {info['aiosqlite']}, {info['cpus']} cpus ({info['cpu']}), {info['platform']}"
     )
     gap_ms = f"{GAP_MS[0]:.0f}-{GAP_MS[1]:.0f} ms"
-    print(f"durability normal, answer gap {gap_ms}, crash in step {CRASH_AT} of {CRASH_STEPS}\n")
+    print(f"durability {durability}, answer gap {gap_ms}, crash in step {CRASH_AT} of {CRASH_STEPS}\n")
     header = f"{'measure':<37} {'n':>4} {'median':>10} {'p95':>10} {'max':>10} {'goal':>10}  {'met':<3}"
     print(header)
     print("-" * len(header))
@@ -312,7 +326,7 @@ def report(samples: dict[str, list[float]], counts: dict[str, int]) -> dict[str,
         )
     print("\nmet = the median is within the goal; p95 by linear interpolation between ranks.")
     return {"machine": info, "params": {"counts": counts, "gap_ms": GAP_MS, "crash_steps": CRASH_STEPS,
-                                        "crash_at": CRASH_AT, "durability": "normal"}, "results": results}  # fmt: skip
+                                        "crash_at": CRASH_AT, "durability": durability}, "results": results}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -321,6 +335,9 @@ def main(argv: list[str] | None = None) -> int:
         "--repeat", type=int, metavar="N",
         help="samples per measure (default: 200 same process, 100 other process, 30 crashes)",
     )  # fmt: skip
+    parser.add_argument(
+        "--durability", choices=["normal", "full"], default="normal", help="App durability (default normal)"
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
     parser.add_argument(
         "--smoke", action="store_true", help="tiny counts, for CI: checks that the script runs, measures nothing useful"
@@ -330,10 +347,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--crasher", nargs=2, metavar=("DB", "RUN_ID"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.answerer:
-        asyncio.run(answerer(args.answerer))
+        asyncio.run(answerer(args.answerer, args.durability))
         return 0
     if args.crasher:
-        asyncio.run(crasher(*args.crasher))
+        asyncio.run(crasher(*args.crasher, args.durability))
         return 1
     counts = dict(SMOKE if args.smoke else DEFAULTS)
     if args.repeat is not None:
@@ -344,10 +361,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="durable-bench-") as tmp:
         warm = Path(tmp) / "warm-up"
         warm.mkdir()
-        asyncio.run(measure_all(warm, {"same": 3, "other": 1, "crash": 1}, log=False))
+        asyncio.run(measure_all(warm, {"same": 3, "other": 1, "crash": 1}, log=False, durability=args.durability))
         _started.clear()
-        samples = asyncio.run(measure_all(Path(tmp), counts, log=not args.smoke))
-    out = report(samples, counts)
+        samples = asyncio.run(measure_all(Path(tmp), counts, log=not args.smoke, durability=args.durability))
+    out = report(samples, counts, args.durability)
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
         print(f"results written to {args.json}")
