@@ -21,6 +21,7 @@ from .errors import (
     RunNotFound,
     StepFailed,
     StepTimeout,
+    UnsafeBind,
     WorkflowNotFound,
 )
 from .model import Prompt, Record, Run
@@ -53,6 +54,7 @@ __all__ = [
     "RunNotFound",
     "StepFailed",
     "StepTimeout",
+    "UnsafeBind",
     "WorkflowNotFound",
     "step",
 ]

@@ -44,10 +44,11 @@ STATUSES = ("pending", "running", "sleeping", "waiting", "blocked", "completed",
 class RunHandle:
     """A started run: wait for its result or look at its status."""
 
-    __slots__ = ("_app", "_ended", "run_id")
+    __slots__ = ("_app", "_ended", "created", "run_id")
 
-    def __init__(self, app: App, run_id: str, ended: RunRow | None = None) -> None:
+    def __init__(self, app: App, run_id: str, ended: RunRow | None = None, created: bool = False) -> None:
         self._app, self.run_id = app, run_id
+        self.created = created  # whether the call that made this handle created the run
         self._ended = ended  # the run's row when start() found it already ended
 
     async def result(self, timeout: float | None = None) -> Any:
@@ -61,7 +62,7 @@ class RunHandle:
 
     async def status(self) -> str:
         """The run's current status."""
-        return (await self._app._row(self.run_id)).status
+        return await self._app.status(self.run_id)
 
     def __repr__(self) -> str:
         return f"<RunHandle {self.run_id!r}>"
@@ -234,7 +235,10 @@ class App:
         workflow = self._resolve(wf)
         blob, decoded = workflow.encode_args(args, kwargs)
         run_id = _check_run_id(run_id)
-        if run_id in self._starting or run_id in self._executions:
+        running = self._executions.get(run_id)
+        if running is not None and running.workflow is not workflow:
+            raise RunIdInUse(run_id, running.workflow.name, workflow.name)
+        if running is not None or run_id in self._starting:
             return RunHandle(self, run_id)  # this App is already starting or executing it
         now = self._clock()
         self._starting.add(run_id)
@@ -245,6 +249,7 @@ class App:
             if existing is None:
                 log.info("run %s ▶ %s started", run_id, workflow.name)
                 self._launch(workflow, run_id, blob, [], decoded)
+                return RunHandle(self, run_id, created=True)
             elif existing.workflow != workflow.name:
                 raise RunIdInUse(run_id, existing.workflow, workflow.name)
             elif existing.status in FINAL:
@@ -282,7 +287,7 @@ class App:
             raise RunIdInUse(run_id, existing.workflow, name)
         if existing is None and self._worker is not None and name in self._workflows:
             self._worker.kick()
-        return RunHandle(self, run_id)
+        return RunHandle(self, run_id, created=existing is None)
 
     async def _take(self, run_id: str, status: str, owner: str | None, reason: str) -> bool:
         """Claim a run (compare-and-set) and resume it by replay; False if another process was first.
@@ -400,6 +405,10 @@ class App:
         if row.status == "cancelled":
             raise RunCancelled(row.run_id)
         raise error_from_json(row.error, row.workflow)  # type: ignore[arg-type]
+
+    async def status(self, run_id: str) -> str:
+        """A run's status (one small read); raise RunNotFound if there is none."""
+        return (await self._row(run_id)).status
 
     async def get_run(self, run_id: str) -> Run:
         """The run with its journal records; raise RunNotFound if there is none."""

@@ -18,7 +18,8 @@
     ├── PromptAlreadyAnswered   the prompt has its answer already
     ├── InvalidAnswer           the answer does not match the prompt's schema
     ├── AppNotOpen              the App is used outside ``async with app:``
-    └── JournalError            the journal file is corrupt, foreign or too new
+    ├── JournalError            the journal file is corrupt, foreign or too new
+    └── UnsafeBind              the HTTP server would listen beyond this machine without a token
 
 Each error keeps its facts as attributes and builds its own message, so callers
 never parse strings. The positional arguments of each constructor are its facts,
@@ -46,6 +47,7 @@ __all__ = [
     "RunNotFound",
     "StepFailed",
     "StepTimeout",
+    "UnsafeBind",
     "WorkflowNotFound",
 ]
 
@@ -299,3 +301,18 @@ class JournalError(DurableError):
 
     def describe(self) -> str:
         return f"Cannot use {self.path!r} as a durable journal: {self.reason}"
+
+
+class UnsafeBind(DurableError):
+    """`durable serve` was asked to listen beyond this machine without a DURABLE_TOKEN."""
+
+    def __init__(self, host: str) -> None:
+        super().__init__(host)
+        self.host = host
+
+    def describe(self) -> str:
+        return (
+            f"Refusing to serve on {self.host!r} without a token: anyone who reaches it could start, "
+            "cancel and answer runs. Set DURABLE_TOKEN to a secret (clients then send "
+            "'Authorization: Bearer <secret>'), or bind 127.0.0.1."
+        )

@@ -47,6 +47,7 @@ from .errors import (
     RunAlreadyFinished,
     RunIdInUse,
     RunNotFound,
+    UnsafeBind,
     WorkflowNotFound,
 )
 from .model import Cursor
@@ -66,21 +67,6 @@ ERROR_STATUS: dict[type[DurableError], int] = {
     InvalidArguments: 422,
     EncodingError: 422,
 }
-
-
-class UnsafeBind(DurableError):
-    """`serve` was asked to listen beyond this machine without a DURABLE_TOKEN."""
-
-    def __init__(self, host: str) -> None:
-        super().__init__(host)
-        self.host = host
-
-    def describe(self) -> str:
-        return (
-            f"Refusing to serve on {self.host!r} without a token: anyone who reaches it could start, "
-            f"cancel and answer runs. Set {TOKEN_ENV} to a secret (clients then send "
-            "'Authorization: Bearer <secret>'), or bind 127.0.0.1."
-        )
 
 
 # --- request and response bodies ----------------------------------------------------
@@ -231,20 +217,11 @@ async def start_run(name: str, app: DurableApp, body: Annotated[StartRun | None,
     body = body or StartRun()
     if "run_id" in body.kwargs:
         raise InvalidArguments(name, "'run_id' names the run; pass it beside args and kwargs, not in kwargs")
-    known = body.run_id is not None and await exists(app, body.run_id)
     handle = await app.start(name, *body.args, run_id=body.run_id, **body.kwargs)
-    if known:
+    if not handle.created:
         run = RunOut.model_validate(out(await app.get_run(handle.run_id)))
         return JSONResponse(run.model_dump(mode="json", by_alias=True))
     return RunStarted(run_id=handle.run_id, status=await handle.status())
-
-
-async def exists(app: App, run_id: str) -> bool:
-    try:
-        await app.get_run(run_id)
-    except RunNotFound:
-        return False
-    return True
 
 
 @router.get("/runs", response_model=list[RunOut], responses=errors(422))
@@ -268,7 +245,7 @@ async def resume_from(
     run_id: RunId, app: DurableApp, last_event_id: Annotated[str | None, Header()] = None
 ) -> str | None:
     """Check the run and the Last-Event-ID before the stream starts, while an error can still be a status code."""
-    await app.get_run(run_id)
+    await app.status(run_id)
     try:
         Cursor.parse(last_event_id)
     except ValueError as exc:
@@ -292,10 +269,8 @@ async def run_events(
     async with contextlib.aclosing(app.watch(run_id, after=after)) as records:
         async for cursor, record in records:
             yield ServerSentEvent(id=cursor, raw_data=msgspec.json.encode(record).decode())
-    run = await app.get_run(run_id)
-    yield ServerSentEvent(
-        event="end", raw_data=msgspec.json.encode({"run_id": run.run_id, "status": run.status}).decode()
-    )
+    status = await app.status(run_id)
+    yield ServerSentEvent(event="end", raw_data=msgspec.json.encode({"run_id": run_id, "status": status}).decode())
 
 
 @router.post("/runs/{run_id}/cancel", response_model=Cancelled, responses=errors(404, 409, 422))

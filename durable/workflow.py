@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import msgspec
+import pydantic
 
 from .codec import Codec, encode
 from .errors import DefinitionError, EncodingError, InvalidArguments
@@ -82,16 +83,26 @@ class Workflow:
         return bound.args, bound.kwargs
 
     def args_schema(self) -> dict[str, Any]:
-        """JSON schema of the workflow's keyword arguments (for the HTTP API)."""
-        properties: dict[str, Any] = {}
-        required: list[str] = []
-        for name, param in self.signature.parameters.items():
-            if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-                continue
-            try:
-                properties[name] = msgspec.json.schema(self.codecs[name].tp)
-            except (TypeError, ValueError):
-                properties[name] = {}
-            if param.default is param.empty:
-                required.append(name)
-        return {"type": "object", "properties": properties, "required": required}
+        """JSON schema of the workflow's keyword arguments (for the HTTP API), definitions at the top."""
+        names = [
+            name
+            for name, param in self.signature.parameters.items()
+            if param.kind not in (param.VAR_POSITIONAL, param.VAR_KEYWORD)
+        ]
+        try:
+            schemas, defs = msgspec.json.schema_components(
+                [self.codecs[name].tp for name in names], schema_hook=_pydantic_schema, ref_template="#/$defs/{name}"
+            )
+        except (TypeError, ValueError):  # a type JSON Schema cannot describe: accept anything there
+            schemas, defs = tuple({} for _ in names), {}
+        required = [n for n in names if self.signature.parameters[n].default is inspect.Parameter.empty]
+        schema: dict[str, Any] = {"type": "object", "properties": dict(zip(names, schemas)), "required": required}
+        if defs:
+            schema["$defs"] = defs
+        return schema
+
+
+def _pydantic_schema(tp: Any) -> dict[str, Any]:
+    if isinstance(tp, type) and issubclass(tp, pydantic.BaseModel):
+        return tp.model_json_schema(ref_template="#/$defs/{model}")
+    raise NotImplementedError

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import re
 
+import jsonschema
 import pytest
 
 import durable
@@ -249,3 +251,34 @@ async def test_leaving_the_app_releases_a_run_in_flight(db: str, caplog: pytest.
     assert "run s1 ⇠ stuck released for another worker (shutdown)" in [r.getMessage() for r in caplog.records]
     async with make_app(db) as inbox:
         assert (await inbox.get_run("s1")).status == "pending"  # any worker with the workflow takes it at once
+
+
+async def test_handles_say_whether_they_created_the_run(app: durable.App) -> None:
+    @app.workflow
+    async def wf(ctx: durable.Context) -> int:
+        return 1
+
+    async with app:
+        first = await app.start(wf, run_id="r")
+        again = await app.start(wf, run_id="r")
+        submitted = await app.submit("wf", run_id="s")
+        assert (first.created, again.created, submitted.created) == (True, False, True)
+        assert await app.status("r") in ("running", "completed")
+
+
+@dataclasses.dataclass
+class Item:
+    sku: str
+    qty: int
+
+
+def test_argument_schema_keeps_definitions_at_the_top(app: durable.App) -> None:
+    @app.workflow
+    async def order(ctx: durable.Context, items: list[Item], note: str = "") -> None:
+        pass
+
+    schema = app.workflows["order"].args_schema()
+    assert schema["required"] == ["items"]
+    jsonschema.validate({"items": [{"sku": "a", "qty": 1}]}, schema)  # the $ref resolves
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"items": [{"sku": "a", "qty": "one"}]}, schema)
