@@ -25,7 +25,7 @@ from .errors import (
     RunNotFound,
     WorkflowNotFound,
 )
-from .journal import FINAL, Journal, RecordRow, RunRow
+from .journal import FINAL, Journal, Recorded, RunRow
 from .model import Cursor, Prompt, Record, Run
 from .owner import Owner, is_alive
 from .replay import Execution
@@ -299,7 +299,7 @@ class App:
         if claimed is None:
             return False
         workflow_name, args = claimed
-        records = await self._journal.load_records(run_id)
+        records = await self._journal.load_replay(run_id)
         n = len(records)
         log.info("run %s ↻ %s resumed: %s (%d record%s to replay)", run_id, workflow_name, reason, n, "" if n == 1 else "s")
         self._launch(self._workflows[workflow_name], run_id, args, records)
@@ -310,7 +310,7 @@ class App:
         workflow: Workflow,
         run_id: str,
         args: bytes,
-        records: list[RecordRow],
+        records: list[Recorded],
         decoded: tuple[tuple[Any, ...], dict[str, Any]] | None = None,
     ) -> None:
         execution = Execution(self, workflow, run_id, args, records, decoded)

@@ -24,7 +24,7 @@ import aiosqlite
 from .errors import JournalError
 from .writer import Writer
 
-__all__ = ["FINAL", "Journal", "PromptRow", "RecordRow", "RunRow"]
+__all__ = ["FINAL", "Journal", "PromptRow", "RecordRow", "Recorded", "RunRow"]
 
 # "DRBL": marks a file as a durable journal, so a foreign database is never touched.
 APPLICATION_ID = 0x4452424C
@@ -104,6 +104,17 @@ class RecordRow(NamedTuple):
     schema: str | None
 
 
+class Recorded(NamedTuple):
+    """What replay needs of a record."""
+
+    seq: int
+    kind: str
+    name: str
+    status: str
+    value: bytes | None
+    error: bytes | None
+
+
 class PromptRow(NamedTuple):
     run_id: str
     workflow: str
@@ -138,7 +149,6 @@ def _append(conn: sqlite3.Connection, params: tuple[Any, ...]) -> bool:
     return conn.execute(_APPEND, params).rowcount == 1
 
 
-_append.single_statement = True  # type: ignore[attr-defined]
 
 
 def _create_run(conn: sqlite3.Connection, params: tuple[Any, ...]) -> RunRow | None:
@@ -263,6 +273,16 @@ def _heartbeat(conn: sqlite3.Connection, owner: str, lease_until: float) -> int:
     return conn.execute("UPDATE runs SET lease_until = ? WHERE owner = ?", (lease_until, owner)).rowcount
 
 
+# These write with one statement (then at most read): alone in a batch, each may
+# commit on its own, without BEGIN/COMMIT.
+for _op in (_append, _create_run, _claim, _suspend, _finish, _reopen_prompt, _complete_sleep, _release, _heartbeat):
+    _op.autocommit = True  # type: ignore[attr-defined]
+# A step's record may even be committed from the event loop when the writer is idle
+# (the sequential case). Run creation and claims stay queued: when a thousand runs
+# start at once, they must share commits rather than take one each.
+_append.direct = True  # type: ignore[attr-defined]
+
+
 def _enable_wal(conn: sqlite3.Connection) -> str:
     mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
     if mode.lower() == "wal":
@@ -321,7 +341,7 @@ class Journal:
 
     def _connect_writer(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA busy_timeout = 0")  # the writer waits for locks itself (see Writer._apply)
         # NORMAL in WAL mode survives a process crash (the OS has the pages);
         # FULL also fsyncs the WAL at every commit and survives power loss.
         conn.execute(f"PRAGMA synchronous = {DURABILITY[self.durability]}")
@@ -467,6 +487,13 @@ class Journal:
     async def load_records(self, run_id: str) -> list[RecordRow]:
         rows = await self._fetch(f"SELECT {_RECORD} FROM records WHERE run_id = ? ORDER BY seq", (run_id,))
         return list(map(RecordRow._make, rows))
+
+    async def load_replay(self, run_id: str) -> list[Recorded]:
+        """A run's records as replay reads them (the columns it needs, in seq order)."""
+        rows = await self._fetch(
+            "SELECT seq, kind, name, status, value, error FROM records WHERE run_id = ? ORDER BY seq", (run_id,)
+        )
+        return list(map(Recorded._make, rows))
 
     async def changes(self, run_id: str, from_seq: int, changed_after: tuple[float, int]) -> list[RecordRow]:
         """Records at `from_seq` or later, and prompts/sleeps before it changed after (time, seq)."""

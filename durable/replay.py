@@ -27,7 +27,7 @@ import pydantic
 from .codec import Codec, encode, error_from_json, error_to_json
 from .context import Context
 from .errors import DuplicatePromptKey, EncodingError, NondeterminismError, NotInWorkflow
-from .journal import RecordRow
+from .journal import Recorded
 from .steps import run_attempts, step_spec
 from .workflow import Workflow
 
@@ -68,7 +68,7 @@ class Execution:
         workflow: Workflow,
         run_id: str,
         args: bytes,
-        records: list[RecordRow],
+        records: list[Recorded],
         decoded: tuple[tuple[Any, ...], dict[str, Any]] | None = None,
     ) -> None:
         self.app = app
@@ -113,7 +113,7 @@ class Execution:
         if self.suspending:
             raise _Suspended
 
-    def _expect(self, seq: int, record: RecordRow, kind: str, name: str) -> None:
+    def _expect(self, seq: int, record: Recorded, kind: str, name: str) -> None:
         if record.kind != kind or record.name != name:
             self.violation = NondeterminismError(
                 self.run_id, seq, f"{record.kind} {record.name!r}", f"{kind} {name!r}"

@@ -24,6 +24,7 @@ import asyncio
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -56,11 +57,15 @@ def _deliver(batch: list[tuple[asyncio.Future[Any], Op, tuple[Any, ...]]], outco
 class Writer:
     """Apply write operations from many coroutines in shared transactions.
 
-    An op is ``op(conn, *args)``. One that runs exactly one SQL statement may say
-    so with ``op.single_statement = True``: it may then run in autocommit, alone.
+    An op is ``op(conn, *args)``. One whose statements may each commit on their
+    own (one write, then at most reads) says so with ``op.autocommit = True``: alone
+    in a batch, it runs without BEGIN/COMMIT. One that also sets ``op.direct = True``
+    may be committed from the event loop's thread when the writer is idle.
     """
 
     def __init__(self, connect: Callable[[], sqlite3.Connection], *, inline: bool = False, busy_timeout_ms: int = 10_000) -> None:
+        # The connection itself never waits for a lock (busy_timeout 0), so the
+        # event loop never blocks on another process; the writer thread retries.
         self._connect = connect
         self._inline = inline
         self._busy_timeout_ms = busy_timeout_ms
@@ -85,7 +90,7 @@ class Writer:
         loop = self._loop
         assert loop is not None
         fut = loop.create_future()
-        if self._inline and getattr(op, "single_statement", False) and self._write_directly(fut, op, args):
+        if self._inline and getattr(op, "direct", False) and self._write_directly(fut, op, args):
             return fut
         self._submitted += 1
         self._queue.put((fut, op, args))
@@ -103,19 +108,16 @@ class Writer:
             conn = self._conn
             if conn is None or self._submitted != self._applied:
                 return False
-            conn.execute("PRAGMA busy_timeout = 0")  # never make the event loop wait for another process
             try:
                 result = op(conn, *args)
             except sqlite3.OperationalError as exc:
-                if "locked" in str(exc) or "busy" in str(exc):
-                    return False
+                if _is_busy(exc):
+                    return False  # another process is writing: the writer thread will wait for it
                 fut.set_exception(exc)
                 return True
             except Exception as exc:
                 fut.set_exception(exc)
                 return True
-            finally:
-                conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
         finally:
             self._lock.release()
         self._streak += 1
@@ -172,12 +174,30 @@ class Writer:
                 conn.close()
 
     def _apply(self, conn: sqlite3.Connection, batch: list[Any]) -> list[tuple[bool, Any]]:
-        if len(batch) == 1 and getattr(batch[0][1], "single_statement", False):
-            # One statement is its own transaction (and takes the write lock
-            # before reading): BEGIN and COMMIT would only add two round trips.
+        """Apply a batch, waiting (up to the busy timeout) while another process holds the lock."""
+        deadline = time.monotonic() + self._busy_timeout_ms / 1000
+        pause = 0.0005
+        while True:
+            try:
+                return self._apply_once(conn, batch)
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or time.monotonic() > deadline:
+                    return [(False, exc)] * len(batch)
+            time.sleep(pause)
+            pause = min(pause * 2, 0.02)
+
+    def _apply_once(self, conn: sqlite3.Connection, batch: list[Any]) -> list[tuple[bool, Any]]:
+        """Apply a batch; raise only if the file is busy (then nothing was applied)."""
+        if len(batch) == 1 and getattr(batch[0][1], "autocommit", False):
+            # Its statements commit on their own: BEGIN and COMMIT would only add
+            # two round trips. (Its one write takes the lock before it reads.)
             _, op, args = batch[0]
             try:
                 return [(True, op(conn, *args))]
+            except sqlite3.OperationalError as exc:
+                if _is_busy(exc):
+                    raise
+                return [(False, exc)]
             except Exception as exc:
                 return [(False, exc)]
         try:
@@ -190,8 +210,15 @@ class Writer:
         except Exception as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.OperationalError) and _is_busy(exc):
+                raise
             if len(batch) == 1:
                 return [(False, exc)]
         # One operation failed the shared transaction: apply each alone, so only
         # the faulty one reports an error and the others still commit.
         return [self._apply(conn, [item])[0] for item in batch]
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    message = str(exc)
+    return "locked" in message or "busy" in message

@@ -154,17 +154,17 @@ async def test_rerun_while_the_worker_recovers_the_run_executes_it_once(db: str,
 
     executed.clear()
     claimed, go_on = asyncio.Event(), asyncio.Event()
-    load_records = app._journal.load_records
+    load_replay = app._journal.load_replay
 
     async def load_after_gate(run_id: str) -> list[object]:
         claimed.set()
         await go_on.wait()
-        return await load_records(run_id)
+        return await load_replay(run_id)
 
     async with app:
         # Hold the worker between its claim of the orphan and the launch of the
         # replay: the window in which an explicit rerun once took the run twice.
-        app._journal.load_records = load_after_gate  # type: ignore[method-assign]
+        app._journal.load_replay = load_after_gate  # type: ignore[method-assign]
         await claimed.wait()
         handle = await app.start(sequential, run_id="r1")
         go_on.set()

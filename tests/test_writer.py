@@ -35,7 +35,7 @@ async def test_a_write_never_overtakes_one_queued_before_it(tmp_path: Path) -> N
         conn.execute("INSERT INTO log VALUES (?)", (n,))
         order.append(("quick", threading.current_thread().name))
 
-    quick.single_statement = True  # type: ignore[attr-defined]
+    quick.autocommit = quick.direct = True  # type: ignore[attr-defined]
     writer = Writer(connector(tmp_path / "w.db"), inline=True)
     await writer.start()
     try:
