@@ -364,9 +364,17 @@ async def work(app: App) -> None:
 @main.command()
 @click.argument("app_spec", metavar="MODULE:APP")
 @db_option
-def worker(app_spec: str, db: str) -> None:
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=None,
+    help="At most this many runs resumed at once (default: the App's max_concurrent_runs, 100).",
+)
+def worker(app_spec: str, db: str, concurrency: int | None) -> None:
     """Run the worker of MODULE:APP until interrupted: resume due, answered and orphaned runs."""
     app = load_app(app_spec, db)
+    if concurrency is not None:
+        app.max_concurrent_runs = concurrency
     with logging_to_stderr(), durable_errors_exit_1():
         asyncio.run(work(app))
 

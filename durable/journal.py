@@ -341,10 +341,11 @@ class Journal:
 
     def _connect_writer(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA busy_timeout = 0")  # the writer waits for locks itself (see Writer._apply)
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")  # setting up may wait for another process
         # NORMAL in WAL mode survives a process crash (the OS has the pages);
         # FULL also fsyncs the WAL at every commit and survives power loss.
         conn.execute(f"PRAGMA synchronous = {DURABILITY[self.durability]}")
+        conn.execute("PRAGMA busy_timeout = 0")  # from now on the writer waits for locks itself (Writer._apply)
         return conn
 
     def _prepare(self) -> None:

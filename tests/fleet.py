@@ -12,7 +12,7 @@ import os
 
 import durable
 
-app = durable.App(poll_interval=0.05, max_concurrent_runs=int(os.environ.get("FLEET_CONCURRENCY", "100")))
+app = durable.App(poll_interval=0.05)  # `durable worker --concurrency N` sets its limit
 LOG = os.environ.get("FLEET_LOG", "fleet.log")
 BLOCK = os.environ.get("FLEET_BLOCK")
 

@@ -18,11 +18,11 @@ from helpers import HERE, eventually, make_app, wait_until
 
 
 def start_worker(db: str, log: Path, *, block: str | None = None, concurrency: int = 100) -> subprocess.Popen[str]:
-    env = dict(os.environ, DURABLE_DB=db, FLEET_LOG=str(log), FLEET_CONCURRENCY=str(concurrency))
+    env = dict(os.environ, DURABLE_DB=db, FLEET_LOG=str(log))
     if block:
         env["FLEET_BLOCK"] = block
     return subprocess.Popen(
-        [sys.executable, "-m", "durable", "worker", "fleet:app"],
+        [sys.executable, "-m", "durable", "worker", "fleet:app", "--concurrency", str(concurrency)],
         cwd=HERE,
         env=env,
         stdout=subprocess.PIPE,
