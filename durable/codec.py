@@ -195,11 +195,6 @@ def error_from_json(blob: bytes, step: str) -> BaseException:
     return StepFailed(step, stored.type.replace(":", "."), stored.message)
 
 
-def error_type_and_message(blob: bytes) -> tuple[str, str]:
-    stored = _error_decoder.decode(blob)
-    return stored.type.replace(":", "."), stored.message
-
-
 def _exception_class(qualified: str) -> type[BaseException] | None:
     module_name, _, qualname = qualified.partition(":")
     try:

@@ -56,12 +56,6 @@ class Worker:
         """Make the loop look at the journal now."""
         self._kick.set()
 
-    def wake_at(self, when: float) -> None:
-        """Note a timer set in this process, so the loop wakes for it on time."""
-        if self._next_wake is None or when < self._next_wake:
-            self._next_wake = when
-            self._kick.set()
-
     async def stop(self) -> None:
         self._stopping = True
         self._kick.set()
