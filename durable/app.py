@@ -234,12 +234,16 @@ class App:
         self._require_open()
         workflow = self._resolve(wf)
         blob, decoded = workflow.encode_args(args, kwargs)
+        rerun = run_id is not None
         run_id = _check_run_id(run_id)
         running = self._executions.get(run_id)
         if running is not None and running.workflow is not workflow:
             raise RunIdInUse(run_id, running.workflow.name, workflow.name)
         if running is not None or run_id in self._starting:
             return RunHandle(self, run_id)  # this App is already starting or executing it
+        ended = self._journal.ended_run_now(run_id) if rerun else None
+        if ended is not None and ended.workflow == workflow.name:
+            return RunHandle(self, run_id, ended=ended)  # rerunning a finished script: nothing to write
         now = self._clock()
         self._starting.add(run_id)
         try:
@@ -299,11 +303,15 @@ class App:
         if claimed is None:
             return False
         workflow_name, args = claimed
+        await self._resume(run_id, workflow_name, args, reason)
+        return True
+
+    async def _resume(self, run_id: str, workflow_name: str, args: bytes, reason: str) -> None:
+        """Replay a run this App has just claimed."""
         records = await self._journal.load_replay(run_id)
         n = len(records)
         log.info("run %s ↻ %s resumed: %s (%d record%s to replay)", run_id, workflow_name, reason, n, "" if n == 1 else "s")
         self._launch(self._workflows[workflow_name], run_id, args, records)
-        return True
 
     def _launch(
         self,
@@ -457,7 +465,7 @@ class App:
         found = await self._journal.prompt_schema(run_id, key)
         if found is None:
             raise PromptNotFound(run_id, key)
-        status, schema = found
+        status, schema, workflow_name = found
         if status == "answered":
             raise PromptAlreadyAnswered(run_id, key)
         if status != "waiting":
@@ -469,13 +477,32 @@ class App:
         problem = schema_violation(schema, decode_any(blob))
         if problem is not None:
             raise InvalidAnswer(run_id, key, problem)
-        before, resumed = await self._journal.answer(run_id, key, blob, self._clock())
-        if before == "answered":
-            raise PromptAlreadyAnswered(run_id, key)
-        if before != "waiting":
-            raise PromptNotFound(run_id, key)
-        log.info("run %s ✎ prompt %s answered", run_id, key)
-        if resumed and self._worker is not None:
+        now = self._clock()
+        # If the answer makes the run ready and this App can execute it, it claims
+        # the run in the same commit and resumes it here, rather than leaving it to
+        # a worker's next pass (a second commit, and a wait for the pass).
+        take = (
+            workflow_name in self._workflows
+            and len(self._executions) < self.max_concurrent_runs
+            and run_id not in self._executions
+            and run_id not in self._starting
+        )
+        if take:
+            self._starting.add(run_id)
+        try:
+            claim = (self._owner.id, now + self.lease_seconds) if take else None
+            before, resumed, args = await self._journal.answer(run_id, key, blob, now, claim)
+            if before == "answered":
+                raise PromptAlreadyAnswered(run_id, key)
+            if before != "waiting":
+                raise PromptNotFound(run_id, key)
+            log.info("run %s ✎ prompt %s answered", run_id, key)
+            if args is not None:
+                await self._resume(run_id, workflow_name, args, "prompt answered")
+        finally:
+            if take:
+                self._starting.discard(run_id)
+        if resumed and args is None and self._worker is not None:
             self._worker.kick()
         self._notify()
 

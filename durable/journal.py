@@ -151,14 +151,15 @@ def _append(conn: sqlite3.Connection, params: tuple[Any, ...]) -> bool:
 
 
 
+_CREATE_RUN = (
+    "INSERT INTO runs (run_id, workflow, status, args, owner, lease_until, ready, created_at, updated_at)"
+    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, CASE WHEN ?3 = 'pending' THEN 'submitted' END, ?7, ?8)"
+    " ON CONFLICT (run_id) DO NOTHING"
+)
+
+
 def _create_run(conn: sqlite3.Connection, params: tuple[Any, ...]) -> RunRow | None:
-    cur = conn.execute(
-        "INSERT INTO runs (run_id, workflow, status, args, owner, lease_until, ready, created_at, updated_at)"
-        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, CASE WHEN ?3 = 'pending' THEN 'submitted' END, ?7, ?8)"
-        " ON CONFLICT (run_id) DO NOTHING",
-        params,
-    )
-    if cur.rowcount == 1:
+    if conn.execute(_CREATE_RUN, params).rowcount == 1:
         return None
     return _select_run(conn, params[0])
 
@@ -190,18 +191,19 @@ def _suspend(conn: sqlite3.Connection, params: tuple[Any, ...]) -> str | None:
     return None if row is None else row[0]
 
 
+_FINISH = (
+    "UPDATE runs SET status = ?, result = ?, error = ?, owner = NULL, lease_until = NULL,"
+    " wake_at = NULL, updated_at = ? WHERE run_id = ? AND owner = ?"
+)
+
+
 def _finish(conn: sqlite3.Connection, params: tuple[Any, ...]) -> bool:
-    return (
-        conn.execute(
-            "UPDATE runs SET status = ?, result = ?, error = ?, owner = NULL, lease_until = NULL,"
-            " wake_at = NULL, updated_at = ? WHERE run_id = ? AND owner = ?",
-            params,
-        ).rowcount
-        == 1
-    )
+    return conn.execute(_FINISH, params).rowcount == 1
 
 
-def _answer(conn: sqlite3.Connection, run_id: str, key: str, value: bytes, now: float) -> tuple[str | None, bool]:
+def _answer(
+    conn: sqlite3.Connection, run_id: str, key: str, value: bytes, now: float, claim: tuple[str, float] | None
+) -> tuple[str | None, bool, bytes | None]:
     cur = conn.execute(
         f"UPDATE records SET status = 'answered', value = :value, finished_at = {_CHANGED_AT}"
         " WHERE run_id = :run_id AND kind = 'ask' AND name = :key AND status = 'waiting'",
@@ -211,13 +213,20 @@ def _answer(conn: sqlite3.Connection, run_id: str, key: str, value: bytes, now: 
         row = conn.execute(
             "SELECT status FROM records WHERE run_id = ? AND kind = 'ask' AND name = ?", (run_id, key)
         ).fetchone()
-        return (None if row is None else row[0]), False
-    resumed = conn.execute(
-        "UPDATE runs SET status = 'pending', ready = 'answered', updated_at = ?1 WHERE run_id = ?2 AND status = 'waiting'"
-        " AND NOT EXISTS (SELECT 1 FROM records WHERE run_id = ?2 AND status = 'waiting')",
-        (now, run_id),
-    ).rowcount
-    return "waiting", resumed == 1
+        return (None if row is None else row[0]), False, None
+    # The run is ready once no prompt waits. The answering process may take it at
+    # once (it has the workflow and room): one commit instead of two.
+    owner, lease_until = claim if claim is not None else (None, None)
+    row = conn.execute(
+        "UPDATE runs SET status = CASE WHEN ?3 IS NULL THEN 'pending' ELSE 'running' END,"
+        " ready = CASE WHEN ?3 IS NULL THEN 'answered' END, owner = ?3, lease_until = ?4, updated_at = ?1"
+        " WHERE run_id = ?2 AND status = 'waiting'"
+        " AND NOT EXISTS (SELECT 1 FROM records WHERE run_id = ?2 AND status = 'waiting') RETURNING args",
+        (now, run_id, owner, lease_until),
+    ).fetchone()
+    if row is None:
+        return "waiting", False, None
+    return "waiting", True, row[0] if claim is not None else None
 
 
 def _reopen_prompt(conn: sqlite3.Connection, run_id: str, key: str, owner: str, now: float) -> bool:
@@ -277,6 +286,34 @@ def _heartbeat(conn: sqlite3.Connection, owner: str, lease_until: float) -> int:
 # commit on its own, without BEGIN/COMMIT.
 for _op in (_append, _create_run, _claim, _suspend, _finish, _reopen_prompt, _complete_sleep, _release, _heartbeat):
     _op.autocommit = True  # type: ignore[attr-defined]
+
+
+def _in_one_statement(sql: str, single: Any, done: Any) -> Any:
+    """The batched form of `single`: its rows through one executemany, when every row applies.
+
+    ``many(conn, [args, ...])`` returns each row's result. If a row did not apply
+    (an owner guard or a conflict said no), the batch is undone to a savepoint and
+    each row is applied alone, so each gets its own answer.
+    """
+
+    def many(conn: sqlite3.Connection, batch: list[tuple[Any, ...]]) -> list[Any]:
+        rows = [args[0] for args in batch]
+        conn.execute("SAVEPOINT batch")
+        if conn.executemany(sql, rows).rowcount == len(rows):
+            conn.execute("RELEASE batch")
+            return [done] * len(rows)
+        conn.execute("ROLLBACK TO batch")
+        conn.execute("RELEASE batch")
+        return [single(conn, row) for row in rows]
+
+    return many
+
+
+# Where many runs do the same at once (a thousand runs started, stepping,
+# finishing), the writer hands their consecutive writes over in one call.
+_append.many = _in_one_statement(_APPEND, _append, True)  # type: ignore[attr-defined]
+_create_run.many = _in_one_statement(_CREATE_RUN, _create_run, None)  # type: ignore[attr-defined]
+_finish.many = _in_one_statement(_FINISH, _finish, True)  # type: ignore[attr-defined]
 # A step's record may even be committed from the event loop when the writer is idle
 # (the sequential case). Run creation and claims stay queued: when a thousand runs
 # start at once, they must share commits rather than take one each.
@@ -426,6 +463,17 @@ class Journal:
         """Insert a run; return None if inserted, else the run already stored under run_id."""
         return await self._write(_create_run, (run_id, workflow, status, args, owner, lease_until, now, now))
 
+    def ended_run_now(self, run_id: str) -> RunRow | None:
+        """The run if it has ended, when that can be read at once (the writer idle); else None.
+
+        An ended run never changes again, so a caller that finds one needs no write.
+        None means: not ended, not stored, or not known without waiting.
+        """
+        if self._writer is None:
+            raise RuntimeError("journal is closed")
+        _, row = self._writer.read_now(_select_run, run_id)
+        return row if row is not None and row.status in FINAL else None
+
     async def claim(
         self, run_id: str, status: str, previous_owner: str | None, owner: str, lease_until: float, now: float
     ) -> tuple[str, bytes] | None:
@@ -449,9 +497,15 @@ class Journal:
     async def finish(self, run_id: str, owner: str, status: str, result: bytes | None, error: bytes | None, now: float) -> bool:
         return await self._write(_finish, (status, result, error, now, run_id, owner))
 
-    async def answer(self, run_id: str, key: str, value: bytes, now: float) -> tuple[str | None, bool]:
-        """Record an answer once. Return (prompt status before, whether the run became ready)."""
-        return await self._write(_answer, run_id, key, value, now)
+    async def answer(
+        self, run_id: str, key: str, value: bytes, now: float, claim: tuple[str, float] | None = None
+    ) -> tuple[str | None, bool, bytes | None]:
+        """Record an answer once. Return (prompt status before, whether the run became ready, its args if claimed).
+
+        With `claim` = (owner, lease_until), a run the answer makes ready is taken
+        by that owner in the same transaction ('running') instead of left 'pending'.
+        """
+        return await self._write(_answer, run_id, key, value, now, claim)
 
     async def reopen_prompt(self, run_id: str, key: str, owner: str, now: float) -> bool:
         """Discard an answer the workflow could not use, so the prompt waits again."""
@@ -522,10 +576,12 @@ class Journal:
         )
         return list(map(PromptRow._make, rows))
 
-    async def prompt_schema(self, run_id: str, key: str) -> tuple[str, str] | None:
-        """The (status, schema) of a prompt, or None if the run never asked it."""
+    async def prompt_schema(self, run_id: str, key: str) -> tuple[str, str, str] | None:
+        """The (status, schema, workflow) of a prompt, or None if the run never asked it."""
         rows = await self._fetch(
-            "SELECT status, schema FROM records WHERE run_id = ? AND kind = 'ask' AND name = ?", (run_id, key)
+            "SELECT r.status, r.schema, runs.workflow FROM records AS r JOIN runs ON runs.run_id = r.run_id"
+            " WHERE r.run_id = ? AND r.kind = 'ask' AND r.name = ?",
+            (run_id, key),
         )
         return tuple(rows[0]) if rows else None  # type: ignore[return-value]
 

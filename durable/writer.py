@@ -57,7 +57,9 @@ def _deliver(batch: list[tuple[asyncio.Future[Any], Op, tuple[Any, ...]]], outco
 class Writer:
     """Apply write operations from many coroutines in shared transactions.
 
-    An op is ``op(conn, *args)``. One whose statements may each commit on their
+    An op is ``op(conn, *args)``. One that many coroutines call at once may offer
+    ``op.many(conn, [args, ...])``, returning the list of results, which the
+    writer uses for a run of consecutive calls in a batch. One whose statements may each commit on their
     own (one write, then at most reads) says so with ``op.autocommit = True``: alone
     in a batch, it runs without BEGIN/COMMIT. One that also sets ``op.direct = True``
     may be committed from the event loop's thread when the writer is idle.
@@ -127,6 +129,26 @@ class Writer:
         else:
             fut.set_result(result)
         return True
+
+    def read_now(self, op: Op, *args: Any) -> tuple[bool, Any]:
+        """Run a read-only `op(conn, *args)` from this thread if the writer is idle: (True, result).
+
+        (False, None) when the writer is busy or the file is locked: the caller
+        goes the usual way. A read here costs no thread hop, and sees every
+        commit of this process.
+        """
+        if self._submitted != self._applied or not self._lock.acquire(blocking=False):
+            return False, None
+        try:
+            if self._conn is None or self._submitted != self._applied:
+                return False, None
+            return True, op(self._conn, *args)
+        except sqlite3.OperationalError as exc:
+            if _is_busy(exc):
+                return False, None
+            raise
+        finally:
+            self._lock.release()
 
     async def close(self) -> None:
         if not self._thread.is_alive():
@@ -204,7 +226,7 @@ class Writer:
             # IMMEDIATE takes the write lock up front: a deferred transaction that
             # reads first can fail with SQLITE_BUSY when it upgrades to write.
             conn.execute("BEGIN IMMEDIATE")
-            results = [(True, op(conn, *args)) for _, op, args in batch]
+            results = _apply_in_runs(conn, batch)
             conn.execute("COMMIT")
             return results
         except Exception as exc:
@@ -217,6 +239,25 @@ class Writer:
         # One operation failed the shared transaction: apply each alone, so only
         # the faulty one reports an error and the others still commit.
         return [self._apply(conn, [item])[0] for item in batch]
+
+
+def _apply_in_runs(conn: sqlite3.Connection, batch: list[Any]) -> list[tuple[bool, Any]]:
+    """Apply a batch in order; consecutive ops that have a batched form (``op.many``) go in one call."""
+    results: list[tuple[bool, Any]] = []
+    i, n = 0, len(batch)
+    while i < n:
+        op = batch[i][1]
+        many = getattr(op, "many", None)
+        j = i + 1
+        if many is not None:
+            while j < n and batch[j][1] is op:
+                j += 1
+        if j - i > 1:
+            results += [(True, value) for value in many(conn, [args for _, _, args in batch[i:j]])]
+        else:
+            results.append((True, op(conn, *batch[i][2])))
+        i = j
+    return results
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:

@@ -78,6 +78,45 @@ async def test_answer_from_an_app_without_the_workflow_code(db: str) -> None:
     assert executed == []
 
 
+async def test_the_answering_app_resumes_the_run_itself_in_the_answers_commit(db: str) -> None:
+    executed: list[str] = []
+    app = approval_app(db, executed)
+    async with app:
+        handle = await app.start("expense", 500, run_id="e1")
+        await pending(app)
+        await eventually(lambda: _status_is(app, "e1", "waiting"), what="the run to unload")
+        assert app._worker is not None
+        await app._worker.stop()  # no worker pass can resume it: the answer must
+        await app.answer("e1", "approve", True)
+        assert "e1" in app._executions  # claimed and launched before answer() returned
+        assert await handle.result(timeout=10) == "charged 500"
+    assert executed == ["charge 500"]
+
+
+async def test_an_app_without_room_leaves_an_answered_run_to_its_worker(db: str) -> None:
+    executed: list[str] = []
+    app = approval_app(db, executed)
+    app.max_concurrent_runs = 1
+    gate = asyncio.Event()
+
+    @app.workflow
+    async def busy(ctx: durable.Context) -> None:
+        await gate.wait()
+
+    async with app:
+        await app.start("expense", 500, run_id="e1")
+        await pending(app)
+        await eventually(lambda: _status_is(app, "e1", "waiting"), what="the run to unload")
+        occupant = await app.start(busy, run_id="busy")
+        await app.answer("e1", "approve", True)
+        assert "e1" not in app._executions
+        assert (await app.get_run("e1")).status == "pending"  # ready for whoever has room
+        gate.set()
+        await occupant.result(timeout=10)
+        assert await app.run("expense", 500, run_id="e1") == "charged 500"
+    assert executed == ["charge 500"]
+
+
 async def test_rerunning_a_waiting_run_replays_to_its_prompt_and_waits(db: str) -> None:
     executed: list[str] = []
     first = approval_app(db, executed)

@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 import durable
+from durable.journal import Journal
 from durable.writer import Writer
 from helpers import make_app
 
@@ -92,3 +93,59 @@ async def test_a_busy_file_makes_steps_wait_without_blocking_the_event_loop(db: 
         assert await handle.result(timeout=10) == 13
         ticking.cancel()
         other.close()
+
+
+async def test_a_batch_of_appends_answers_for_each_record(db: str) -> None:
+    # Many runs' records commit in one statement; if one of them is refused (its
+    # run was taken by another owner), each still gets its own answer.
+    journal = Journal(db)
+    await journal.open()
+    try:
+        for run_id in ("a", "b", "c"):
+            assert await journal.create_run(run_id, "wf", b"[]", "running", "me", None, 0.0) is None
+        await journal.claim("b", "running", "me", "someone else", 0.0, 0.0)
+        release = threading.Event()
+
+        def hold(conn: sqlite3.Connection) -> None:  # keeps the writer busy while the appends queue up
+            release.wait(10)
+
+        assert journal._writer is not None
+        held = journal._writer.submit(hold)
+        appends = [
+            journal.append((run_id, seq, "step", "s", "completed", b"1", None, 1, 0.0, 0.0, None, None, "me"))
+            for seq in range(2)
+            for run_id in ("a", "b", "c")
+        ]
+        release.set()
+        await held
+        assert await asyncio.gather(*appends) == [True, False, True, True, False, True]
+    finally:
+        await journal.close()
+    conn = sqlite3.connect(db)
+    stored = conn.execute("SELECT run_id, seq FROM records ORDER BY run_id, seq").fetchall()
+    conn.close()
+    assert stored == [("a", 0), ("a", 1), ("c", 0), ("c", 1)]
+
+
+async def test_a_duplicate_record_in_a_batch_fails_alone(db: str) -> None:
+    journal = Journal(db)
+    await journal.open()
+    try:
+        for run_id in ("a", "b"):
+            await journal.create_run(run_id, "wf", b"[]", "running", "me", None, 0.0)
+        release = threading.Event()
+
+        def hold(conn: sqlite3.Connection) -> None:
+            release.wait(10)
+
+        assert journal._writer is not None
+        held = journal._writer.submit(hold)
+        record = ("step", "s", "completed", b"1", None, 1, 0.0, 0.0, None, None, "me")
+        appends = [journal.append((run_id, seq, *record)) for run_id, seq in (("a", 0), ("a", 0), ("b", 0))]
+        release.set()
+        await held
+        outcomes = await asyncio.gather(*appends, return_exceptions=True)
+    finally:
+        await journal.close()
+    assert outcomes[0] is True and outcomes[2] is True
+    assert isinstance(outcomes[1], sqlite3.IntegrityError)
