@@ -59,8 +59,20 @@ def _adapter(tp: Any) -> pydantic.TypeAdapter[Any]:
     return pydantic.TypeAdapter(tp)
 
 
+@functools.lru_cache(maxsize=512)
+def _schema(tp: Any) -> str:
+    """The JSON schema of an answer type, as stored with its prompt (pydantic rebuilds it at every call)."""
+    return encode(_adapter(tp).json_schema(), f"the JSON schema of {tp!r}").decode()
+
+
 class Execution:
     """One run being executed by this process."""
+
+    __slots__ = (
+        "app", "journal", "clock", "owner", "workflow", "run_id", "args", "decoded", "recorded", "next_seq", "keys",
+        "inflight", "_settled", "wake_at", "suspending", "parking", "stop_reason", "violation", "active", "status",
+        "result", "error", "task",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -81,10 +93,9 @@ class Execution:
         self.decoded = decoded  # the arguments, when the caller has just decoded them from `args`
         self.recorded = {r.seq: r for r in records}
         self.next_seq = 0
-        self.keys: set[str] = set()
+        self.keys: set[str] | None = None  # prompt keys asked so far (most runs ask none)
         self.inflight = 0
-        self.settled = asyncio.Event()
-        self.settled.set()
+        self._settled: asyncio.Future[None] | None = None  # awaited by drive() while calls are in flight
         self.wake_at: float | None = None
         self.suspending = False
         self.parking = False  # about to unload: shutdown lets it finish parking
@@ -128,12 +139,11 @@ class Execution:
 
     def _begin(self) -> None:
         self.inflight += 1
-        self.settled.clear()
 
     def _end(self) -> None:
         self.inflight -= 1
-        if not self.inflight:
-            self.settled.set()
+        if not self.inflight and self._settled is not None and not self._settled.done():
+            self._settled.set_result(None)
 
     async def step(self, seq: int, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         self._check("step")
@@ -214,7 +224,9 @@ class Execution:
             raise TypeError(f"ctx.ask(key=...) takes a non-empty string, not {key!r}.")
         if not isinstance(question, str):
             raise TypeError(f"ctx.ask takes the question as a string, not {question!r}.")
-        if key in self.keys:
+        if self.keys is None:
+            self.keys = set()
+        elif key in self.keys:
             raise DuplicatePromptKey(self.run_id, key)
         self.keys.add(key)
         adapter = _adapter(tp)
@@ -227,7 +239,7 @@ class Execution:
                 except pydantic.ValidationError as exc:
                     await self._reopen(key, exc)
         else:
-            schema = encode(adapter.json_schema(), f"the schema of prompt {key!r}").decode()
+            schema = _schema(tp)
             self._begin()
             try:
                 ok = await self.journal.append(
@@ -280,6 +292,7 @@ class Execution:
         value: Any = None
         try:
             args, kwargs = self.decoded or self.workflow.decode_args(self.args)
+            self.decoded = None
             value = await self.workflow.fn(Context(self), *args, **kwargs)
             outcome = "completed"
         except _Suspended:
@@ -294,7 +307,8 @@ class Execution:
             outcome, value = "failed", exc
         try:
             while self.inflight:
-                await self.settled.wait()
+                self._settled = asyncio.get_running_loop().create_future()
+                await self._settled
             self.active = False
             await self._record_outcome(outcome, value)
         except BaseException as exc:

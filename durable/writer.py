@@ -190,6 +190,7 @@ class Writer:
                     loop.call_soon_threadsafe(_deliver, batch, outcomes)
                 except RuntimeError:  # the loop is closed: nobody is waiting any more
                     return
+                del batch, outcomes, item  # hold nothing of the runs while idle
         finally:
             with self._lock:
                 self._conn = None
