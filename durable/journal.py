@@ -320,6 +320,11 @@ _finish.many = _in_one_statement(_FINISH, _finish, True)  # type: ignore[attr-de
 _append.direct = True  # type: ignore[attr-defined]
 
 
+def _checkpoint(conn: sqlite3.Connection) -> None:
+    # PASSIVE: copies what it can without waiting for readers or writers.
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+
 def _enable_wal(conn: sqlite3.Connection) -> str:
     mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
     if mode.lower() == "wal":
@@ -357,7 +362,12 @@ class Journal:
             raise JournalError(self.path, "an in-memory database cannot be shared by the writer and readers. Give a file path.")
         await asyncio.to_thread(self._prepare)
         # Direct commits from the event loop only where a commit needs no fsync.
-        writer = Writer(self._connect_writer, inline=self.durability == "normal", busy_timeout_ms=BUSY_TIMEOUT_MS)
+        writer = Writer(
+            self._connect_writer,
+            inline=self.durability == "normal",
+            busy_timeout_ms=BUSY_TIMEOUT_MS,
+            checkpoint=(self._connect_checkpointer, _checkpoint),
+        )
         await writer.start()
         try:
             reader = await aiosqlite.connect(self.path, isolation_level=None)
@@ -383,6 +393,12 @@ class Journal:
         # FULL also fsyncs the WAL at every commit and survives power loss.
         conn.execute(f"PRAGMA synchronous = {DURABILITY[self.durability]}")
         conn.execute("PRAGMA busy_timeout = 0")  # from now on the writer waits for locks itself (Writer._apply)
+        conn.execute("PRAGMA wal_autocheckpoint = 0")  # the Writer's checkpoint thread does it, off the commit path
+        return conn
+
+    def _connect_checkpointer(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute(f"PRAGMA synchronous = {DURABILITY[self.durability]}")  # the fsyncs a checkpoint does
         return conn
 
     def _prepare(self) -> None:

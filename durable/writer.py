@@ -13,6 +13,10 @@ lock and the submitted/applied counters guarantee that such a write never
 overtakes one queued before it. If the file is busy (another process is
 writing), the record goes through the queue, whose thread may wait.
 
+Checkpoints (copying the WAL into the database file, with its fsyncs) run on
+a thread and connection of their own every ``CHECKPOINT_EVERY`` writes, not
+inside whichever commit crosses SQLite's threshold.
+
 aiosqlite runs one call per round trip to its thread, so batching several
 statements into one transaction would cost one hop per statement; the writer
 owns its thread instead and keeps aiosqlite for reads.
@@ -34,6 +38,11 @@ Op = Callable[..., Any]
 
 _STOP = object()
 _MAX_BATCH = 2048
+# The writer's connection never checkpoints inside a commit (SQLite's automatic
+# checkpoint would run in whichever commit crosses its threshold, with fsyncs,
+# on the event loop for a direct write). A thread of its own checkpoints after
+# this many writes, on its own connection, while writes go on.
+CHECKPOINT_EVERY = 1000
 # After this many direct writes in a row, one is delivered through the loop, so
 # a workflow of trivial steps still lets other tasks run.
 _YIELD_EVERY = 64
@@ -57,18 +66,32 @@ def _deliver(batch: list[tuple[asyncio.Future[Any], Op, tuple[Any, ...]]], outco
 class Writer:
     """Apply write operations from many coroutines in shared transactions.
 
-    An op is ``op(conn, *args)``. One that many coroutines call at once may offer
-    ``op.many(conn, [args, ...])``, returning the list of results, which the
-    writer uses for a run of consecutive calls in a batch. One whose statements may each commit on their
+    An op is ``op(conn, *args)``. One whose statements may each commit on their
     own (one write, then at most reads) says so with ``op.autocommit = True``: alone
     in a batch, it runs without BEGIN/COMMIT. One that also sets ``op.direct = True``
-    may be committed from the event loop's thread when the writer is idle.
+    may be committed from the event loop's thread when the writer is idle. One
+    that many runs call at once may offer ``op.many(conn, [args, ...])``, which
+    returns each call's result: consecutive calls in a batch go through it.
     """
 
-    def __init__(self, connect: Callable[[], sqlite3.Connection], *, inline: bool = False, busy_timeout_ms: int = 10_000) -> None:
+    def __init__(
+        self,
+        connect: Callable[[], sqlite3.Connection],
+        *,
+        inline: bool = False,
+        busy_timeout_ms: int = 10_000,
+        checkpoint: tuple[Callable[[], sqlite3.Connection], Op] | None = None,
+    ) -> None:
         # The connection itself never waits for a lock (busy_timeout 0), so the
         # event loop never blocks on another process; the writer thread retries.
+        # `checkpoint` = (connect, op): run op(conn) on a connection of its own
+        # every CHECKPOINT_EVERY writes.
         self._connect = connect
+        self._checkpoint = checkpoint
+        self._checkpoint_due = threading.Event()
+        self._checkpointer = threading.Thread(target=self._run_checkpoints, name="durable-checkpoint", daemon=True)
+        self._written = 0  # writes since the last checkpoint; under the lock
+        self._closing = False
         self._inline = inline
         self._busy_timeout_ms = busy_timeout_ms
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -86,6 +109,8 @@ class Writer:
         self._ready = self._loop.create_future()
         self._thread.start()
         await self._ready
+        if self._checkpoint is not None:
+            self._checkpointer.start()
 
     def submit(self, op: Op, *args: Any) -> asyncio.Future[Any]:
         """Apply `op(conn, *args)`; the future resolves once its transaction has committed."""
@@ -112,6 +137,7 @@ class Writer:
                 return False
             try:
                 result = op(conn, *args)
+                self._count_writes(1)
             except sqlite3.OperationalError as exc:
                 if _is_busy(exc):
                     return False  # another process is writing: the writer thread will wait for it
@@ -150,11 +176,47 @@ class Writer:
         finally:
             self._lock.release()
 
+    def _count_writes(self, n: int) -> None:
+        """Note `n` writes (the lock is held); wake the checkpointer every CHECKPOINT_EVERY."""
+        self._written += n
+        if self._written >= CHECKPOINT_EVERY:
+            self._written = 0
+            self._checkpoint_due.set()
+
+    def _run_checkpoints(self) -> None:
+        assert self._checkpoint is not None
+        connect, op = self._checkpoint
+        conn: sqlite3.Connection | None = None
+        try:
+            while True:
+                self._checkpoint_due.wait()
+                self._checkpoint_due.clear()
+                if self._closing:
+                    return
+                try:
+                    if conn is None:
+                        conn = connect()
+                    op(conn)  # the bulk of it, while this process goes on writing
+                    with self._lock:
+                        # The few pages written meanwhile, with this process's writes
+                        # held back: the WAL is then wholly copied, so the next commit
+                        # starts it over instead of growing it.
+                        op(conn)
+                except sqlite3.Error:
+                    pass  # busy or refused: the next one catches up (a checkpoint only moves pages)
+        finally:
+            if conn is not None:
+                conn.close()
+
     async def close(self) -> None:
         if not self._thread.is_alive():
             return
+        self._closing = True
+        self._checkpoint_due.set()
         self._queue.put(_STOP)
         await asyncio.to_thread(self._thread.join)
+        if self._checkpointer.is_alive():
+            await asyncio.to_thread(self._checkpointer.join)
 
     def _run(self) -> None:
         loop = self._loop
@@ -186,6 +248,7 @@ class Writer:
                 with self._lock:
                     outcomes = self._apply(conn, batch)
                     self._applied += len(batch)
+                    self._count_writes(len(batch))
                 try:
                     loop.call_soon_threadsafe(_deliver, batch, outcomes)
                 except RuntimeError:  # the loop is closed: nobody is waiting any more

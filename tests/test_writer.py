@@ -149,3 +149,29 @@ async def test_a_duplicate_record_in_a_batch_fails_alone(db: str) -> None:
         await journal.close()
     assert outcomes[0] is True and outcomes[2] is True
     assert isinstance(outcomes[1], sqlite3.IntegrityError)
+
+
+async def test_the_wal_is_checkpointed_and_started_over_while_a_run_writes(db: str) -> None:
+    # The writer's connection does not checkpoint in its commits; its checkpoint
+    # thread must both copy the WAL into the file and let it start over, or the
+    # WAL would grow by at least a page per commit for as long as steps go on.
+    app = make_app(db)
+    steps = 10_000
+
+    async def noop(i: int) -> int:
+        return i
+
+    @app.workflow
+    async def many(ctx: durable.Context, n: int) -> int:
+        for i in range(n):
+            await ctx.step(noop, i)
+        return n
+
+    async with app:
+        assert await app.run(many, steps) == steps
+        wal = Path(f"{db}-wal").stat().st_size
+    page = 4096 + 24  # a WAL frame: one page and its header
+    assert wal < steps * page / 2, f"the WAL grew to {wal} bytes"
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT count(*) FROM records").fetchone()[0] == steps
+    conn.close()
