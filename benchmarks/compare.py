@@ -125,6 +125,7 @@ LABELS = {"durable": "durable", "naive": "naive", "dbos": "DBOS", "langgraph": "
 @dataclasses.dataclass(frozen=True)
 class Sizes:
     w1_steps: int = 1000
+    w1_runs: int = 3  # durable and naive W1 runs per repetition, each on a fresh file (an fsync is noisy)
     w2_runs: int = 1000
     w2_steps: int = 5
     w3_steps: int = 10_000
@@ -140,11 +141,11 @@ class Sizes:
 
 FULL_SIZES = Sizes()
 SMOKE_SIZES = Sizes(
-    w1_steps=20, w2_runs=10, w2_steps=3, w3_steps=50, w4_samples=2, w4_peer_samples=1,
+    w1_steps=20, w1_runs=1, w2_runs=10, w2_steps=3, w3_steps=50, w4_samples=2, w4_peer_samples=1,
     w5_crashes=1, w6_same=3, w6_other=2, w7_runs=50, w7_batch=10,
 )  # fmt: skip
 WARM_SIZES = Sizes(
-    w1_steps=10, w2_runs=5, w2_steps=2, w3_steps=10, w4_samples=1, w4_peer_samples=1,
+    w1_steps=10, w1_runs=1, w2_runs=5, w2_steps=2, w3_steps=10, w4_samples=1, w4_peer_samples=1,
     w5_crashes=1, w6_same=2, w6_other=1, w7_runs=10, w7_batch=5,
 )  # fmt: skip
 
@@ -390,14 +391,20 @@ def items(sizes: Sizes, workers: dict[str, PeerWorker], pragmas: dict[str, list[
     z = sizes
 
     async def w1_durable(path: Path, d: str, rep: int, s: Samples) -> None:
-        seconds = await steps.bench_w1(path, d, z.w1_steps, steps.w1)
-        add(s, "W1", "durable", d, seconds / z.w1_steps * 1e6)
-        add(s, "W7-bytes", "durable", d, db_bytes(path) / z.w1_steps)
+        for i in range(z.w1_runs):
+            file = path.with_name(f"{path.stem}-{i}.db")
+            seconds = await steps.bench_w1(file, d, z.w1_steps, steps.w1)
+            add(s, "W1", "durable", d, seconds / z.w1_steps * 1e6)
+            add(s, "W7-bytes", "durable", d, db_bytes(file) / z.w1_steps)
+            remove_db(file)
 
     async def w1_naive(path: Path, d: str, rep: int, s: Samples) -> None:
-        seconds = await steps.bench_naive(path, d, z.w1_steps)
-        add(s, "W1", "naive", d, seconds / z.w1_steps * 1e6)
-        add(s, "W7-bytes", "naive", d, db_bytes(path) / z.w1_steps)
+        for i in range(z.w1_runs):
+            file = path.with_name(f"{path.stem}-{i}.db")
+            seconds = await steps.bench_naive(file, d, z.w1_steps)
+            add(s, "W1", "naive", d, seconds / z.w1_steps * 1e6)
+            add(s, "W7-bytes", "naive", d, db_bytes(file) / z.w1_steps)
+            remove_db(file)
 
     async def w2_durable(path: Path, d: str, rep: int, s: Samples) -> None:
         seconds = await steps.bench_w2(path, d, z.w2_runs, z.w2_steps)
@@ -728,7 +735,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"{args.repeat} repetition(s), interleaved, fresh database files each; median over repetitions "
-        f"(W4-W6: over all samples); durability normal = WAL + synchronous=NORMAL, full = WAL + "
+        f"(durable and naive W1: over {sizes.w1_runs} runs per repetition; W4-W6: over all samples); durability normal = WAL + synchronous=NORMAL, full = WAL + "
         f"synchronous=FULL, for every system{'; SMOKE sizes: figures mean nothing' if args.smoke else ''}"
     )
     for n in peer_names:

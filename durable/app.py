@@ -125,6 +125,7 @@ class App:
         self._worker: Worker | None = None
         self._changed: asyncio.Event | None = None
         self._open = False
+        self._closing = False  # leaving: take on no more runs
 
     # --- registry --------------------------------------------------------
 
@@ -182,6 +183,7 @@ class App:
         if not self._open:
             return
         assert self._worker is not None
+        self._closing = True
         await self._worker.stop()
         executions = list(self._executions.values())
         for execution in executions:
@@ -196,7 +198,7 @@ class App:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
         await self._journal.release(self._owner.id, self._clock())
-        self._open = False
+        self._open = self._closing = False
         self._notify()
         await self._journal.close()
 
@@ -482,7 +484,8 @@ class App:
         # the run in the same commit and resumes it here, rather than leaving it to
         # a worker's next pass (a second commit, and a wait for the pass).
         take = (
-            workflow_name in self._workflows
+            not self._closing
+            and workflow_name in self._workflows
             and len(self._executions) < self.max_concurrent_runs
             and run_id not in self._executions
             and run_id not in self._starting

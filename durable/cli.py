@@ -25,7 +25,7 @@ import msgspec
 
 from . import __version__
 from .app import STATUSES, App
-from .errors import DurableError
+from .errors import DurableError, InvalidAnswer
 from .model import Prompt, Record, Run
 
 __all__ = ["main"]
@@ -283,7 +283,20 @@ def answer(run_id: str, key: str, value: str, db: str) -> None:
         parsed: Any = msgspec.json.decode(value)
     except msgspec.DecodeError:
         parsed = value
-    with_app(db, lambda app: app.answer(run_id, key, parsed))
+
+
+    async def give(app: App) -> None:
+        try:
+            await app.answer(run_id, key, parsed)
+        except InvalidAnswer as exc:
+            if isinstance(parsed, str):
+                raise
+            # VALUE read as JSON (a number, true, null...): the user may have meant the text.
+            raise Failure(
+                f"{exc} VALUE {value} was read as JSON; to answer the text {value!r}, quote it: '\"{value}\"'."
+            ) from None
+
+    with_app(db, give)
     click.echo(f"answered {key} of run {run_id}")
 
 

@@ -335,6 +335,19 @@ def test_answer_that_is_not_json_is_a_plain_string(journal: str) -> None:
     assert get_run(journal, "survey-1").steps[0].value == "ship it, fast"
 
 
+def test_a_number_for_a_text_prompt_is_refused_with_how_to_quote_it(journal: str) -> None:
+    result = cli("answer", "survey-1", "comment", "42", "--db", journal)
+
+    assert result.exit_code == 1
+    refused = durable.InvalidAnswer("survey-1", "comment", "42 is not of type 'string'")
+    assert result.stderr == (
+        f"error: {refused} VALUE 42 was read as JSON; to answer the text '42', quote it: '\"42\"'.\n"
+    )
+    assert get_run(journal, "survey-1").steps[0].status == "waiting"
+    assert cli("answer", "survey-1", "comment", '"42"', "--db", journal).exit_code == 0
+    assert get_run(journal, "survey-1").steps[0].value == "42"
+
+
 def test_answer_twice_exits_1_and_keeps_the_first(journal: str) -> None:
     cli("answer", "order-1", "approve", "false", "--db", journal)
 
