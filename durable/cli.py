@@ -284,7 +284,6 @@ def answer(run_id: str, key: str, value: str, db: str) -> None:
     except msgspec.DecodeError:
         parsed = value
 
-
     async def give(app: App) -> None:
         try:
             await app.answer(run_id, key, parsed)

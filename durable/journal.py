@@ -149,8 +149,6 @@ def _append(conn: sqlite3.Connection, params: tuple[Any, ...]) -> bool:
     return conn.execute(_APPEND, params).rowcount == 1
 
 
-
-
 _CREATE_RUN = (
     "INSERT INTO runs (run_id, workflow, status, args, owner, lease_until, ready, created_at, updated_at)"
     " VALUES (?1, ?2, ?3, ?4, ?5, ?6, CASE WHEN ?3 = 'pending' THEN 'submitted' END, ?7, ?8)"
