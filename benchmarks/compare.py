@@ -62,7 +62,11 @@ W7  memory and size. RSS: a child process (this script with a hidden flag)
     journal rows). A second child does the same but starts the runs 100 at a
     time (each batch parked before the next starts): its row separates what a
     waiting run costs from the high-water mark of 10,000 runs in flight at
-    once, which the allocator keeps as RSS. Journal bytes per step: the W1
+    once, which the allocator keeps as RSS. naive (the floor of this way of
+    measuring): a third child, with no durable at all, starts 10,000 bare
+    coroutines under one gather, each awaiting a future that is set for all of
+    them at once (as a group commit would), and reports the RSS they leave
+    behind per task, read the same way. Journal bytes per step: the W1
     database of each system, its connections closed,
     ``PRAGMA wal_checkpoint(TRUNCATE)``, file size / steps (fixed overhead,
     schema pages and the run's own row, included).
@@ -265,10 +269,13 @@ async def durable_w4(path: Path, durability: str, n: int, samples: int) -> list[
 
 async def durable_w7(path: Path, durability: str, runs: int, batch: int) -> dict[str, Any]:
     """Run the RSS child (a fresh process) and return what it measured."""
+    return await rss_in_child("--rss-child", str(path), durability, str(runs), str(batch))
+
+
+async def rss_in_child(*args: str) -> dict[str, Any]:
     child = await asyncio.create_subprocess_exec(
-        sys.executable, str(SCRIPT), "--rss-child", str(path), durability, str(runs), str(batch),
-        stdout=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+        sys.executable, str(SCRIPT), *args, stdout=asyncio.subprocess.PIPE
+    )
     out, _ = await asyncio.wait_for(child.communicate(), 600)
     if child.returncode != 0:
         raise RuntimeError(f"the RSS child exited with {child.returncode}")
@@ -281,6 +288,36 @@ def waiting_count(path: Path) -> int:
         return conn.execute("SELECT count(*) FROM runs WHERE status = 'waiting'").fetchone()[0]
     finally:
         conn.close()
+
+
+async def rss_floor_child(tasks: int) -> dict[str, Any]:
+    """Child, no durable: the RSS that `tasks` bare coroutines started under one gather leave behind.
+
+    Each awaits a future; all futures are set in one go once every task waits,
+    as one commit wakes a whole batch. Read like rss_child: gc.collect(), 0.1 s, VmRSS.
+    """
+    loop = asyncio.get_running_loop()
+    waiting: list[asyncio.Future[None]] = []
+
+    async def task(i: int) -> str:
+        future = loop.create_future()
+        waiting.append(future)
+        await future
+        return f"p-{i}"
+
+    gc.collect()
+    await asyncio.sleep(0.1)
+    before = rss_bytes()
+    gathered = asyncio.gather(*(task(i) for i in range(tasks)))
+    while len(waiting) < tasks:
+        await asyncio.sleep(0)
+    for future in waiting:
+        future.set_result(None)
+    done = len(await gathered)
+    del gathered, waiting
+    gc.collect()
+    await asyncio.sleep(0.1)
+    return {"tasks": done, "rss_delta": rss_bytes() - before}
 
 
 async def rss_child(path: Path, durability: str, runs: int, batch: int) -> dict[str, Any]:
@@ -450,6 +487,10 @@ def items(sizes: Sizes, workers: dict[str, PeerWorker], pragmas: dict[str, list[
         add(s, "W7-journal", "durable", d, got["journal_delta"] / got["runs"])
         add(s, "W7-held", "durable", d, got["executions_held"])
 
+    async def w7_floor(path: Path, d: str, rep: int, s: Samples) -> None:
+        got = await rss_in_child("--rss-floor", str(z.w7_runs))
+        add(s, "W7-rss", "naive", d, got["rss_delta"] / got["tasks"])
+
     async def w7_batched(path: Path, d: str, rep: int, s: Samples) -> None:
         got = await durable_w7(path, d, z.w7_runs, z.w7_batch)
         add(s, "W7-rssbatch", "durable", d, got["rss_delta"] / got["runs"])
@@ -482,7 +523,7 @@ def items(sizes: Sizes, workers: dict[str, PeerWorker], pragmas: dict[str, list[
         Item("W4", "durable", w4_durable), Item("W4", "naive", w4_naive),
         Item("W5", "durable", w5_durable),
         Item("W6-same", "durable", w6_same), Item("W6-other", "durable", w6_other),
-        Item("W7", "durable", w7_durable), Item("W7-batched", "durable", w7_batched),
+        Item("W7", "durable", w7_durable), Item("W7", "naive", w7_floor), Item("W7-batched", "durable", w7_batched),
     ]  # fmt: skip
     for system in workers:
         out += [Item(w, system, peer(system, w.lower())) for w in ("W1", "W2", "W4")]
@@ -695,7 +736,11 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     parser.add_argument("--no-peers", action="store_true", help="measure durable and the naive floor only")
     parser.add_argument("--rss-child", nargs=4, metavar=("DB", "DURABILITY", "RUNS", "BATCH"), help=argparse.SUPPRESS)
+    parser.add_argument("--rss-floor", type=int, metavar="TASKS", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.rss_floor:
+        print(json.dumps(asyncio.run(rss_floor_child(args.rss_floor))))
+        return 0
     if args.rss_child:
         db, durability, runs, batch = args.rss_child
         print(json.dumps(asyncio.run(rss_child(Path(db), durability, int(runs), int(batch)))))
@@ -751,7 +796,7 @@ def main(argv: list[str] | None = None) -> int:
     print_table(rows)
     print(
         "\nnaive = one autocommitted aiosqlite INSERT per step (W1, W2), one SELECT of the run's rows (W3, µs/row), "
-        "one SELECT by key (W4).\nRatios: DBOS/durable and LangGraph/durable compare µs/step (higher = durable "
+        "one SELECT by key (W4), bare asyncio tasks started under one gather, no durable (W7 RSS).\nRatios: DBOS/durable and LangGraph/durable compare µs/step (higher = durable "
         "faster); durable/DBOS compares steps/s.\nW7 RSS goal: RSS growth per waiting run / journal growth per "
         "waiting run (<= 1x: no memory beyond its journal rows).\n'-' = not applicable or not measured."
     )
