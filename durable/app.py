@@ -122,6 +122,7 @@ class App:
         self._by_fn: dict[Any, Workflow] = {}
         self._executions: dict[str, Execution] = {}
         self._starting: set[str] = set()
+        self._claims: set[asyncio.Task[str | None]] = set()  # answers claiming their run (App.answer)
         self._worker: Worker | None = None
         self._changed: asyncio.Event | None = None
         self._open = False
@@ -185,6 +186,8 @@ class App:
         assert self._worker is not None
         self._closing = True
         await self._worker.stop()
+        if self._claims:  # each either launches its run, seen below, or releases it
+            await asyncio.gather(*self._claims, return_exceptions=True)
         executions = list(self._executions.values())
         for execution in executions:
             if execution.stop_reason is None:
@@ -208,6 +211,10 @@ class App:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
+
+    def _has_room(self) -> bool:
+        """Whether this App may take on another run (its worker and answers it claims)."""
+        return len(self._executions) + len(self._claims) < self.max_concurrent_runs
 
     def _require_open(self) -> None:
         if not self._open:
@@ -479,35 +486,73 @@ class App:
         problem = schema_violation(schema, decode_any(blob))
         if problem is not None:
             raise InvalidAnswer(run_id, key, problem)
-        now = self._clock()
         # If the answer makes the run ready and this App can execute it, it claims
         # the run in the same commit and resumes it here, rather than leaving it to
         # a worker's next pass (a second commit, and a wait for the pass).
         take = (
             not self._closing
             and workflow_name in self._workflows
-            and len(self._executions) < self.max_concurrent_runs
+            and self._has_room()
             and run_id not in self._executions
             and run_id not in self._starting
         )
         if take:
             self._starting.add(run_id)
-        try:
-            claim = (self._owner.id, now + self.lease_seconds) if take else None
-            before, resumed, args = await self._journal.answer(run_id, key, blob, now, claim)
-            if before == "answered":
-                raise PromptAlreadyAnswered(run_id, key)
-            if before != "waiting":
-                raise PromptNotFound(run_id, key)
-            log.info("run %s ✎ prompt %s answered", run_id, key)
-            if args is not None:
-                await self._resume(run_id, workflow_name, args, "prompt answered")
-        finally:
-            if take:
-                self._starting.discard(run_id)
-        if resumed and args is None and self._worker is not None:
-            self._worker.kick()
+            claim = asyncio.ensure_future(self._answer_and_resume(run_id, key, blob, workflow_name))
+            self._claims.add(claim)
+            claim.add_done_callback(self._claim_done)
+            # Once queued, the write commits whether or not our caller waits for it:
+            # the claim then runs to its end, so a claimed run is always resumed or released.
+            before = await asyncio.shield(claim)
+        else:
+            before, resumed, _ = await self._journal.answer(run_id, key, blob, self._clock())
+            if before == "waiting":
+                log.info("run %s ✎ prompt %s answered", run_id, key)
+            if resumed and self._worker is not None:
+                self._worker.kick()
+        if before == "answered":
+            raise PromptAlreadyAnswered(run_id, key)
+        if before != "waiting":
+            raise PromptNotFound(run_id, key)
         self._notify()
+
+    async def _answer_and_resume(self, run_id: str, key: str, blob: bytes, workflow_name: str) -> str | None:
+        """Record an answer, claiming the run in the same commit if it is then ready; resume it here.
+
+        Returns the prompt's status before. The answer stands once recorded: if
+        the App is closing by then, or the run cannot be resumed here, the claimed
+        run is released for any worker instead.
+        """
+        try:
+            now = self._clock()
+            before, _, args = await self._journal.answer(run_id, key, blob, now, (self._owner.id, now + self.lease_seconds))
+            if before == "waiting":
+                log.info("run %s ✎ prompt %s answered", run_id, key)
+            if args is None:  # not claimed: another prompt of the run still waits, or no answer was recorded
+                return before
+            if self._closing:  # close() waits for this claim: hand the run on
+                await self._release(run_id)
+                return before
+            try:
+                await self._resume(run_id, workflow_name, args, "prompt answered")
+            except BaseException as exc:
+                await self._release(run_id)
+                if not isinstance(exc, Exception):
+                    raise
+                log.error("run %s: not resumed after its answer (%s); released for any worker", run_id, exc)
+            return before
+        finally:
+            self._starting.discard(run_id)
+
+    async def _release(self, run_id: str) -> None:
+        await self._journal.release(self._owner.id, self._clock(), run_id)
+        if self._worker is not None:
+            self._worker.kick()
+
+    def _claim_done(self, claim: asyncio.Task[str | None]) -> None:
+        self._claims.discard(claim)
+        if not claim.cancelled():
+            claim.exception()  # retrieved: the caller of answer() got it, unless it was cancelled
 
 
 def _check_run_id(run_id: str | None) -> str:

@@ -111,7 +111,7 @@ class Worker:
                 return
             if workflow not in app._workflows or run_id in app._executions or run_id in app._starting:
                 continue
-            if len(app._executions) >= app.max_concurrent_runs:
+            if not app._has_room():
                 self.saturated = True  # App._ended kicks the loop when a slot frees up
                 break
             app._starting.add(run_id)

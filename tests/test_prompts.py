@@ -117,6 +117,70 @@ async def test_an_app_without_room_leaves_an_answered_run_to_its_worker(db: str)
     assert executed == ["charge 500"]
 
 
+async def test_a_cancelled_answer_still_resumes_its_run(db: str) -> None:
+    # The claiming write is queued before the caller gives up: it commits anyway,
+    # so the run must still be resumed, not left claimed by an App that forgot it.
+    executed: list[str] = []
+    app = approval_app(db, executed)
+    async with app:
+        handle = await app.start("expense", 500, run_id="e1")
+        await pending(app)
+        await eventually(lambda: _status_is(app, "e1", "waiting"), what="the run to unload")
+        answering = asyncio.create_task(app.answer("e1", "approve", True))
+        while "e1" not in app._starting:  # the answer and its claim are on their way to the writer
+            assert not answering.done()
+            await asyncio.sleep(0)
+        answering.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await answering
+        assert await handle.result(timeout=10) == "charged 500"
+    assert executed == ["charge 500"]
+
+
+async def test_an_answer_that_meets_close_hands_its_run_to_another_worker(db: str) -> None:
+    executed: list[str] = []
+    app = approval_app(db, executed)
+    await app.open()
+    await app.start("expense", 500, run_id="e1")
+    await pending(app)
+    await eventually(lambda: _status_is(app, "e1", "waiting"), what="the run to unload")
+    answering = asyncio.create_task(app.answer("e1", "approve", True))
+    while "e1" not in app._starting:
+        await asyncio.sleep(0)
+    await app.close()
+    await answering  # the answer stands
+    assert executed == []  # nothing ran on a run the closing App no longer owns
+    second = approval_app(db, executed)
+    async with second:
+        assert (await second.get_run("e1")).status == "pending"
+        assert await second.run("expense", 500, run_id="e1") == "charged 500"
+    assert executed == ["charge 500"]
+
+
+async def test_concurrent_answers_respect_max_concurrent_runs(db: str) -> None:
+    app = make_app(db, max_concurrent_runs=1)
+    seen: list[int] = []
+
+    async def work() -> None:
+        seen.append(len(app._executions))
+        await asyncio.sleep(0.05)
+
+    @app.workflow
+    async def wf(ctx: durable.Context) -> str:
+        await ctx.ask("go?", type=bool, key="go")
+        await ctx.step(work)
+        return "done"
+
+    async with app:
+        handles = [await app.start(wf, run_id=f"r{i}") for i in range(4)]
+        await pending(app, 4)
+        for i in range(4):
+            await eventually(lambda i=i: _status_is(app, f"r{i}", "waiting"), what="the runs to unload")
+        await asyncio.gather(*(app.answer(f"r{i}", "go", True) for i in range(4)))
+        assert [await h.result(timeout=10) for h in handles] == ["done"] * 4
+    assert seen == [1, 1, 1, 1]
+
+
 async def test_rerunning_a_waiting_run_replays_to_its_prompt_and_waits(db: str) -> None:
     executed: list[str] = []
     first = approval_app(db, executed)
