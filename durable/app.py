@@ -275,9 +275,32 @@ class App:
                 pass  # another live process executes it: wait for it
             else:
                 await self._take(run_id, existing.status, existing.owner, "rerun")
+        except asyncio.CancelledError:
+            # A queued create or claim commits even though our caller gave up on it.
+            self._adopt_later(run_id)
+            raise
         finally:
             self._starting.discard(run_id)
         return RunHandle(self, run_id)
+
+    def _adopt_later(self, run_id: str) -> None:
+        task = asyncio.ensure_future(self._adopt(run_id))
+        self._claims.add(task)  # close() waits for it; it counts against max_concurrent_runs
+        task.add_done_callback(self._claim_done)
+
+    async def _adopt(self, run_id: str) -> None:
+        """Resume a run a cancelled start() may have claimed for this App, once its writes have committed."""
+        row = await self._journal.run_after_writes(run_id)
+        if row is None or row.status != "running" or row.owner != self._owner.id:
+            return
+        if run_id in self._executions or self._closing:
+            return  # executing already, or about to be released by close()
+        # Nothing else resumes a run this App owns: another start() of it waits for it.
+        self._starting.add(run_id)
+        try:
+            await self._resume(run_id, row.workflow, row.args, "its start was cancelled")
+        finally:
+            self._starting.discard(run_id)
 
     async def submit(self, wf: Any, /, *args: Any, run_id: str | None = None, **kwargs: Any) -> RunHandle:
         """Record a run as 'pending' for any worker that has its workflow; return its handle at once.

@@ -280,9 +280,9 @@ def _heartbeat(conn: sqlite3.Connection, owner: str, lease_until: float) -> int:
     return conn.execute("UPDATE runs SET lease_until = ? WHERE owner = ?", (lease_until, owner)).rowcount
 
 
-# These write with one statement (then at most read): alone in a batch, each may
-# commit on its own, without BEGIN/COMMIT.
-for _op in (_append, _create_run, _claim, _suspend, _finish, _reopen_prompt, _complete_sleep, _release, _heartbeat):
+# These write with one statement (then at most read), or only read: alone in a
+# batch, each may commit on its own, without BEGIN/COMMIT.
+for _op in (_select_run, _append, _create_run, _claim, _suspend, _finish, _reopen_prompt, _complete_sleep, _release, _heartbeat):
     _op.autocommit = True  # type: ignore[attr-defined]
 
 
@@ -487,6 +487,10 @@ class Journal:
             raise RuntimeError("journal is closed")
         _, row = self._writer.read_now(_select_run, run_id)
         return row if row is not None and row.status in FINAL else None
+
+    async def run_after_writes(self, run_id: str) -> RunRow | None:
+        """The run as stored once every write queued before this call has committed."""
+        return await self._write(_select_run, run_id)
 
     async def claim(
         self, run_id: str, status: str, previous_owner: str | None, owner: str, lease_until: float, now: float

@@ -282,3 +282,27 @@ def test_argument_schema_keeps_definitions_at_the_top(app: durable.App) -> None:
     jsonschema.validate({"items": [{"sku": "a", "qty": 1}]}, schema)  # the $ref resolves
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"items": [{"sku": "a", "qty": "one"}]}, schema)
+
+
+async def test_a_cancelled_start_still_runs_the_run_it_created(app: durable.App) -> None:
+    # The write that creates the run is queued before the caller gives up, and
+    # it claims the run for this App: the run must execute, not stay claimed.
+    done: list[str] = []
+
+    async def note(x: str) -> str:
+        done.append(x)
+        return x
+
+    @app.workflow
+    async def wf(ctx: durable.Context) -> str:
+        return await ctx.step(note, "ran")
+
+    async with app:
+        starting = asyncio.create_task(app.start(wf, run_id="c1"))
+        while "c1" not in app._starting:
+            await asyncio.sleep(0)
+        starting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await starting
+        assert await app.run(wf, run_id="c1") == "ran"
+    assert done == ["ran"]
