@@ -209,10 +209,10 @@ class Writer:
                 conn.close()
 
     async def close(self) -> None:
+        self._closing = True
+        self._checkpoint_due.set()  # the checkpoint thread ends, closing its connection
         if not self._thread.is_alive():
             return
-        self._closing = True
-        self._checkpoint_due.set()
         self._queue.put(_STOP)
         await asyncio.to_thread(self._thread.join)
         if self._checkpointer.is_alive():
