@@ -123,6 +123,7 @@ class App:
         self._executions: dict[str, Execution] = {}
         self._starting: set[str] = set()
         self._claims: set[asyncio.Task[str | None]] = set()  # answers claiming their run (App.answer)
+        self._cancelled: set[str] = set()  # cancelled while this App was claiming them: never launch
         self._worker: Worker | None = None
         self._changed: asyncio.Event | None = None
         self._open = False
@@ -241,6 +242,8 @@ class App:
         live process is left to it.
         """
         self._require_open()
+        if self._closing:
+            raise AppNotOpen(self.path)  # a run launched now would outlive close()
         workflow = self._resolve(wf)
         blob, decoded = workflow.encode_args(args, kwargs)
         rerun = run_id is not None
@@ -290,17 +293,22 @@ class App:
 
     async def _adopt(self, run_id: str) -> None:
         """Resume a run a cancelled start() may have claimed for this App, once its writes have committed."""
-        row = await self._journal.run_after_writes(run_id)
+        try:
+            row = await self._journal.run_after_writes(run_id)
+        except Exception as exc:
+            log.error("run %s: could not check it after its start was cancelled: %s", run_id, exc)
+            return
         if row is None or row.status != "running" or row.owner != self._owner.id:
             return
         if run_id in self._executions or self._closing:
             return  # executing already, or about to be released by close()
-        # Nothing else resumes a run this App owns: another start() of it waits for it.
+        marked = run_id not in self._starting
         self._starting.add(run_id)
         try:
-            await self._resume(run_id, row.workflow, row.args, "its start was cancelled")
+            await self._resume_or_release(run_id, row.workflow, row.args, "its start was cancelled")
         finally:
-            self._starting.discard(run_id)
+            if marked:
+                self._starting.discard(run_id)
 
     async def submit(self, wf: Any, /, *args: Any, run_id: str | None = None, **kwargs: Any) -> RunHandle:
         """Record a run as 'pending' for any worker that has its workflow; return its handle at once.
@@ -335,8 +343,22 @@ class App:
         if claimed is None:
             return False
         workflow_name, args = claimed
-        await self._resume(run_id, workflow_name, args, reason)
+        await self._resume_or_release(run_id, workflow_name, args, reason)
         return True
+
+    async def _resume_or_release(self, run_id: str, workflow_name: str, args: bytes, reason: str) -> None:
+        """Resume a run this App has just claimed; if that fails, release it for any worker.
+
+        A claimed run is never left idle: another worker could not take it while
+        this App lives.
+        """
+        try:
+            await self._resume(run_id, workflow_name, args, reason)
+        except BaseException as exc:
+            await self._release(run_id)
+            if not isinstance(exc, Exception):
+                raise
+            log.error("run %s: not resumed (%s: %s); released for any worker", run_id, type(exc).__name__, exc)
 
     async def _resume(self, run_id: str, workflow_name: str, args: bytes, reason: str) -> None:
         """Replay a run this App has just claimed."""
@@ -353,6 +375,11 @@ class App:
         records: list[Recorded],
         decoded: tuple[tuple[Any, ...], dict[str, Any]] | None = None,
     ) -> None:
+        if run_id in self._executions:
+            return  # two paths of this App claimed it at once (a cancelled start and a worker pass)
+        if run_id in self._cancelled:
+            self._cancelled.discard(run_id)
+            return  # cancelled while it was being claimed
         execution = Execution(self, workflow, run_id, args, records, decoded)
         self._executions[run_id] = execution
         execution.task = asyncio.create_task(execution.drive(), name=f"durable run {run_id}")
@@ -478,6 +505,8 @@ class App:
         if execution is not None and execution.active:
             execution.stop_reason = "cancelled"
             execution.task.cancel()
+        elif run_id in self._starting:
+            self._cancelled.add(run_id)  # its claim may have committed before the cancel: don't launch it
         log.info("run %s ■ cancelled (was %s)", run_id, status)
         self._notify()
 
@@ -556,13 +585,7 @@ class App:
             if self._closing:  # close() waits for this claim: hand the run on
                 await self._release(run_id)
                 return before
-            try:
-                await self._resume(run_id, workflow_name, args, "prompt answered")
-            except BaseException as exc:
-                await self._release(run_id)
-                if not isinstance(exc, Exception):
-                    raise
-                log.error("run %s: not resumed after its answer (%s); released for any worker", run_id, exc)
+            await self._resume_or_release(run_id, workflow_name, args, "prompt answered")
             return before
         finally:
             self._starting.discard(run_id)
@@ -575,7 +598,9 @@ class App:
     def _claim_done(self, claim: asyncio.Task[str | None]) -> None:
         self._claims.discard(claim)
         if not claim.cancelled():
-            claim.exception()  # retrieved: the caller of answer() got it, unless it was cancelled
+            claim.exception()  # retrieved: answer() raises it to its caller; _adopt logs its own
+        if self._worker is not None and self._worker.saturated:
+            self._worker.kick()  # room again
 
 
 def _check_run_id(run_id: str | None) -> str:

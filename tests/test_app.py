@@ -306,3 +306,46 @@ async def test_a_cancelled_start_still_runs_the_run_it_created(app: durable.App)
             await starting
         assert await app.run(wf, run_id="c1") == "ran"
     assert done == ["ran"]
+
+
+async def test_a_run_that_cannot_be_resumed_after_its_claim_is_released(
+    app: durable.App, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    @app.workflow
+    async def wf(ctx: durable.Context) -> str:
+        return "done"
+
+    async with app:
+        await app.submit(wf, run_id="r1")  # the worker claims it, then fails to load it, once
+        load = app._journal.load_replay
+
+        async def failing_once(run_id: str) -> list:  # type: ignore[type-arg]
+            monkeypatch.setattr(app._journal, "load_replay", load)
+            raise OSError("disk read failed")
+
+        monkeypatch.setattr(app._journal, "load_replay", failing_once)
+        app._worker.kick()  # type: ignore[union-attr]
+        assert await app.run(wf, run_id="r1") == "done"  # released, then taken again
+    assert "run r1: not resumed (OSError: disk read failed); released for any worker" in caplog.text
+
+
+async def test_start_is_refused_while_the_app_closes(app: durable.App) -> None:
+    gate = asyncio.Event()
+
+    async def wait_for_gate() -> None:
+        await gate.wait()
+
+    @app.workflow
+    async def slow(ctx: durable.Context) -> None:
+        await ctx.step(wait_for_gate)
+
+    await app.open()
+    await app.start(slow, run_id="s1")
+    await asyncio.sleep(0.01)
+    closing = asyncio.create_task(app.close())
+    await asyncio.sleep(0.05)  # close() is letting s1's step finish (grace period)
+    assert not closing.done()
+    with pytest.raises(durable.AppNotOpen):
+        await app.start(slow, run_id="s2")
+    gate.set()
+    await closing

@@ -157,6 +157,31 @@ async def test_an_answer_that_meets_close_hands_its_run_to_another_worker(db: st
     assert executed == ["charge 500"]
 
 
+async def test_a_run_cancelled_while_its_answer_claims_it_never_runs_another_step(
+    db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    executed: list[str] = []
+    app = approval_app(db, executed)
+    async with app:
+        handle = await app.start("expense", 500, run_id="e1")
+        await pending(app)
+        await eventually(lambda: _status_is(app, "e1", "waiting"), what="the run to unload")
+        load = app._journal.load_replay
+
+        async def slow_load(run_id: str) -> list:  # type: ignore[type-arg]
+            await asyncio.sleep(0.1)  # a long journal: the claim is committed, the run not yet launched
+            return await load(run_id)
+
+        monkeypatch.setattr(app._journal, "load_replay", slow_load)
+        answering = asyncio.create_task(app.answer("e1", "approve", True))
+        await eventually(lambda: _status_is(app, "e1", "running"), what="the answer to claim the run")
+        await app.cancel("e1")
+        await answering
+        with pytest.raises(durable.RunCancelled):
+            await handle.result(timeout=10)
+    assert executed == []
+
+
 async def test_concurrent_answers_respect_max_concurrent_runs(db: str) -> None:
     app = make_app(db, max_concurrent_runs=1)
     seen: list[int] = []
