@@ -44,6 +44,14 @@ async def pending(app: durable.App, n: int = 1) -> list[durable.Prompt]:
     return await eventually(check, what=f"{n} pending prompt(s)")
 
 
+async def parked_expense(app: durable.App) -> durable.RunHandle:
+    """Start run e1 of `expense` for 500 and wait until it is unloaded, waiting for its approval."""
+    handle = await app.start("expense", 500, run_id="e1")
+    await pending(app)
+    await eventually(lambda: _status_is(app, "e1", "waiting"), what="the run to unload")
+    return handle
+
+
 async def test_ask_waits_unloaded_then_an_answer_moves_the_run_on(db: str) -> None:
     executed: list[str] = []
     app = approval_app(db, executed)
@@ -82,9 +90,7 @@ async def test_the_answering_app_resumes_the_run_itself_in_the_answers_commit(db
     executed: list[str] = []
     app = approval_app(db, executed)
     async with app:
-        handle = await app.start("expense", 500, run_id="e1")
-        await pending(app)
-        await eventually(lambda: _status_is(app, "e1", "waiting"), what="the run to unload")
+        handle = await parked_expense(app)
         assert app._worker is not None
         await app._worker.stop()  # no worker pass can resume it: the answer must
         await app.answer("e1", "approve", True)
@@ -104,9 +110,7 @@ async def test_an_app_without_room_leaves_an_answered_run_to_its_worker(db: str)
         await gate.wait()
 
     async with app:
-        await app.start("expense", 500, run_id="e1")
-        await pending(app)
-        await eventually(lambda: _status_is(app, "e1", "waiting"), what="the run to unload")
+        await parked_expense(app)
         occupant = await app.start(busy, run_id="busy")
         await app.answer("e1", "approve", True)
         assert "e1" not in app._executions
@@ -123,9 +127,7 @@ async def test_a_cancelled_answer_still_resumes_its_run(db: str) -> None:
     executed: list[str] = []
     app = approval_app(db, executed)
     async with app:
-        handle = await app.start("expense", 500, run_id="e1")
-        await pending(app)
-        await eventually(lambda: _status_is(app, "e1", "waiting"), what="the run to unload")
+        handle = await parked_expense(app)
         answering = asyncio.create_task(app.answer("e1", "approve", True))
         while "e1" not in app._starting:  # the answer and its claim are on their way to the writer
             assert not answering.done()
@@ -141,9 +143,7 @@ async def test_an_answer_that_meets_close_hands_its_run_to_another_worker(db: st
     executed: list[str] = []
     app = approval_app(db, executed)
     await app.open()
-    await app.start("expense", 500, run_id="e1")
-    await pending(app)
-    await eventually(lambda: _status_is(app, "e1", "waiting"), what="the run to unload")
+    await parked_expense(app)
     answering = asyncio.create_task(app.answer("e1", "approve", True))
     while "e1" not in app._starting:
         await asyncio.sleep(0)
@@ -163,9 +163,7 @@ async def test_a_run_cancelled_while_its_answer_claims_it_never_runs_another_ste
     executed: list[str] = []
     app = approval_app(db, executed)
     async with app:
-        handle = await app.start("expense", 500, run_id="e1")
-        await pending(app)
-        await eventually(lambda: _status_is(app, "e1", "waiting"), what="the run to unload")
+        handle = await parked_expense(app)
         load = app._journal.load_replay
 
         async def slow_load(run_id: str) -> list:  # type: ignore[type-arg]
