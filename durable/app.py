@@ -300,8 +300,8 @@ class App:
             return
         if row is None or row.status != "running" or row.owner != self._owner.id:
             return
-        if run_id in self._executions or self._closing:
-            return  # executing already, or about to be released by close()
+        if run_id in self._executions:
+            return
         marked = run_id not in self._starting
         self._starting.add(run_id)
         try:
@@ -350,8 +350,11 @@ class App:
         """Resume a run this App has just claimed; if that fails, release it for any worker.
 
         A claimed run is never left idle: another worker could not take it while
-        this App lives.
+        this App lives. A closing App releases it at once.
         """
+        if self._closing:
+            await self._release(run_id)
+            return
         try:
             await self._resume(run_id, workflow_name, args, reason)
         except BaseException as exc:
@@ -580,12 +583,8 @@ class App:
             before, _, args = await self._journal.answer(run_id, key, blob, now, (self._owner.id, now + self.lease_seconds))
             if before == "waiting":
                 log.info("run %s ✎ prompt %s answered", run_id, key)
-            if args is None:  # not claimed: another prompt of the run still waits, or no answer was recorded
-                return before
-            if self._closing:  # close() waits for this claim: hand the run on
-                await self._release(run_id)
-                return before
-            await self._resume_or_release(run_id, workflow_name, args, "prompt answered")
+            if args is not None:  # claimed: the run is ready
+                await self._resume_or_release(run_id, workflow_name, args, "prompt answered")
             return before
         finally:
             self._starting.discard(run_id)
