@@ -1,4 +1,4 @@
-"""durable: durable workflows for Python on an embedded SQLite journal."""
+"""durable: durable workflows for Python, on an embedded SQLite journal or a shared PostgreSQL one."""
 
 from .app import App, RunHandle
 from .context import Context
@@ -21,6 +21,7 @@ from .errors import (
     RunNotFound,
     StepFailed,
     StepTimeout,
+    StoreUnavailable,
     UnsafeBind,
     WorkflowNotFound,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "RunNotFound",
     "StepFailed",
     "StepTimeout",
+    "StoreUnavailable",
     "UnsafeBind",
     "WorkflowNotFound",
     "step",

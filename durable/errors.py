@@ -18,7 +18,8 @@
     ├── PromptAlreadyAnswered   the prompt has its answer already
     ├── InvalidAnswer           the answer does not match the prompt's schema
     ├── AppNotOpen              the App is used outside ``async with app:``
-    ├── JournalError            the journal file is corrupt, foreign or too new
+    ├── JournalError            the journal cannot be used: corrupt, foreign, too new, or unreachable by its URL
+    ├── StoreUnavailable        the store cannot be read or written for now (disk full, lock, connection lost)
     └── UnsafeBind              the HTTP server would listen beyond this machine without a token
 
 Each error keeps its facts as attributes and builds its own message, so callers
@@ -47,6 +48,7 @@ __all__ = [
     "RunNotFound",
     "StepFailed",
     "StepTimeout",
+    "StoreUnavailable",
     "UnsafeBind",
     "WorkflowNotFound",
 ]
@@ -301,6 +303,26 @@ class JournalError(DurableError):
 
     def describe(self) -> str:
         return f"Cannot use {self.path!r} as a durable journal: {self.reason}"
+
+
+class StoreUnavailable(DurableError):
+    """The store cannot be read or written for now; nothing about the runs was decided by it.
+
+    Raised for faults that may pass: a full disk, an I/O error, a file locked by
+    another program for longer than durable waits, a lost database connection.
+    An execution that meets one stops and its run stays resumable; it is never
+    recorded as the run's failure.
+    """
+
+    def __init__(self, target: str, reason: str) -> None:
+        super().__init__(target, reason)
+        self.target, self.reason = target, reason
+
+    def describe(self) -> str:
+        return (
+            f"The journal {self.target!r} cannot be used right now: {self.reason}. "
+            "No run was failed by it: runs resume once the journal works again."
+        )
 
 
 class UnsafeBind(DurableError):

@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 
 from .codec import decode_any, from_timestamp
-from .journal import PromptRow, RecordRow, RunRow
+from .store.base import PromptRow, RecordRow, RunRow
 
 __all__ = ["Cursor", "Prompt", "Record", "Run"]
 

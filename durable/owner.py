@@ -1,18 +1,27 @@
 """Who owns a run: this App in this process, named so that its death is visible.
 
-An owner id is ``host|boot|pid|start|token``. On the same machine a dead owner
-is recognised at once: its pid is gone, or now belongs to a process that started
-at another time, or the machine has rebooted since. An owner on another machine
-is presumed alive while its lease (renewed by heartbeats) has not expired.
+An owner id is ``host|boot|pidns|pid|start|token``: the machine's name, its
+boot id, the PID namespace, the pid and the process's start time, and a random
+token. Every owner holds its runs under a lease (timed by the store's clock and
+renewed by its worker); a run whose lease has expired is taken over by any
+worker. An owner in the same PID namespace of the same boot of this machine is
+also checked by its pid, so its death is seen at once, without waiting for its
+lease: its pid is gone, or belongs to a process that started at another time.
+Nothing else is inferred from an id: two machines may share a host name, so
+an owner of another boot or namespace is judged by its lease alone.
+
+The id is taken when an App opens, not when it is built, so an App made before
+a ``fork()`` never shares its parent's identity.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 import socket
 
-__all__ = ["Owner", "describe_owner", "is_alive"]
+__all__ = ["Owner", "describe_owner", "is_dead_here"]
 
 
 def _boot_id() -> str:
@@ -21,6 +30,14 @@ def _boot_id() -> str:
             return f.read().strip()[:8]
     except OSError:
         return "-"
+
+
+def _pid_namespace() -> str:
+    try:
+        link = os.readlink("/proc/self/ns/pid")  # 'pid:[4026531836]'
+    except OSError:
+        return "-"
+    return link.partition("[")[2].rstrip("]") or "-"
 
 
 def process_start(pid: int) -> str | None:
@@ -49,40 +66,53 @@ def _exists(pid: int) -> bool:
     return True
 
 
-HOST = socket.gethostname().replace("|", "_")
-BOOT = _boot_id()
+@functools.cache
+def _boot_and_namespace() -> tuple[str, str]:
+    return _boot_id(), _pid_namespace()  # neither changes while a process lives, nor across fork()
+
+
+def _here() -> tuple[str, str, str]:
+    return (socket.gethostname().replace("|", "_"), *_boot_and_namespace())
 
 
 class Owner:
-    """The identity this App writes into the runs it claims."""
+    """The identity an open App writes into the runs it claims."""
+
+    __slots__ = ("id", "pid")
 
     def __init__(self) -> None:
+        host, boot, pidns = _here()
         pid = os.getpid()
-        start = process_start(pid) or ""
         self.pid = pid
-        self.id = f"{HOST}|{BOOT}|{pid}|{start}|{secrets.token_hex(4)}"
+        self.id = f"{host}|{boot}|{pidns}|{pid}|{process_start(pid) or ''}|{secrets.token_hex(4)}"
 
 
 def describe_owner(owner: str) -> str:
     """An owner id for people: 'pid 123' here, 'pid 123 on host' elsewhere."""
-    parts = owner.rsplit("|", 4)
-    if len(parts) != 5:
+    parts = owner.split("|")
+    if len(parts) != 6:
         return owner
-    return f"pid {parts[2]}" if parts[0] == HOST else f"pid {parts[2]} on {parts[0]}"
+    host, _, _, pid, _, _ = parts
+    return f"pid {pid}" if host == _here()[0] else f"pid {pid} on {host}"
 
 
-def is_alive(owner: str, lease_until: float | None, now: float) -> bool:
-    """Whether the App named by `owner` may still be executing its runs."""
-    parts = owner.rsplit("|", 4)
-    leased = lease_until is not None and lease_until > now
-    if len(parts) != 5 or parts[0] != HOST:
-        return leased
-    _, boot, pid_text, start, _ = parts
-    if boot != BOOT:
-        return False  # the machine rebooted since: every process of that boot is gone
-    pid = int(pid_text)
+def is_dead_here(owner: str) -> bool:
+    """Whether `owner` is a process of this machine's boot and PID namespace that has exited.
+
+    False for every other owner, alive or not: only its lease can tell.
+    """
+    parts = owner.split("|")
+    if len(parts) != 6:
+        return False
+    host, boot, pidns, pid_text, start, _ = parts
+    if (host, boot, pidns) != _here():
+        return False
+    try:
+        pid = int(pid_text)
+    except ValueError:
+        return False
     if pid == os.getpid():
-        return leased  # another App of this very process: alive while it heartbeats
+        return False  # another App of this very process: its lease tells
     if start:
-        return process_start(pid) == start
-    return _exists(pid) and leased
+        return process_start(pid) != start
+    return not _exists(pid)

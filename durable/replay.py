@@ -26,13 +26,13 @@ import pydantic
 
 from .codec import Codec, encode, error_from_json, error_to_json
 from .context import Context
-from .errors import DuplicatePromptKey, EncodingError, NondeterminismError, NotInWorkflow
-from .journal import Recorded
+from .errors import DuplicatePromptKey, EncodingError, NondeterminismError, NotInWorkflow, StoreUnavailable
 from .steps import run_attempts, step_spec
+from .store.base import Fence, RecordRow, Recorded
 from .workflow import Workflow
 
 if TYPE_CHECKING:
-    from .app import App
+    from .engine import Engine
 
 __all__ = ["HOLD_SECONDS", "Execution"]
 
@@ -51,7 +51,7 @@ class _Suspended(BaseException):
 
 
 class _Stopped(BaseException):
-    """Unwinds a workflow whose run was cancelled, taken over, or is being shut down."""
+    """Unwinds a workflow whose run was cancelled, taken over, is being shut down, or whose store failed."""
 
 
 @functools.lru_cache(maxsize=512)
@@ -69,26 +69,26 @@ class Execution:
     """One run being executed by this process."""
 
     __slots__ = (
-        "app", "journal", "clock", "owner", "workflow", "run_id", "args", "decoded", "recorded", "next_seq", "keys",
-        "inflight", "_settled", "wake_at", "suspending", "parking", "stop_reason", "violation", "active", "status",
-        "result", "error", "task",
+        "engine", "store", "clock", "fence", "workflow", "run_id", "args", "decoded", "recorded", "next_seq", "keys",
+        "inflight", "_settled", "wake_at", "suspending", "parking", "stop_reason", "store_error", "violation", "active",
+        "status", "result", "error", "task",
     )  # fmt: skip
 
     def __init__(
         self,
-        app: App,
+        engine: Engine,
         workflow: Workflow,
-        run_id: str,
+        fence: Fence,
         args: bytes,
         records: list[Recorded],
         decoded: tuple[tuple[Any, ...], dict[str, Any]] | None = None,
     ) -> None:
-        self.app = app
-        self.journal = app._journal
-        self.clock: Callable[[], float] = app._clock
-        self.owner: str = app._owner.id
+        self.engine = engine
+        self.store = engine.store
+        self.clock: Callable[[], float] = engine.clock
+        self.fence = fence  # the claim this execution writes under
         self.workflow = workflow
-        self.run_id = run_id
+        self.run_id = fence.run_id
         self.args = args
         self.decoded = decoded  # the arguments, when the caller has just decoded them from `args`
         self.recorded = {r.seq: r for r in records}
@@ -99,13 +99,25 @@ class Execution:
         self.wake_at: float | None = None
         self.suspending = False
         self.parking = False  # about to unload: shutdown lets it finish parking
-        self.stop_reason: str | None = None  # 'cancelled', 'lost' or 'shutdown'
+        self.stop_reason: str | None = None  # 'cancelled', 'lost', 'shutdown' or 'store'
+        self.store_error: StoreUnavailable | None = None
         self.violation: NondeterminismError | None = None
         self.active = True
         self.status: str | None = None  # the status this execution left the run in
         self.result: Any = None
         self.error: BaseException | None = None
-        self.task: asyncio.Task[None] = None  # type: ignore[assignment]  # set by App._launch
+        self.task: asyncio.Task[None] = None  # type: ignore[assignment]  # set by Engine.launch
+
+    def stop(self, reason: str) -> None:
+        """Stop at the next ctx call: 'cancelled' or 'lost' (write nothing more), 'shutdown' (record what finishes)."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        if not self.active:
+            return
+        if reason != "shutdown":
+            self.task.cancel()  # whatever it computes now could not be recorded
+        elif self.inflight == 0 and not self.parking:
+            self.task.cancel()  # waiting in a short sleep or a non-durable await: nothing to finish
 
     # --- ctx calls ---------------------------------------------------------
 
@@ -131,11 +143,25 @@ class Execution:
             )
             raise self.violation
 
-    def _lost(self) -> None:
-        # The owner guard refused the write: the run was cancelled or taken over.
+    def _lost(self) -> NoReturn:
+        # The fence refused the write: the run was cancelled or taken over.
         if self.stop_reason is None:
             self.stop_reason = "lost"
         raise _Stopped(self.stop_reason)
+
+    def _store_failed(self, exc: StoreUnavailable) -> NoReturn:
+        # Not the workflow's business: the run stops here and stays resumable.
+        if self.stop_reason is None:
+            self.stop_reason = "store"
+            self.store_error = exc
+        raise _Stopped(self.stop_reason) from None
+
+    async def _write(self, pending: Any) -> Any:
+        """Await a store write; a storage fault stops the execution instead of reaching the workflow."""
+        try:
+            return await pending
+        except StoreUnavailable as exc:
+            self._store_failed(exc)
 
     def _begin(self) -> None:
         self.inflight += 1
@@ -164,17 +190,18 @@ class Execution:
                     attempts, value, exc = 1, None, failure
             else:
                 attempts, value, exc = await run_attempts(spec, fn, args, kwargs)
-            if self.stop_reason is not None:
-                raise _Stopped(self.stop_reason)
+            if self.stop_reason is not None and self.stop_reason != "shutdown":
+                raise _Stopped(self.stop_reason)  # the run is no longer ours to write into
+            # A graceful stop records what it let finish: the next owner must not run it again.
             if exc is None:
                 blob, value = spec.codec.roundtrip(value, spec.label)
                 error = None
             else:
                 blob, error = None, error_to_json(exc)
-            ok = await self.journal.append(
-                (self.run_id, seq, "step", spec.name, "failed" if exc else "completed", blob, error,
-                 attempts, started, self.clock(), None, None, self.owner)
-            )  # fmt: skip
+            ok = await self._write(self.store.append(self.fence, RecordRow(
+                seq, "step", spec.name, "failed" if exc else "completed", blob, error,
+                attempts, started, self.clock(), None, None,
+            )))  # fmt: skip
             if not ok:
                 self._lost()
             if exc is not None:
@@ -198,10 +225,10 @@ class Execution:
             wake_at = now + max(0.0, float(seconds))
             self._begin()
             try:
-                ok = await self.journal.append(
-                    (self.run_id, seq, "sleep", "sleep", "scheduled", encode(dt.datetime.fromtimestamp(wake_at, _UTC), "a wake-up time"),
-                     None, 1, now, None, None, None, self.owner)
-                )  # fmt: skip
+                ok = await self._write(self.store.append(self.fence, RecordRow(
+                    seq, "sleep", "sleep", "scheduled", encode(dt.datetime.fromtimestamp(wake_at, _UTC), "a wake-up time"),
+                    None, 1, now, None, None, None,
+                )))  # fmt: skip
             finally:
                 self._end()
             if not ok:
@@ -214,7 +241,7 @@ class Execution:
             if self.stop_reason is not None:
                 raise _Stopped(self.stop_reason)
         if record is None or record.status == "scheduled":
-            self.journal.complete_sleep_nowait(self.run_id, seq, self.owner, self.clock())
+            self.store.complete_sleep_nowait(self.fence, seq, self.clock())
 
     async def ask(self, seq: int, question: str, tp: Any, key: str | None) -> Any:
         self._check("ask")
@@ -242,9 +269,9 @@ class Execution:
             schema = _schema(tp)
             self._begin()
             try:
-                ok = await self.journal.append(
-                    (self.run_id, seq, "ask", key, "waiting", None, None, 1, self.clock(), None, question, schema, self.owner)
-                )
+                ok = await self._write(self.store.append(
+                    self.fence, RecordRow(seq, "ask", key, "waiting", None, None, 1, self.clock(), None, question, schema)
+                ))  # fmt: skip
             finally:
                 self._end()
             if not ok:
@@ -267,7 +294,7 @@ class Execution:
         # The answer matched the stored JSON schema but not the Python type (a
         # constraint JSON schema cannot express): put the prompt back to waiting.
         log.warning("run %s ✎ answer to %r does not fit its type; asking again: %s", self.run_id, key, exc)
-        if not await self.journal.reopen_prompt(self.run_id, key, self.owner, self.clock()):
+        if not await self._write(self.store.reopen_prompt(self.fence, key, self.clock())):
             self._lost()
 
     def now(self, seq: int) -> dt.datetime:
@@ -280,7 +307,7 @@ class Execution:
         blob, value = _DATETIME.roundtrip(dt.datetime.fromtimestamp(ts, _UTC), "the current time")
         # Not awaited: the writer commits in queue order, so this record is
         # durable before anything the workflow records after using it.
-        self.journal.append_nowait((self.run_id, seq, "now", "now", "completed", blob, None, 1, ts, ts, None, None, self.owner))
+        self.store.append_nowait(self.fence, RecordRow(seq, "now", "now", "completed", blob, None, 1, ts, ts, None, None))
         return value
 
     # --- driving the run -----------------------------------------------------
@@ -337,26 +364,39 @@ class Execution:
             log.info("run %s ⇠ %s released for another worker (shutdown)", run, name)
         elif self.stop_reason == "cancelled":
             log.info("run %s ■ %s cancelled", run, name)
+        elif self.stop_reason == "store":
+            reason = self.store_error.reason if self.store_error is not None else "unknown"
+            log.warning("run %s ⚡ %s stopped: the store failed (%s); it resumes once the store works", run, name, reason)
         else:
             log.info("run %s ✋ %s stopped: cancelled or taken over by another process", run, name)
 
     async def _record_outcome(self, outcome: str, value: Any) -> None:
-        now = self.clock()
-        journal, run_id, owner = self.journal, self.run_id, self.owner
         if self.stop_reason in ("cancelled", "lost"):
             self.status = None  # someone else decided the run's fate: write nothing
             return
-        if self.stop_reason == "shutdown" and not (outcome == "suspended" and self.violation is None):
-            await journal.release(owner, now, run_id)  # parking beats releasing: it was about to wait anyway
-            self.status = None
-            return
+        try:
+            if self.stop_reason != "store":
+                await self._write_outcome(outcome, value)
+                return
+        except StoreUnavailable as exc:
+            self.stop_reason, self.store_error = "store", exc
+        self.status = None
+        await self.engine.release(self.run_id)  # resumable by any worker; the engine retries if this fails too
+
+    async def _write_outcome(self, outcome: str, value: Any) -> None:
+        now = self.clock()
+        store, fence = self.store, self.fence
         if self.violation is not None:
             self.error = self.violation
-            ok = await journal.finish(run_id, owner, "blocked", None, error_to_json(self.violation), now)
+            ok = await store.finish(fence, "blocked", None, error_to_json(self.violation), now)
             self.status = "blocked" if ok else None
             return
+        if outcome == "stopped":  # shut down before it ended: hand it to another worker
+            await self.engine.release(self.run_id)
+            self.status = None
+            return
         if outcome == "suspended":
-            self.status = await journal.suspend(run_id, owner, self.wake_at, now)
+            self.status = await store.park(fence, self.wake_at, now)
             return
         if outcome == "completed":
             try:
@@ -364,11 +404,11 @@ class Execution:
             except EncodingError as exc:
                 outcome, value = "failed", exc
             else:
-                ok = await journal.finish(run_id, owner, "completed", blob, None, now)
+                ok = await store.finish(fence, "completed", blob, None, now)
                 self.status = "completed" if ok else None
                 return
         error = error_to_json(value)
         self.error = error_from_json(error, self.workflow.name)
         self.error.__cause__ = value
-        ok = await journal.finish(run_id, owner, "failed", None, error, now)
+        ok = await store.finish(fence, "failed", None, error, now)
         self.status = "failed" if ok else None

@@ -136,7 +136,7 @@ async def test_long_sleep_unloads_the_run_and_a_timer_resumes_it(db: str) -> Non
         await eventually(lambda: _status(handle, "sleeping"), what="the run to sleep")
         run = await app.get_run("r")
         assert run.wake_at == dt.datetime.fromtimestamp(1_000_000 + 3 * 86400, dt.timezone.utc)
-        assert "r" not in app._executions  # unloaded: no coroutine held
+        assert app.engine.executing("r") is None  # unloaded: no coroutine held
         now[0] += 3 * 86400
         assert await handle.result(timeout=10) == "awake"
     assert after == [1_000_000.0 + 3 * 86400]
@@ -299,7 +299,7 @@ async def test_a_cancelled_start_still_runs_the_run_it_created(app: durable.App)
 
     async with app:
         starting = asyncio.create_task(app.start(wf, run_id="c1"))
-        while "c1" not in app._starting:
+        while not app.engine.busy("c1"):
             await asyncio.sleep(0)
         starting.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -317,14 +317,14 @@ async def test_a_run_that_cannot_be_resumed_after_its_claim_is_released(
 
     async with app:
         await app.submit(wf, run_id="r1")  # the worker claims it, then fails to load it, once
-        load = app._journal.load_replay
+        load = app.store.load_replay
 
         async def failing_once(run_id: str) -> list:  # type: ignore[type-arg]
-            monkeypatch.setattr(app._journal, "load_replay", load)
+            monkeypatch.setattr(app.store, "load_replay", load)
             raise OSError("disk read failed")
 
-        monkeypatch.setattr(app._journal, "load_replay", failing_once)
-        app._worker.kick()  # type: ignore[union-attr]
+        monkeypatch.setattr(app.store, "load_replay", failing_once)
+        app.engine.kick()
         assert await app.run(wf, run_id="r1") == "done"  # released, then taken again
     assert "run r1: not resumed (OSError: disk read failed); released for any worker" in caplog.text
 

@@ -154,7 +154,7 @@ async def test_rerun_while_the_worker_recovers_the_run_executes_it_once(db: str,
 
     executed.clear()
     claimed, go_on = asyncio.Event(), asyncio.Event()
-    load_replay = app._journal.load_replay
+    load_replay = app.store.load_replay
 
     async def load_after_gate(run_id: str) -> list[object]:
         claimed.set()
@@ -164,7 +164,7 @@ async def test_rerun_while_the_worker_recovers_the_run_executes_it_once(db: str,
     async with app:
         # Hold the worker between its claim of the orphan and the launch of the
         # replay: the window in which an explicit rerun once took the run twice.
-        app._journal.load_replay = load_after_gate  # type: ignore[method-assign]
+        app.store.load_replay = load_after_gate  # type: ignore[method-assign]
         await claimed.wait()
         handle = await app.start(sequential, run_id="r1")
         go_on.set()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import durable
-from durable.journal import APPLICATION_ID, SCHEMA_VERSION
+from durable.store.sqlite_schema import APPLICATION_ID, SCHEMA_VERSION
 from helpers import make_app
 
 

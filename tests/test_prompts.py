@@ -61,7 +61,7 @@ async def test_ask_waits_unloaded_then_an_answer_moves_the_run_on(db: str) -> No
         assert (prompt.run_id, prompt.key, prompt.question, prompt.workflow) == ("e1", "approve", "Approve 500?", "expense")
         assert prompt.schema == {"type": "boolean"}
         await eventually(lambda: _status_is(app, "e1", "waiting"), what="the run to unload")
-        assert "e1" not in app._executions  # unloaded: no coroutine kept
+        assert app.engine.executing("e1") is None  # unloaded: no coroutine kept
         await app.answer("e1", "approve", True)
         assert await handle.result(timeout=10) == "charged 500"
         run = await app.get_run("e1")
@@ -94,7 +94,7 @@ async def test_the_answering_app_resumes_the_run_itself_in_the_answers_commit(db
         assert app._worker is not None
         await app._worker.stop()  # no worker pass can resume it: the answer must
         await app.answer("e1", "approve", True)
-        assert "e1" in app._executions  # claimed and launched before answer() returned
+        assert app.engine.executing("e1") is not None  # claimed and launched before answer() returned
         assert await handle.result(timeout=10) == "charged 500"
     assert executed == ["charge 500"]
 
@@ -113,7 +113,7 @@ async def test_an_app_without_room_leaves_an_answered_run_to_its_worker(db: str)
         await parked_expense(app)
         occupant = await app.start(busy, run_id="busy")
         await app.answer("e1", "approve", True)
-        assert "e1" not in app._executions
+        assert app.engine.executing("e1") is None
         assert (await app.get_run("e1")).status == "pending"  # ready for whoever has room
         gate.set()
         await occupant.result(timeout=10)
@@ -129,7 +129,7 @@ async def test_a_cancelled_answer_still_resumes_its_run(db: str) -> None:
     async with app:
         handle = await parked_expense(app)
         answering = asyncio.create_task(app.answer("e1", "approve", True))
-        while "e1" not in app._starting:  # the answer and its claim are on their way to the writer
+        while not app.engine.busy("e1"):  # the answer and its claim are on their way to the writer
             assert not answering.done()
             await asyncio.sleep(0)
         answering.cancel()
@@ -145,7 +145,7 @@ async def test_an_answer_that_meets_close_hands_its_run_to_another_worker(db: st
     await app.open()
     await parked_expense(app)
     answering = asyncio.create_task(app.answer("e1", "approve", True))
-    while "e1" not in app._starting:
+    while not app.engine.busy("e1"):
         await asyncio.sleep(0)
     await app.close()
     await answering  # the answer stands
@@ -164,13 +164,13 @@ async def test_a_run_cancelled_while_its_answer_claims_it_never_runs_another_ste
     app = approval_app(db, executed)
     async with app:
         handle = await parked_expense(app)
-        load = app._journal.load_replay
+        load = app.store.load_replay
 
         async def slow_load(run_id: str) -> list:  # type: ignore[type-arg]
             await asyncio.sleep(0.1)  # a long journal: the claim is committed, the run not yet launched
             return await load(run_id)
 
-        monkeypatch.setattr(app._journal, "load_replay", slow_load)
+        monkeypatch.setattr(app.store, "load_replay", slow_load)
         answering = asyncio.create_task(app.answer("e1", "approve", True))
         await eventually(lambda: _status_is(app, "e1", "running"), what="the answer to claim the run")
         await app.cancel("e1")
@@ -185,7 +185,7 @@ async def test_concurrent_answers_respect_max_concurrent_runs(db: str) -> None:
     seen: list[int] = []
 
     async def work() -> None:
-        seen.append(len(app._executions))
+        seen.append(app.engine.in_flight)
         await asyncio.sleep(0.05)
 
     @app.workflow

@@ -8,8 +8,9 @@ import threading
 from pathlib import Path
 
 import durable
-from durable.journal import Journal
-from durable.writer import Writer
+from durable.store.base import Fence, RecordRow
+from durable.store.sqlite import SQLiteStore
+from durable.store.sqlite_writer import Writer
 from helpers import make_app
 
 
@@ -98,12 +99,12 @@ async def test_a_busy_file_makes_steps_wait_without_blocking_the_event_loop(db: 
 async def test_a_batch_of_appends_answers_for_each_record(db: str) -> None:
     # Many runs' records commit in one statement; if one of them is refused (its
     # run was taken by another owner), each still gets its own answer.
-    journal = Journal(db)
+    journal = SQLiteStore(db)
     await journal.open()
     try:
         for run_id in ("a", "b", "c"):
-            assert await journal.create_run(run_id, "wf", b"[]", "running", "me", None, 0.0) is None
-        await journal.claim("b", "running", "me", "someone else", 0.0, 0.0)
+            assert await journal.create_run(run_id, "wf", b"[]", "me", 30.0, 0.0) is None
+        await journal.claim("b", "running", "me", "someone else", 30.0, 0.0, owner_dead=True)
         release = threading.Event()
 
         def hold(conn: sqlite3.Connection) -> None:  # keeps the writer busy while the appends queue up
@@ -112,7 +113,7 @@ async def test_a_batch_of_appends_answers_for_each_record(db: str) -> None:
         assert journal._writer is not None
         held = journal._writer.submit(hold)
         appends = [
-            journal.append((run_id, seq, "step", "s", "completed", b"1", None, 1, 0.0, 0.0, None, None, "me"))
+            journal.append(Fence(run_id, "me", 1), RecordRow(seq, "step", "s", "completed", b"1", None, 1, 0.0, 0.0, None, None))
             for seq in range(2)
             for run_id in ("a", "b", "c")
         ]
@@ -128,11 +129,11 @@ async def test_a_batch_of_appends_answers_for_each_record(db: str) -> None:
 
 
 async def test_a_duplicate_record_in_a_batch_fails_alone(db: str) -> None:
-    journal = Journal(db)
+    journal = SQLiteStore(db)
     await journal.open()
     try:
         for run_id in ("a", "b"):
-            await journal.create_run(run_id, "wf", b"[]", "running", "me", None, 0.0)
+            await journal.create_run(run_id, "wf", b"[]", "me", 30.0, 0.0)
         release = threading.Event()
 
         def hold(conn: sqlite3.Connection) -> None:
@@ -140,8 +141,8 @@ async def test_a_duplicate_record_in_a_batch_fails_alone(db: str) -> None:
 
         assert journal._writer is not None
         held = journal._writer.submit(hold)
-        record = ("step", "s", "completed", b"1", None, 1, 0.0, 0.0, None, None, "me")
-        appends = [journal.append((run_id, seq, *record)) for run_id, seq in (("a", 0), ("a", 0), ("b", 0))]
+        record = ("step", "s", "completed", b"1", None, 1, 0.0, 0.0, None, None)
+        appends = [journal.append(Fence(run_id, "me", 1), RecordRow(seq, *record)) for run_id, seq in (("a", 0), ("a", 0), ("b", 0))]
         release.set()
         await held
         outcomes = await asyncio.gather(*appends, return_exceptions=True)

@@ -1,4 +1,4 @@
-"""The journal's single writer: one connection, group commit, and a direct path when idle.
+"""The SQLite store's single writer: one connection, group commit, and a direct path when idle.
 
 Every write of the process goes through one queue. The writer thread takes
 whatever is queued (the records of many concurrent runs), applies it in one
@@ -32,12 +32,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Writer"]
+from .batch import MAX_BATCH, Item, Op, Outcome, deliver, ignore_result, runs_of
 
-Op = Callable[..., Any]
+__all__ = ["Writer", "is_busy"]
 
 _STOP = object()
-_MAX_BATCH = 2048
 # The writer's connection never checkpoints inside a commit (SQLite's automatic
 # checkpoint would run in whichever commit crosses its threshold, with fsyncs,
 # on the event loop for a direct write). A thread of its own checkpoints after
@@ -48,30 +47,12 @@ CHECKPOINT_EVERY = 1000
 _YIELD_EVERY = 64
 
 
-def _ignore_result(fut: asyncio.Future[Any]) -> None:
-    if not fut.cancelled():
-        fut.exception()  # mark retrieved: fire-and-forget writes report nothing
-
-
-def _deliver(batch: list[tuple[asyncio.Future[Any], Op, tuple[Any, ...]]], outcomes: list[tuple[bool, Any]]) -> None:
-    for (fut, _, _), (ok, value) in zip(batch, outcomes):
-        if fut.done():
-            continue
-        if ok:
-            fut.set_result(value)
-        else:
-            fut.set_exception(value)
-
-
 class Writer:
     """Apply write operations from many coroutines in shared transactions.
 
-    An op is ``op(conn, *args)``. One whose statements may each commit on their
-    own (one write, then at most reads) says so with ``op.autocommit = True``: alone
-    in a batch, it runs without BEGIN/COMMIT. One that also sets ``op.direct = True``
-    may be committed from the event loop's thread when the writer is idle. One
-    that many runs call at once may offer ``op.many(conn, [args, ...])``, which
-    returns each call's result: consecutive calls in a batch go through it.
+    Operations are those of :mod:`durable.store.batch`. A failure is handed
+    to its caller as ``classify(exc)``: the store turns SQLite's errors into
+    durable's own.
     """
 
     def __init__(
@@ -81,12 +62,14 @@ class Writer:
         inline: bool = False,
         busy_timeout_ms: int = 10_000,
         checkpoint: tuple[Callable[[], sqlite3.Connection], Op] | None = None,
+        classify: Callable[[Exception], Exception] = lambda exc: exc,
     ) -> None:
         # The connection itself never waits for a lock (busy_timeout 0), so the
         # event loop never blocks on another process; the writer thread retries.
         # `checkpoint` = (connect, op): run op(conn) on a connection of its own
         # every CHECKPOINT_EVERY writes.
         self._connect = connect
+        self._classify = classify
         self._checkpoint = checkpoint
         self._checkpoint_due = threading.Event()
         self._checkpointer = threading.Thread(target=self._run_checkpoints, name="durable-checkpoint", daemon=True)
@@ -125,7 +108,7 @@ class Writer:
 
     def submit_nowait(self, op: Op, *args: Any) -> None:
         """Apply a write whose outcome nobody awaits; later writes still commit after it."""
-        self.submit(op, *args).add_done_callback(_ignore_result)
+        self.submit(op, *args).add_done_callback(ignore_result)
 
     def _write_directly(self, fut: asyncio.Future[Any], op: Op, args: tuple[Any, ...]) -> bool:
         """Commit a one-statement write from this thread if nothing is queued and the file is free."""
@@ -139,12 +122,12 @@ class Writer:
                 result = op(conn, *args)
                 self._count_writes(1)
             except sqlite3.OperationalError as exc:
-                if _is_busy(exc):
+                if is_busy(exc):
                     return False  # another process is writing: the writer thread will wait for it
-                fut.set_exception(exc)
+                fut.set_exception(self._classify(exc))
                 return True
             except Exception as exc:
-                fut.set_exception(exc)
+                fut.set_exception(self._classify(exc))
                 return True
         finally:
             self._lock.release()
@@ -170,9 +153,9 @@ class Writer:
                 return False, None
             return True, op(self._conn, *args)
         except sqlite3.OperationalError as exc:
-            if _is_busy(exc):
+            if is_busy(exc):
                 return False, None
-            raise
+            raise self._classify(exc) from None
         finally:
             self._lock.release()
 
@@ -236,7 +219,7 @@ class Writer:
                 if item is _STOP:
                     break
                 batch = [item]
-                while len(batch) < _MAX_BATCH:
+                while len(batch) < MAX_BATCH:
                     try:
                         item = get_nowait()
                     except queue.Empty:
@@ -250,7 +233,7 @@ class Writer:
                     self._applied += len(batch)
                     self._count_writes(len(batch))
                 try:
-                    loop.call_soon_threadsafe(_deliver, batch, outcomes)
+                    loop.call_soon_threadsafe(deliver, batch, outcomes)
                 except RuntimeError:  # the loop is closed: nobody is waiting any more
                     return
                 del batch, outcomes, item  # hold nothing of the runs while idle
@@ -259,7 +242,7 @@ class Writer:
                 self._conn = None
                 conn.close()
 
-    def _apply(self, conn: sqlite3.Connection, batch: list[Any]) -> list[tuple[bool, Any]]:
+    def _apply(self, conn: sqlite3.Connection, batch: list[Item]) -> list[Outcome]:
         """Apply a batch, waiting (up to the busy timeout) while another process holds the lock."""
         deadline = time.monotonic() + self._busy_timeout_ms / 1000
         pause = 0.0005
@@ -267,12 +250,13 @@ class Writer:
             try:
                 return self._apply_once(conn, batch)
             except sqlite3.OperationalError as exc:
-                if not _is_busy(exc) or time.monotonic() > deadline:
-                    return [(False, exc)] * len(batch)
+                if not is_busy(exc) or time.monotonic() > deadline:
+                    failure = self._classify(exc)
+                    return [(False, failure)] * len(batch)
             time.sleep(pause)
             pause = min(pause * 2, 0.02)
 
-    def _apply_once(self, conn: sqlite3.Connection, batch: list[Any]) -> list[tuple[bool, Any]]:
+    def _apply_once(self, conn: sqlite3.Connection, batch: list[Item]) -> list[Outcome]:
         """Apply a batch; raise only if the file is busy (then nothing was applied)."""
         if len(batch) == 1 and getattr(batch[0][1], "autocommit", False):
             # Its statements commit on their own: BEGIN and COMMIT would only add
@@ -281,11 +265,11 @@ class Writer:
             try:
                 return [(True, op(conn, *args))]
             except sqlite3.OperationalError as exc:
-                if _is_busy(exc):
+                if is_busy(exc):
                     raise
-                return [(False, exc)]
+                return [(False, self._classify(exc))]
             except Exception as exc:
-                return [(False, exc)]
+                return [(False, self._classify(exc))]
         try:
             # IMMEDIATE takes the write lock up front: a deferred transaction that
             # reads first can fail with SQLITE_BUSY when it upgrades to write.
@@ -295,35 +279,30 @@ class Writer:
             return results
         except Exception as exc:
             if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.OperationalError) and _is_busy(exc):
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass  # SQLite already rolled back (a full disk, an I/O error)
+            if isinstance(exc, sqlite3.OperationalError) and is_busy(exc):
                 raise
             if len(batch) == 1:
-                return [(False, exc)]
+                return [(False, self._classify(exc))]
         # One operation failed the shared transaction: apply each alone, so only
         # the faulty one reports an error and the others still commit.
         return [self._apply(conn, [item])[0] for item in batch]
 
 
-def _apply_in_runs(conn: sqlite3.Connection, batch: list[Any]) -> list[tuple[bool, Any]]:
+def _apply_in_runs(conn: sqlite3.Connection, batch: list[Item]) -> list[Outcome]:
     """Apply a batch in order; consecutive ops that have a batched form (``op.many``) go in one call."""
-    results: list[tuple[bool, Any]] = []
-    i, n = 0, len(batch)
-    while i < n:
-        op = batch[i][1]
-        many = getattr(op, "many", None)
-        j = i + 1
-        if many is not None:
-            while j < n and batch[j][1] is op:
-                j += 1
+    results: list[Outcome] = []
+    for op, i, j in runs_of(batch):
         if j - i > 1:
-            results += [(True, value) for value in many(conn, [args for _, _, args in batch[i:j]])]
+            results += [(True, value) for value in op.many(conn, [args for _, _, args in batch[i:j]])]  # type: ignore[attr-defined]
         else:
             results.append((True, op(conn, *batch[i][2])))
-        i = j
     return results
 
 
-def _is_busy(exc: sqlite3.OperationalError) -> bool:
+def is_busy(exc: sqlite3.OperationalError) -> bool:
     message = str(exc)
     return "locked" in message or "busy" in message

@@ -1,0 +1,266 @@
+"""The storage interface: everything the engine asks of a journal, on any store.
+
+A store keeps two things. *Runs*: one row per run, with its workflow, status,
+arguments, outcome, and who executes it (``owner``, ``epoch`` and a lease).
+*Records*: the journal proper, one row per ctx call, keyed by ``(run_id, seq)``.
+
+Ownership is enforced by the store, in SQL. Every claim sets the claimant as
+owner and bumps the run's ``epoch``; every write of an executing run carries a
+:class:`Fence` and is one statement whose condition checks owner and epoch, so
+a writer that lost its claim (cancelled, taken over after its lease expired,
+cut off from the network) matches no row and learns it from the answer.
+Leases are timed by the store's own clock (the database server's, for
+PostgreSQL), never by a worker's.
+
+A store raises :class:`~durable.errors.StoreUnavailable` when it cannot reach
+its data for a reason that may pass (disk full, I/O error, lock held too long,
+connection lost): the engine then stops the execution and keeps the run
+resumable; it is never a run's outcome.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Sequence
+from typing import NamedTuple, Protocol
+
+__all__ = [
+    "FINAL",
+    "STATUSES",
+    "Answered",
+    "Claimed",
+    "Fence",
+    "PromptRow",
+    "RecordRow",
+    "Recorded",
+    "RunRow",
+    "Store",
+]
+
+STATUSES = ("pending", "running", "sleeping", "waiting", "blocked", "completed", "failed", "cancelled")
+FINAL = frozenset({"completed", "failed", "cancelled"})
+
+
+class RunRow(NamedTuple):
+    run_id: str
+    workflow: str
+    status: str
+    args: bytes
+    result: bytes | None
+    error: bytes | None
+    owner: str | None
+    epoch: int
+    lease_until: float | None  # the store's clock
+    wake_at: float | None
+    created_at: float
+    updated_at: float
+
+
+class RecordRow(NamedTuple):
+    """One journal record as stored (a new one is appended in this shape)."""
+
+    seq: int
+    kind: str
+    name: str
+    status: str
+    value: bytes | None
+    error: bytes | None
+    attempts: int
+    started_at: float
+    finished_at: float | None
+    question: str | None
+    schema: str | None
+
+
+class Recorded(NamedTuple):
+    """What replay needs of a record."""
+
+    seq: int
+    kind: str
+    name: str
+    status: str
+    value: bytes | None
+    error: bytes | None
+
+
+class PromptRow(NamedTuple):
+    run_id: str
+    workflow: str
+    seq: int
+    key: str
+    question: str
+    schema: str
+    created_at: float
+
+
+class Fence(NamedTuple):
+    """Who may write into a run: the owner and epoch of the claim an execution holds."""
+
+    run_id: str
+    owner: str
+    epoch: int
+
+
+class Claimed(NamedTuple):
+    """A run just claimed: what is needed to resume it, and what it was before (for the log)."""
+
+    run_id: str
+    workflow: str
+    args: bytes
+    epoch: int
+    status: str  # before the claim
+    owner: str | None  # before the claim
+    ready: str | None  # why a pending run was ready: 'submitted', 'answered', 'released'
+
+
+class Answered(NamedTuple):
+    """The outcome of recording an answer."""
+
+    before: str | None  # the prompt's status before: 'waiting' means this answer was recorded
+    ready: bool  # the run has no pending prompt left and may be resumed
+    claimed: Claimed | None  # the run, when the answer also claimed it for the answering owner
+
+
+class Store(Protocol):
+    """A journal of runs and records. Every method may raise StoreUnavailable."""
+
+    target: str  # the path or URL, as people should read it (no password)
+    read_only: bool
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None:
+        """Release connections and threads; finish even when the store no longer answers."""
+
+    # --- runs: creation and claims ---------------------------------------------------
+
+    def create_run(
+        self, run_id: str, workflow: str, args: bytes, claimant: str | None, lease_seconds: float, now: float
+    ) -> Awaitable[RunRow | None]:
+        """Insert a run, 'running' under `claimant` (epoch 1) or 'pending' without; None if inserted, else the run stored under run_id."""
+        ...
+
+    def peek_ended(self, run_id: str) -> RunRow | None:
+        """The run if it has ended and that can be known at once, without I/O waits; else None."""
+        ...
+
+    async def claim(
+        self,
+        run_id: str,
+        status: str,
+        owner: str | None,
+        claimant: str,
+        lease_seconds: float,
+        now: float,
+        owner_dead: bool = False,
+    ) -> Claimed | None:
+        """Take a run still in `status` under `owner` (compare and set), bumping its epoch; None if it changed.
+
+        A 'running' run is taken only if its lease has expired or `owner_dead`
+        (its process is known to have exited).
+        """
+        ...
+
+    async def claim_ready(
+        self,
+        claimant: str,
+        workflows: Sequence[str],
+        dead_owners: Sequence[str],
+        limit: int,
+        lease_seconds: float,
+        now: float,
+    ) -> list[Claimed]:
+        """Claim up to `limit` runs of `workflows` that no live process executes, orphans first.
+
+        Orphans are runs 'running' under another owner whose lease has expired
+        or who is in `dead_owners`; then runs 'pending', and 'sleeping' runs due
+        at `now`. Racing claimants never take the same run.
+        """
+        ...
+
+    async def renew(self, owner: str, lease_seconds: float) -> dict[str, int]:
+        """Extend the lease of every run `owner` executes, in one statement; return run_id → epoch held."""
+        ...
+
+    async def release(self, owner: str, now: float, run_id: str | None = None) -> int:
+        """Hand the running runs of `owner` (or one of them) back as 'pending', for any worker."""
+        ...
+
+    # --- fenced writes of an executing run ----------------------------------------------
+
+    def append(self, fence: Fence, record: RecordRow) -> Awaitable[bool]:
+        """Add a record; False if the fence no longer holds (nothing written)."""
+        ...
+
+    def append_nowait(self, fence: Fence, record: RecordRow) -> None:
+        """Add a record without waiting; writes made later commit after it."""
+        ...
+
+    async def park(self, fence: Fence, wake_at: float | None, now: float) -> str | None:
+        """Unload a run: 'waiting' (a prompt waits), 'sleeping' (until wake_at) or 'pending'; None if fenced out."""
+        ...
+
+    async def finish(self, fence: Fence, status: str, result: bytes | None, error: bytes | None, now: float) -> bool:
+        """End a run ('completed', 'failed' or 'blocked'); False if fenced out."""
+        ...
+
+    async def reopen_prompt(self, fence: Fence, key: str, now: float) -> bool:
+        """Discard an answer the workflow could not use, so the prompt waits again."""
+        ...
+
+    def complete_sleep_nowait(self, fence: Fence, seq: int, now: float) -> None:
+        """Mark a sleep done, without waiting (replay needs only its wake-up time)."""
+        ...
+
+    # --- writes from outside the run ---------------------------------------------------
+
+    async def answer(
+        self, run_id: str, key: str, value: bytes, now: float, claimant: str | None = None, lease_seconds: float = 0.0
+    ) -> Answered:
+        """Record an answer once; with `claimant`, a run it makes ready is claimed in the same commit."""
+        ...
+
+    async def cancel(self, run_id: str, now: float) -> tuple[str, str | None] | None:
+        """Cancel a run that has not ended; its (status, owner) before, None if there is no such run."""
+        ...
+
+    async def flush(self) -> None:
+        """Return once every write submitted before this call has been applied."""
+        ...
+
+    # --- reads ---------------------------------------------------------------------------
+
+    async def load_run(self, run_id: str) -> RunRow | None: ...
+
+    async def load_records(self, run_id: str) -> list[RecordRow]: ...
+
+    async def load_replay(self, run_id: str) -> list[Recorded]:
+        """A run's records as replay reads them, in seq order."""
+        ...
+
+    async def changes(self, run_id: str, from_seq: int, changed_after: tuple[float, int]) -> list[RecordRow]:
+        """Records at `from_seq` or later, and prompts/sleeps before it changed after (time, seq)."""
+        ...
+
+    async def list_runs(self, status: str | None, workflow: str | None, limit: int) -> list[RunRow]: ...
+
+    async def pending_prompts(self, run_id: str | None) -> list[PromptRow]: ...
+
+    async def prompt(self, run_id: str, key: str) -> tuple[str, str, str] | None:
+        """A prompt's (status, schema, workflow), or None if the run never asked it."""
+        ...
+
+    async def held(self, owner: str) -> dict[str, int]:
+        """The runs `owner` executes now: run_id → epoch."""
+        ...
+
+    async def running_owners(self) -> list[str]:
+        """Every owner that has runs 'running'."""
+        ...
+
+    async def next_wake(self) -> float | None:
+        """The earliest wake-up time of a sleeping run."""
+        ...
+
+    async def wait_for_change(self, timeout: float, wake: object) -> bool:
+        """Wait until another process commits (True), `wake` (an asyncio.Event) is set, or `timeout` passes."""
+        ...
