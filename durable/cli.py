@@ -27,6 +27,7 @@ from . import __version__
 from .app import STATUSES, App
 from .errors import DurableError, InvalidAnswer
 from .model import Prompt, Record, Run
+from .store import is_url
 
 __all__ = ["main"]
 
@@ -60,7 +61,7 @@ def db_option(fn: Callable[..., Any]) -> Callable[..., Any]:
         show_default=True,
         show_envvar=True,
         type=click.Path(dir_okay=False),
-        help="The journal file.",
+        help="The journal: a file (SQLite) or a postgresql:// URL.",
     )(fn)
 
 
@@ -79,7 +80,7 @@ def durable_errors_exit_1() -> Iterator[None]:
 def with_app(db: str, operation: Callable[[App], Awaitable[T]]) -> T:
     """Open a bare App on `db`, await `operation(app)`, close it; a DurableError becomes exit 1."""
     # Opening an App creates the file; a mistyped --db must not leave an empty journal behind.
-    if not os.path.exists(db):
+    if not is_url(db) and not os.path.exists(db):
         raise Failure(f"No journal at {db!r}. Pass --db PATH or set DURABLE_DB.")
 
     async def run() -> T:
@@ -334,12 +335,18 @@ def load_app(spec: str, db: str) -> App:
         obj = getattr(obj, part)
     if not isinstance(obj, App):
         raise Failure(f"{spec} is a {type(obj).__name__}, not a durable.App.")
-    if explicit_db and os.path.abspath(obj.path) != os.path.abspath(db):
+    if explicit_db and _same_target(obj.path, db) is False:
         raise Failure(
             f"{spec} opens the journal {obj.path!r}, not --db {db!r}. "
             "Drop --db, or create the App without a path so that --db chooses it."
         )
     return obj
+
+
+def _same_target(a: str, b: str) -> bool:
+    if is_url(a) or is_url(b):
+        return a == b
+    return os.path.abspath(a) == os.path.abspath(b)
 
 
 @contextlib.contextmanager

@@ -124,7 +124,7 @@ class Engine:
         if running is not None or run_id in self._starting:
             return False, None  # executing, or being created or claimed here: reads wait for it (load)
         if rerun:
-            ended = self.store.peek_ended(run_id)
+            ended = await self.store.ended_run(run_id)
             if ended is not None and ended.workflow == workflow.name:
                 return False, ended  # rerunning a finished script: nothing to write
         self._mark(run_id)

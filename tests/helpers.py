@@ -1,18 +1,23 @@
-"""Helpers shared by the tests: polling with a deadline, child processes, raw journal reads."""
+"""Helpers shared by the tests: polling with a deadline, child processes, journal reads on either store."""
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import functools
 import os
-import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import durable
+from durable.store import is_url, make_store
+from durable.store.base import RecordRow, RunRow
+
+T = TypeVar("T")
 
 HERE = Path(__file__).parent
 PROCS = HERE / "procs.py"
@@ -49,19 +54,58 @@ def wait_until(check: Callable[[], Any], timeout: float = 30.0, what: str = "con
         time.sleep(0.01)
 
 
-def records(db: str, run_id: str) -> list[tuple[Any, ...]]:
-    """(seq, kind, name, status) of a run's records, read straight from the file."""
-    if not os.path.exists(db):
-        return []
-    conn = sqlite3.connect(db)
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to its end on an event loop of its own, from sync or async code alike."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+def pg_admin_url() -> str:
+    return os.environ.get("DURABLE_TEST_PG") or "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+@functools.cache
+def pg_unavailable() -> str | None:
+    """Why the test PostgreSQL server cannot be used (None: it can)."""
     try:
-        return conn.execute(
-            "SELECT seq, kind, name, status FROM records WHERE run_id = ? ORDER BY seq", (run_id,)
-        ).fetchall()
-    except sqlite3.OperationalError:  # schema not created yet
-        return []
+        import asyncpg
+    except ModuleNotFoundError:
+        return "asyncpg is not installed (pip install -e '.[dev]')"
+
+    async def probe() -> None:
+        conn = await asyncpg.connect(pg_admin_url(), timeout=5)
+        await conn.close()
+
+    try:
+        run_sync(probe())
+    except Exception as exc:
+        return f"{pg_admin_url()} does not answer ({type(exc).__name__}: {exc})"
+    return None
+
+
+async def _read(target: str, read: Callable[[Any], Awaitable[T]], empty: T) -> T:
+    if not is_url(target) and not os.path.exists(target):
+        return empty  # nothing written yet; opening would create the file
+    store = make_store(target)
+    await store.open()
+    try:
+        return await read(store)
     finally:
-        conn.close()
+        await store.close()
+
+
+def stored_records(target: str, run_id: str) -> list[RecordRow]:
+    """A run's records as stored, read on a store of their own (either kind)."""
+    return run_sync(_read(target, lambda s: s.load_records(run_id), []))
+
+
+def stored_run(target: str, run_id: str) -> RunRow | None:
+    return run_sync(_read(target, lambda s: s.load_run(run_id), None))
+
+
+def records(db: str, run_id: str) -> list[tuple[Any, ...]]:
+    """(seq, kind, name, status) of a run's records, as stored."""
+    return [(r.seq, r.kind, r.name, r.status) for r in stored_records(db, run_id)]
 
 
 def spawn(db: str, log: Path, run_id: str, workflow: str, *extra: str) -> subprocess.Popen[str]:

@@ -6,14 +6,13 @@ import asyncio
 import collections
 import json
 import signal
-import sqlite3
 import time
 from pathlib import Path
 
 import pytest
 
 import durable
-from helpers import finish, log_lines, make_app, records, spawn, wait_until
+from helpers import finish, log_lines, make_app, records, spawn, stored_records, wait_until
 
 
 def starts(log: Path) -> collections.Counter[str]:
@@ -80,18 +79,12 @@ def test_typed_values_are_identical_before_and_after_a_crash(db: str, tmp_path: 
 
 
 def wake_time(db: str) -> float | None:
-    conn = sqlite3.connect(db)
-    try:
-        row = conn.execute("SELECT value FROM records WHERE kind = 'sleep'").fetchone()
-    except sqlite3.OperationalError:
-        return None
-    finally:
-        conn.close()
-    if row is None:
+    sleep = next((r for r in stored_records(db, "r1") if r.kind == "sleep"), None)
+    if sleep is None or sleep.value is None:
         return None
     from datetime import datetime
 
-    return datetime.fromisoformat(json.loads(row[0]).replace("Z", "+00:00")).timestamp()
+    return datetime.fromisoformat(json.loads(sleep.value).replace("Z", "+00:00")).timestamp()
 
 
 def test_durable_sleep_killed_half_way_waits_only_the_remainder(db: str, tmp_path: Path) -> None:
@@ -104,9 +97,7 @@ def test_durable_sleep_killed_half_way_waits_only_the_remainder(db: str, tmp_pat
     rerun_at = time.time()
     assert result_of(finish(spawn(db, log, "r1", "sleeper", "--seconds", "4"))) == "slept"
     assert wake_time(db) == wake_at  # the timer was not recorded again
-    conn = sqlite3.connect(db)
-    after_started = conn.execute("SELECT started_at FROM records WHERE seq = 2").fetchone()[0]
-    conn.close()
+    after_started = stored_records(db, "r1")[2].started_at
     assert after_started >= wake_at  # it did wait until the recorded time...
     assert after_started < rerun_at + 4.0  # ...and not a whole new 4 s from the rerun
     assert starts(log) == {"before": 1, "after": 1}

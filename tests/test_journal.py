@@ -12,10 +12,10 @@ from durable.store.sqlite_schema import APPLICATION_ID, SCHEMA_VERSION
 from helpers import make_app
 
 
-async def test_new_file_gets_the_schema_in_wal_mode(db: str) -> None:
-    async with make_app(db):
+async def test_new_file_gets_the_schema_in_wal_mode(db_file: str) -> None:
+    async with make_app(db_file):
         pass
-    conn = sqlite3.connect(db)
+    conn = sqlite3.connect(db_file)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
@@ -48,14 +48,14 @@ async def test_another_applications_database_is_refused(tmp_path: Path) -> None:
     conn.close()
 
 
-async def test_a_journal_from_a_newer_durable_is_refused(db: str) -> None:
-    async with make_app(db):
+async def test_a_journal_from_a_newer_durable_is_refused(db_file: str) -> None:
+    async with make_app(db_file):
         pass
-    conn = sqlite3.connect(db)
+    conn = sqlite3.connect(db_file)
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     conn.close()
     with pytest.raises(durable.JournalError, match="written by a newer durable"):
-        async with make_app(db):
+        async with make_app(db_file):
             pass
 
 

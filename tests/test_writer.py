@@ -38,7 +38,7 @@ async def test_a_write_never_overtakes_one_queued_before_it(tmp_path: Path) -> N
         order.append(("quick", threading.current_thread().name))
 
     quick.autocommit = quick.direct = True  # type: ignore[attr-defined]
-    writer = Writer(connector(tmp_path / "w.db"), inline=True)
+    writer = Writer(connector(tmp_path / "w.db_file"), inline=True)
     await writer.start()
     try:
         first = writer.submit(slow, 1)
@@ -51,13 +51,13 @@ async def test_a_write_never_overtakes_one_queued_before_it(tmp_path: Path) -> N
         await writer.close()
     assert [kind for kind, _ in order] == ["slow", "quick", "quick"]
     assert order[1][1] == "durable-writer" and order[2][1] == threading.current_thread().name
-    conn = sqlite3.connect(tmp_path / "w.db")
+    conn = sqlite3.connect(tmp_path / "w.db_file")
     assert [r[0] for r in conn.execute("SELECT n FROM log ORDER BY rowid")] == [1, 2, 3]
     conn.close()
 
 
-async def test_a_busy_file_makes_steps_wait_without_blocking_the_event_loop(db: str) -> None:
-    app = make_app(db)
+async def test_a_busy_file_makes_steps_wait_without_blocking_the_event_loop(db_file: str) -> None:
+    app = make_app(db_file)
     locked = asyncio.Event()
 
     async def noop(i: int) -> int:
@@ -83,7 +83,7 @@ async def test_a_busy_file_makes_steps_wait_without_blocking_the_event_loop(db: 
         handle = await app.start(wf, run_id="r")
         while len((await app.get_run("r")).steps) < 1:
             await asyncio.sleep(0.01)
-        other = sqlite3.connect(db, isolation_level=None)
+        other = sqlite3.connect(db_file, isolation_level=None)
         other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
         ticking = asyncio.create_task(ticker())
         locked.set()  # the step returns; its record cannot be committed yet
@@ -96,10 +96,10 @@ async def test_a_busy_file_makes_steps_wait_without_blocking_the_event_loop(db: 
         other.close()
 
 
-async def test_a_batch_of_appends_answers_for_each_record(db: str) -> None:
+async def test_a_batch_of_appends_answers_for_each_record(db_file: str) -> None:
     # Many runs' records commit in one statement; if one of them is refused (its
     # run was taken by another owner), each still gets its own answer.
-    journal = SQLiteStore(db)
+    journal = SQLiteStore(db_file)
     await journal.open()
     try:
         for run_id in ("a", "b", "c"):
@@ -122,14 +122,14 @@ async def test_a_batch_of_appends_answers_for_each_record(db: str) -> None:
         assert await asyncio.gather(*appends) == [True, False, True, True, False, True]
     finally:
         await journal.close()
-    conn = sqlite3.connect(db)
+    conn = sqlite3.connect(db_file)
     stored = conn.execute("SELECT run_id, seq FROM records ORDER BY run_id, seq").fetchall()
     conn.close()
     assert stored == [("a", 0), ("a", 1), ("c", 0), ("c", 1)]
 
 
-async def test_a_duplicate_record_in_a_batch_fails_alone(db: str) -> None:
-    journal = SQLiteStore(db)
+async def test_a_duplicate_record_in_a_batch_fails_alone(db_file: str) -> None:
+    journal = SQLiteStore(db_file)
     await journal.open()
     try:
         for run_id in ("a", "b"):
@@ -152,11 +152,11 @@ async def test_a_duplicate_record_in_a_batch_fails_alone(db: str) -> None:
     assert isinstance(outcomes[1], sqlite3.IntegrityError)
 
 
-async def test_the_wal_is_checkpointed_and_started_over_while_a_run_writes(db: str) -> None:
+async def test_the_wal_is_checkpointed_and_started_over_while_a_run_writes(db_file: str) -> None:
     # The writer's connection does not checkpoint in its commits; its checkpoint
     # thread must both copy the WAL into the file and let it start over, or the
     # WAL would grow by at least a page per commit for as long as steps go on.
-    app = make_app(db)
+    app = make_app(db_file)
     steps = 10_000
 
     async def noop(i: int) -> int:
@@ -170,9 +170,9 @@ async def test_the_wal_is_checkpointed_and_started_over_while_a_run_writes(db: s
 
     async with app:
         assert await app.run(many, steps) == steps
-        wal = Path(f"{db}-wal").stat().st_size
+        wal = Path(f"{db_file}-wal").stat().st_size
     page = 4096 + 24  # a WAL frame: one page and its header
     assert wal < steps * page / 2, f"the WAL grew to {wal} bytes"
-    conn = sqlite3.connect(db)
+    conn = sqlite3.connect(db_file)
     assert conn.execute("SELECT count(*) FROM records").fetchone()[0] == steps
     conn.close()

@@ -139,8 +139,8 @@ class Store(Protocol):
         """Insert a run, 'running' under `claimant` (epoch 1) or 'pending' without; None if inserted, else the run stored under run_id."""
         ...
 
-    def peek_ended(self, run_id: str) -> RunRow | None:
-        """The run if it has ended and that can be known at once, without I/O waits; else None."""
+    async def ended_run(self, run_id: str) -> RunRow | None:
+        """The run if it has ended (it never changes again); None if not, or not known without a write."""
         ...
 
     async def claim(

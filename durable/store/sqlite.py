@@ -376,7 +376,8 @@ class SQLiteStore:
     ) -> Any:
         return self._write(_create_run, (run_id, workflow, args, claimant, lease_seconds, now))
 
-    def peek_ended(self, run_id: str) -> RunRow | None:
+    async def ended_run(self, run_id: str) -> RunRow | None:
+        # Read on the writer's connection from this thread when the writer is idle: no thread hop.
         if self._writer is None:
             raise RuntimeError("the store is closed")
         _, row = self._writer.read_now(_select_run, run_id)

@@ -1,0 +1,449 @@
+"""The PostgreSQL store: one journal shared by many processes on many machines.
+
+Connections, each for one purpose:
+- the *writer*: one connection that applies this process's writes in batches
+  (:class:`~.batch.Batcher`), one transaction per batch, so concurrent runs
+  share round trips and commits, and this process's own transactions never
+  wait for each other's locks;
+- the *pool*: reads (asyncpg's pool);
+- the *listener*: one connection that LISTENs for the NOTIFY hints other
+  processes' writes send (channel ``durable``, payload a run_id or nothing,
+  never a value). It is the only part that needs a direct connection to the
+  server: behind a pooler in transaction mode, LISTEN is not delivered, and
+  the worker falls back to polling every `poll_interval`.
+Nothing relies on session state; prepared statements are cached per connection
+by asyncpg (``?statement_cache_size=0`` in the URL turns that off, for a
+pooler that cannot keep them).
+
+Durability: ``"normal"`` commits with ``synchronous_commit = off`` (a commit
+survives a crash of the worker process; the server may lose its last few
+hundred milliseconds if *it* crashes), ``"full"`` with the server's setting,
+which by default waits for the WAL flush.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import urllib.parse
+from collections.abc import Sequence
+from typing import Any
+
+from ..errors import JournalError, StoreUnavailable
+from . import postgres_ops as ops
+from .base import FINAL, Answered, Claimed, Fence, PromptRow, RecordRow, Recorded, RunRow
+from .batch import Batcher, Item, Outcome, runs_of
+
+try:
+    import asyncpg
+except ModuleNotFoundError:  # pragma: no cover - the extra is missing
+    asyncpg = None
+
+__all__ = ["PostgresStore"]
+
+log = logging.getLogger("durable")
+
+CHANNEL = "durable"
+# A statement that gets no answer within this long is given up: the connection
+# is dropped and the caller gets StoreUnavailable (a cut network otherwise
+# blocks for as long as TCP retransmits).
+COMMAND_TIMEOUT_SECONDS = 10.0
+CONNECT_TIMEOUT_SECONDS = 10.0
+# Deadlocks and serialization failures are retried this many times before the batch fails.
+RETRIES = 5
+_UNAVAILABLE_CLASSES = ("08", "53", "57", "58")  # connection, resources (disk full), operator, system (I/O)
+_RETRY_STATES = ("40001", "40P01")  # serialization failure, deadlock detected
+
+_RECORD = "seq, kind, name, status, value, error, attempts, started_at, finished_at, question, schema"
+
+
+class PostgresStore:
+    """Runs and records in a PostgreSQL database (schema ``durable``)."""
+
+    def __init__(self, url: str, durability: str = "normal", pool_size: int = 10) -> None:
+        if asyncpg is None:
+            raise JournalError(
+                _redact(url), "PostgreSQL support needs the postgres extra: pip install 'durable[postgres]'"
+            )
+        if durability not in ("normal", "full"):
+            raise ValueError(f"durability must be 'normal' or 'full', not {durability!r}")
+        self.target = _redact(url)
+        self.durability = durability
+        self.read_only = False
+        self._dsn, options = _split_url(url)
+        self._pool_size = int(options.get("pool_size", pool_size))
+        self._statement_cache = int(options.get("statement_cache_size", 100))
+        self._pool: Any = None
+        self._writer: Any = None
+        self._writer_pid: int | None = None
+        self._batcher = Batcher(self._apply)
+        self._listener_task: asyncio.Task[None] | None = None
+        self._changed = False
+        self._wake: asyncio.Event | None = None
+        self._closing = False
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    async def _connect(self, **settings: str) -> Any:
+        try:
+            return await asyncpg.connect(
+                self._dsn,
+                timeout=CONNECT_TIMEOUT_SECONDS,
+                statement_cache_size=self._statement_cache,
+                server_settings={"application_name": "durable", **settings},
+            )
+        except Exception as exc:
+            raise self._classify(exc) from None
+
+    async def open(self) -> None:
+        self._closing = False
+        conn = await self._connect()
+        try:
+            from .postgres_schema import migrate
+
+            await migrate(conn, self.target)
+        except asyncpg.PostgresError as exc:
+            raise self._classify(exc) from None
+        finally:
+            await conn.close()
+        try:
+            self._pool = await asyncpg.create_pool(
+                self._dsn,
+                min_size=1,
+                max_size=self._pool_size,
+                timeout=CONNECT_TIMEOUT_SECONDS,
+                command_timeout=COMMAND_TIMEOUT_SECONDS,
+                statement_cache_size=self._statement_cache,
+                server_settings={"application_name": "durable"},
+            )
+        except Exception as exc:
+            raise self._classify(exc) from None
+        self._batcher = Batcher(self._apply)
+        self._batcher.start()
+        self._listener_task = asyncio.create_task(self._listen(), name="durable listener")
+
+    async def close(self) -> None:
+        self._closing = True
+        try:
+            async with asyncio.timeout(COMMAND_TIMEOUT_SECONDS):
+                await self._batcher.close()
+        except TimeoutError:
+            log.warning("closing %s: queued writes did not finish in time; the connection is dropped", self.target)
+        if self._listener_task is not None:
+            self._listener_task.cancel()
+            await asyncio.gather(self._listener_task, return_exceptions=True)
+            self._listener_task = None
+        writer, pool = self._writer, self._pool
+        self._writer = self._pool = None
+        if writer is not None:
+            writer.terminate()
+        if pool is not None:
+            try:
+                async with asyncio.timeout(COMMAND_TIMEOUT_SECONDS):
+                    await pool.close()
+            except (TimeoutError, Exception):
+                pool.terminate()
+
+    # --- errors ------------------------------------------------------------------------
+
+    def _classify(self, exc: BaseException) -> Exception:
+        """A driver error as durable's own: what happened and what to do."""
+        if isinstance(exc, StoreUnavailable | JournalError):
+            return exc
+        if isinstance(exc, TimeoutError):
+            return StoreUnavailable(self.target, f"the server did not answer within {COMMAND_TIMEOUT_SECONDS:g} s")
+        if asyncpg is not None and isinstance(exc, asyncpg.PostgresError):
+            state = exc.sqlstate or ""
+            if state == "3D000":
+                return JournalError(self.target, f"PostgreSQL says {exc}. Create the database first.")
+            if state in ("28000", "28P01"):
+                return JournalError(self.target, f"PostgreSQL says {exc}. Check the user and password in the URL.")
+            if state[:2] in _UNAVAILABLE_CLASSES:
+                return StoreUnavailable(self.target, f"PostgreSQL says {exc} (SQLSTATE {state})")
+            return exc
+        if asyncpg is not None and isinstance(exc, asyncpg.InterfaceError) and "closed" in str(exc):
+            return StoreUnavailable(self.target, f"the connection to the server was lost ({exc})")
+        if isinstance(exc, OSError):
+            return StoreUnavailable(self.target, f"the server cannot be reached ({exc.strerror or exc})")
+        return exc if isinstance(exc, Exception) else StoreUnavailable(self.target, repr(exc))
+
+    # --- the writer ----------------------------------------------------------------------
+
+    async def _writer_conn(self) -> Any:
+        if self._writer is None or self._writer.is_closed():
+            settings = {"synchronous_commit": "off"} if self.durability == "normal" else {}
+            self._writer = await self._connect(**settings)
+            self._writer_pid = self._writer.get_server_pid()
+        return self._writer
+
+    def _drop_writer(self) -> None:
+        if self._writer is not None:
+            self._writer.terminate()
+            self._writer = None
+
+    async def _apply(self, batch: list[Item]) -> list[Outcome]:
+        """Apply a batch in one transaction; retry deadlocks; a lost connection fails the whole batch."""
+        for attempt in range(RETRIES + 1):
+            try:
+                conn = await self._writer_conn()
+                async with asyncio.timeout(COMMAND_TIMEOUT_SECONDS):
+                    return await self._apply_once(conn, batch)
+            except Exception as exc:
+                if getattr(exc, "sqlstate", None) in _RETRY_STATES and attempt < RETRIES:
+                    await asyncio.sleep(0.001 * 2**attempt)
+                    continue
+                self._drop_writer()  # the connection, or the server, is gone (or did not answer)
+                failure = self._classify(exc)
+            return [(False, failure)] * len(batch)
+        raise AssertionError("unreachable")
+
+    async def _apply_once(self, conn: Any, batch: list[Item]) -> list[Outcome]:
+        """Apply a batch; raise only for what fails the whole batch (connection, deadlock)."""
+        if len(batch) == 1 and getattr(batch[0][1], "autocommit", False):
+            _, op, args = batch[0]
+            try:
+                return [(True, await op(conn, *args))]
+            except asyncpg.PostgresError as exc:
+                if _fails_batch(exc):
+                    raise
+                return [(False, self._classify(exc))]
+        await conn.execute("BEGIN")
+        try:
+            results: list[Outcome] = []
+            notify = False
+            for op, i, j in runs_of(batch):
+                if j - i > 1:
+                    results += [(True, value) for value in await op.many(conn, [args for _, _, args in batch[i:j]])]  # type: ignore[attr-defined]
+                else:
+                    results.append((True, await op(conn, *batch[i][2])))
+                notify = notify or getattr(op, "notifies", False)
+            # One round trip for the wake-up hint and the commit (the simple protocol takes both).
+            await conn.execute(f"SELECT pg_notify('{CHANNEL}', ''); COMMIT" if notify else "COMMIT")
+            return results
+        except asyncpg.PostgresError as exc:
+            await _rollback(conn)
+            if _fails_batch(exc):
+                raise
+            if len(batch) == 1:
+                return [(False, self._classify(exc))]
+        # One operation failed the shared transaction: apply each alone, so only
+        # the faulty one reports an error and the others still commit.
+        return [(await self._apply_once(conn, [item]))[0] for item in batch]
+
+    def _write(self, op: Any, *args: Any) -> Any:
+        return self._batcher.submit(op, *args)
+
+    # --- runs: creation and claims -----------------------------------------------------------
+
+    def create_run(
+        self, run_id: str, workflow: str, args: bytes, claimant: str | None, lease_seconds: float, now: float
+    ) -> Any:
+        op = ops.create_running if claimant is not None else ops.create_pending
+        return self._write(op, (run_id, workflow, args, claimant, lease_seconds, now))
+
+    async def ended_run(self, run_id: str) -> RunRow | None:
+        row = await self.load_run(run_id)
+        return row if row is not None and row.status in FINAL else None
+
+    async def claim(
+        self,
+        run_id: str,
+        status: str,
+        owner: str | None,
+        claimant: str,
+        lease_seconds: float,
+        now: float,
+        owner_dead: bool = False,
+    ) -> Claimed | None:
+        return await self._write(ops.claim, run_id, status, owner, claimant, lease_seconds, now, owner_dead)
+
+    async def claim_ready(
+        self,
+        claimant: str,
+        workflows: Sequence[str],
+        dead_owners: Sequence[str],
+        limit: int,
+        lease_seconds: float,
+        now: float,
+    ) -> list[Claimed]:
+        if limit <= 0 or not workflows:
+            return []
+        return await self._write(ops.claim_ready, claimant, list(workflows), list(dead_owners), limit, lease_seconds, now)
+
+    async def renew(self, owner: str, lease_seconds: float) -> dict[str, int]:
+        return await self._write(ops.renew, owner, lease_seconds)
+
+    async def release(self, owner: str, now: float, run_id: str | None = None) -> int:
+        return await self._write(ops.release, owner, run_id, now)
+
+    # --- fenced writes -----------------------------------------------------------------------
+
+    def append(self, fence: Fence, record: RecordRow) -> Any:
+        return self._write(ops.append, (fence.run_id, *record, fence.owner, fence.epoch))
+
+    def append_nowait(self, fence: Fence, record: RecordRow) -> None:
+        self._batcher.submit_nowait(ops.append, (fence.run_id, *record, fence.owner, fence.epoch))
+
+    async def park(self, fence: Fence, wake_at: float | None, now: float) -> str | None:
+        return await self._write(ops.park, *fence, wake_at, now)
+
+    async def finish(self, fence: Fence, status: str, result: bytes | None, error: bytes | None, now: float) -> bool:
+        return await self._write(ops.finish, (status, result, error, now, *fence))
+
+    async def reopen_prompt(self, fence: Fence, key: str, now: float) -> bool:
+        return await self._write(ops.reopen_prompt, *fence, key, now)
+
+    def complete_sleep_nowait(self, fence: Fence, seq: int, now: float) -> None:
+        self._batcher.submit_nowait(ops.complete_sleep, *fence, seq, now)
+
+    # --- outside writes ------------------------------------------------------------------------
+
+    async def answer(
+        self, run_id: str, key: str, value: bytes, now: float, claimant: str | None = None, lease_seconds: float = 0.0
+    ) -> Answered:
+        return await self._write(ops.answer, run_id, key, value, now, claimant, lease_seconds)
+
+    async def cancel(self, run_id: str, now: float) -> tuple[str, str | None] | None:
+        return await self._write(ops.cancel, run_id, now)
+
+    async def flush(self) -> None:
+        await self._write(ops.flush)
+
+    # --- reads -----------------------------------------------------------------------------------
+
+    async def _fetch(self, sql: str, *args: Any) -> list[Any]:
+        if self._pool is None:
+            raise RuntimeError("the store is closed")
+        try:
+            return await self._pool.fetch(sql, *args)
+        except Exception as exc:
+            raise self._classify(exc) from None
+
+    async def load_run(self, run_id: str) -> RunRow | None:
+        rows = await self._fetch(f"SELECT {ops.RUN} FROM durable.runs WHERE run_id = $1", run_id)
+        return RunRow(*rows[0]) if rows else None
+
+    async def load_records(self, run_id: str) -> list[RecordRow]:
+        rows = await self._fetch(f"SELECT {_RECORD} FROM durable.records WHERE run_id = $1 ORDER BY seq", run_id)
+        return [RecordRow(*r) for r in rows]
+
+    async def load_replay(self, run_id: str) -> list[Recorded]:
+        rows = await self._fetch(
+            "SELECT seq, kind, name, status, value, error FROM durable.records WHERE run_id = $1 ORDER BY seq", run_id
+        )
+        return [Recorded(*r) for r in rows]
+
+    async def changes(self, run_id: str, from_seq: int, changed_after: tuple[float, int]) -> list[RecordRow]:
+        rows = await self._fetch(
+            f"SELECT {_RECORD} FROM durable.records WHERE run_id = $1 AND (seq >= $2 OR (kind IN ('ask', 'sleep')"
+            " AND finished_at IS NOT NULL AND (finished_at > $3 OR (finished_at = $3 AND seq > $4))))",
+            run_id, from_seq, *changed_after,
+        )  # fmt: skip
+        return [RecordRow(*r) for r in rows]
+
+    async def list_runs(self, status: str | None, workflow: str | None, limit: int) -> list[RunRow]:
+        rows = await self._fetch(
+            f"SELECT {ops.RUN} FROM durable.runs WHERE ($1::text IS NULL OR status = $1)"
+            " AND ($2::text IS NULL OR workflow = $2) ORDER BY created_at DESC, run_id DESC LIMIT $3",
+            status, workflow, limit,
+        )  # fmt: skip
+        return [RunRow(*r) for r in rows]
+
+    async def pending_prompts(self, run_id: str | None) -> list[PromptRow]:
+        rows = await self._fetch(
+            "SELECT r.run_id, runs.workflow, r.seq, r.name, r.question, r.schema, r.started_at"
+            " FROM durable.records AS r JOIN durable.runs AS runs ON runs.run_id = r.run_id"
+            " WHERE r.status = 'waiting' AND ($1::text IS NULL OR r.run_id = $1) ORDER BY r.started_at, r.run_id",
+            run_id,
+        )
+        return [PromptRow(*r) for r in rows]
+
+    async def prompt(self, run_id: str, key: str) -> tuple[str, str, str] | None:
+        rows = await self._fetch(
+            "SELECT r.status, r.schema, runs.workflow FROM durable.records AS r"
+            " JOIN durable.runs AS runs ON runs.run_id = r.run_id WHERE r.run_id = $1 AND r.kind = 'ask' AND r.name = $2",
+            run_id, key,
+        )  # fmt: skip
+        return tuple(rows[0]) if rows else None  # type: ignore[return-value]
+
+    async def held(self, owner: str) -> dict[str, int]:
+        rows = await self._fetch("SELECT run_id, epoch FROM durable.runs WHERE owner = $1 AND status = 'running'", owner)
+        return {r[0]: r[1] for r in rows}
+
+    async def running_owners(self) -> list[str]:
+        rows = await self._fetch("SELECT DISTINCT owner FROM durable.runs WHERE status = 'running' AND owner IS NOT NULL")
+        return [r[0] for r in rows]
+
+    async def next_wake(self) -> float | None:
+        rows = await self._fetch("SELECT MIN(wake_at) FROM durable.runs WHERE status = 'sleeping'")
+        return rows[0][0]
+
+    # --- change notifications ------------------------------------------------------------------
+
+    async def wait_for_change(self, timeout: float, wake: asyncio.Event) -> bool:
+        self._wake = wake
+        if not self._changed and not wake.is_set():
+            try:
+                await asyncio.wait_for(wake.wait(), timeout)
+            except TimeoutError:
+                pass
+        changed, self._changed = self._changed, False
+        return changed
+
+    def _notified(self, conn: Any, pid: int, channel: str, payload: str) -> None:
+        if pid == self._writer_pid:
+            return  # this process's own write
+        self._changed = True
+        if self._wake is not None:
+            self._wake.set()
+
+    async def _listen(self) -> None:
+        """Keep one connection LISTENing; reconnect with backoff when it is lost (polling covers the gap)."""
+        pause = 0.1
+        while not self._closing:
+            conn = None
+            try:
+                conn = await self._connect()
+                lost = asyncio.Event()
+                conn.add_termination_listener(lambda _: lost.set())
+                await conn.add_listener(CHANNEL, self._notified)
+                pause = 0.1
+                self._notified(conn, -1, CHANNEL, "")  # something may have changed while not listening
+                await lost.wait()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.debug("listener for %s: %s; reconnecting in %.1fs", self.target, exc, pause)
+            finally:
+                if conn is not None and not conn.is_closed():
+                    conn.terminate()
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 5.0)
+
+
+def _fails_batch(exc: Any) -> bool:
+    """Whether an error is about the connection or the server (or a deadlock), not one operation."""
+    state = getattr(exc, "sqlstate", None) or ""
+    return state[:2] in _UNAVAILABLE_CLASSES or state in _RETRY_STATES
+
+
+async def _rollback(conn: Any) -> None:
+    try:
+        await conn.execute("ROLLBACK")
+    except Exception:
+        pass  # the connection is gone: so is the transaction
+
+
+def _split_url(url: str) -> tuple[str, dict[str, str]]:
+    """Separate durable's own options (pool_size, statement_cache_size) from the URL asyncpg gets."""
+    parts = urllib.parse.urlsplit(url)
+    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    ours = {k: v for k, v in query if k in ("pool_size", "statement_cache_size")}
+    rest = urllib.parse.urlencode([(k, v) for k, v in query if k not in ours])
+    return urllib.parse.urlunsplit(parts._replace(query=rest)), ours
+
+
+def _redact(url: str) -> str:
+    from . import redact
+
+    return redact(url)

@@ -1,0 +1,342 @@
+"""Every write the PostgreSQL store makes: one async function per operation, on an asyncpg connection.
+
+Each operation is ``await op(conn, *args)`` (see :mod:`.batch` for its
+attributes). Operations that change a run's status set ``notifies``: the
+batch that applies one also sends a NOTIFY, a wake-up hint for the workers of
+other processes, committed with it.
+
+Concurrency is PostgreSQL's READ COMMITTED, so the rules are explicit:
+- A fenced write checks owner and epoch in the same statement and takes a
+  ``FOR SHARE`` lock on the run's row. A claim updates that row, so it waits
+  for fenced writes in flight and they wait for it: once a claim has
+  committed, no write of the previous owner can commit.
+- An operation that reads records to decide a run's status (parking, an
+  answer, a cancel) first locks the run's row ``FOR UPDATE`` in a statement
+  of its own, so its next statement sees every change committed before it.
+- Claims of ready runs use ``FOR UPDATE SKIP LOCKED``: racing workers take
+  different runs and never wait for each other.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .base import FINAL, Answered, Claimed, RunRow
+
+__all__ = [
+    "append",
+    "cancel",
+    "claim",
+    "claim_ready",
+    "complete_sleep",
+    "create_pending",
+    "create_running",
+    "finish",
+    "flush",
+    "park",
+    "release",
+    "renew",
+    "reopen_prompt",
+    "select_run",
+]
+
+# The database server's clock, in seconds since the epoch: leases never depend on a worker's clock.
+NOW = "extract(epoch from clock_timestamp())::float8"
+RUN = "run_id, workflow, status, args, result, error, owner, epoch, lease_until, wake_at, created_at, updated_at"
+RECORD_COLUMNS = "run_id, seq, kind, name, status, value, error, attempts, started_at, finished_at, question, schema"
+
+
+def changed_at(now: str, run_id: str) -> str:
+    """The time of an in-place change, strictly after the run's earlier ones (see the SQLite store)."""
+    return (
+        f"GREATEST({now}, COALESCE((SELECT MAX(finished_at) FROM durable.records"
+        f" WHERE run_id = {run_id} AND kind IN ('ask', 'sleep')), 0) + 0.000001)"
+    )
+
+
+def _count(status: str) -> int:
+    """The row count of a command tag: 'INSERT 0 1' -> 1, 'UPDATE 3' -> 3."""
+    return int(status.rsplit(" ", 1)[-1])
+
+
+async def flush(conn: Any) -> None:
+    pass
+
+
+async def select_run(conn: Any, run_id: str) -> RunRow | None:
+    row = await conn.fetchrow(f"SELECT {RUN} FROM durable.runs WHERE run_id = $1", run_id)
+    return None if row is None else RunRow(*row)
+
+
+# --- records ------------------------------------------------------------------------------
+
+_APPEND = (
+    f"INSERT INTO durable.records ({RECORD_COLUMNS})"
+    " SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12 FROM durable.runs"
+    " WHERE run_id = $1 AND owner = $13 AND epoch = $14 FOR SHARE"
+)
+_APPEND_MANY = (
+    f"INSERT INTO durable.records ({RECORD_COLUMNS})"
+    " SELECT u.run_id, u.seq, u.kind, u.name, u.status, u.value, u.error, u.attempts,"
+    "  u.started_at, u.finished_at, u.question, u.schema"
+    " FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[], $6::bytea[], $7::bytea[],"
+    "  $8::int[], $9::float8[], $10::float8[], $11::text[], $12::text[], $13::text[], $14::bigint[])"
+    "  AS u(run_id, seq, kind, name, status, value, error, attempts, started_at, finished_at, question, schema, owner, epoch)"
+    " JOIN durable.runs AS r ON r.run_id = u.run_id AND r.owner = u.owner AND r.epoch = u.epoch"
+    " FOR SHARE OF r RETURNING run_id, seq"
+)
+
+
+async def append(conn: Any, params: tuple[Any, ...]) -> bool:
+    return _count(await conn.execute(_APPEND, *params)) == 1
+
+
+async def _append_many(conn: Any, batch: list[tuple[Any, ...]]) -> list[bool]:
+    rows = [args[0] for args in batch]
+    written = {(r[0], r[1]) for r in await conn.fetch(_APPEND_MANY, *map(list, zip(*rows)))}
+    return [(row[0], row[1]) in written for row in rows]
+
+
+append.many = _append_many  # type: ignore[attr-defined]
+
+
+async def complete_sleep(conn: Any, run_id: str, owner: str, epoch: int, seq: int, now: float) -> bool:
+    status = await conn.execute(
+        f"UPDATE durable.records SET status = 'completed', finished_at = {changed_at('$5', '$1')}"
+        " WHERE run_id = $1 AND seq = $4 AND status = 'scheduled'"
+        " AND EXISTS (SELECT 1 FROM durable.runs WHERE run_id = $1 AND owner = $2 AND epoch = $3 FOR SHARE)",
+        run_id, owner, epoch, seq, now,
+    )  # fmt: skip
+    return _count(status) == 1
+
+
+async def reopen_prompt(conn: Any, run_id: str, owner: str, epoch: int, key: str, now: float) -> bool:
+    status = await conn.execute(
+        f"UPDATE durable.records SET status = 'waiting', value = NULL, finished_at = {changed_at('$5', '$1')}"
+        " WHERE run_id = $1 AND kind = 'ask' AND name = $4 AND status = 'answered'"
+        " AND EXISTS (SELECT 1 FROM durable.runs WHERE run_id = $1 AND owner = $2 AND epoch = $3 FOR SHARE)",
+        run_id, owner, epoch, key, now,
+    )  # fmt: skip
+    return _count(status) == 1
+
+
+# --- creating and claiming runs ---------------------------------------------------------------
+
+_CREATE = (
+    "INSERT INTO durable.runs (run_id, workflow, status, args, owner, epoch, lease_until, ready, created_at, updated_at)"
+    " VALUES ($1, $2, CASE WHEN $4::text IS NULL THEN 'pending' ELSE 'running' END, $3, $4,"
+    f" CASE WHEN $4::text IS NULL THEN 0 ELSE 1 END, CASE WHEN $4::text IS NOT NULL THEN {NOW} + $5 END,"
+    " CASE WHEN $4::text IS NULL THEN 'submitted' END, $6, $6)"
+    " ON CONFLICT (run_id) DO NOTHING"
+)
+_CREATE_MANY = (
+    "INSERT INTO durable.runs (run_id, workflow, status, args, owner, epoch, lease_until, ready, created_at, updated_at)"
+    " SELECT u.run_id, u.workflow, CASE WHEN u.owner IS NULL THEN 'pending' ELSE 'running' END, u.args, u.owner,"
+    f"  CASE WHEN u.owner IS NULL THEN 0 ELSE 1 END, CASE WHEN u.owner IS NOT NULL THEN {NOW} + u.lease END,"
+    "  CASE WHEN u.owner IS NULL THEN 'submitted' END, u.now, u.now"
+    " FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::float8[], $6::float8[])"
+    "  AS u(run_id, workflow, args, owner, lease, now)"
+    " ON CONFLICT (run_id) DO NOTHING RETURNING run_id"
+)
+
+
+async def create_running(conn: Any, params: tuple[Any, ...]) -> RunRow | None:
+    if _count(await conn.execute(_CREATE, *params)) == 1:
+        return None
+    # ON CONFLICT waited for a concurrent insert to commit: this new statement sees it.
+    return await select_run(conn, params[0])
+
+
+async def _create_many(conn: Any, batch: list[tuple[Any, ...]]) -> list[RunRow | None]:
+    rows = [args[0] for args in batch]
+    created = {r[0] for r in await conn.fetch(_CREATE_MANY, *map(list, zip(*rows)))}
+    results: list[RunRow | None] = []
+    seen: set[str] = set()
+    for row in rows:
+        # A run_id given twice in one batch was created by its first row only.
+        if row[0] in created and row[0] not in seen:
+            seen.add(row[0])
+            results.append(None)
+        else:
+            results.append(await select_run(conn, row[0]))
+    return results
+
+
+create_running.many = _create_many  # type: ignore[attr-defined]
+
+
+async def create_pending(conn: Any, params: tuple[Any, ...]) -> RunRow | None:
+    return await create_running(conn, params)
+
+
+create_pending.many = _create_many  # type: ignore[attr-defined]
+create_pending.notifies = True  # type: ignore[attr-defined]  # a worker elsewhere may take it
+
+
+async def claim(
+    conn: Any, run_id: str, status: str, owner: str | None, claimant: str, lease: float, now: float, owner_dead: bool
+) -> Claimed | None:
+    row = await conn.fetchrow(
+        "UPDATE durable.runs SET status = 'running', ready = NULL, owner = $1, epoch = epoch + 1,"
+        f" lease_until = {NOW} + $2, updated_at = $3"
+        " WHERE run_id = $4 AND status = $5 AND owner IS NOT DISTINCT FROM $6"
+        f" AND (status <> 'running' OR $7 OR lease_until IS NULL OR lease_until < {NOW})"
+        " RETURNING workflow, args, epoch",
+        claimant, lease, now, run_id, status, owner, owner_dead,
+    )  # fmt: skip
+    return None if row is None else Claimed(run_id, row[0], row[1], row[2], status, owner, None)
+
+
+claim.notifies = True  # type: ignore[attr-defined]  # a previous owner still alive learns it lost the run
+
+_CLAIM_READY = (
+    "WITH candidate AS ("
+    " SELECT run_id, status, owner, ready FROM durable.runs"
+    " WHERE workflow = ANY($2::text[]) AND ("
+    f"  (status = 'running' AND owner <> $1 AND (lease_until IS NULL OR lease_until < {NOW} OR owner = ANY($3::text[])))"
+    "  OR status = 'pending' OR (status = 'sleeping' AND wake_at <= $4))"
+    # Orphans first (already started, maybe holding resources), new submissions last.
+    " ORDER BY CASE WHEN status = 'running' THEN 0 WHEN ready = 'submitted' THEN 2 ELSE 1 END, updated_at"
+    " LIMIT $5 FOR UPDATE SKIP LOCKED)"
+    " UPDATE durable.runs AS r SET status = 'running', ready = NULL, owner = $1, epoch = r.epoch + 1,"
+    f" lease_until = {NOW} + $6, updated_at = $4"
+    " FROM candidate AS c WHERE r.run_id = c.run_id"
+    " RETURNING r.run_id, r.workflow, r.args, r.epoch, c.status, c.owner, c.ready"
+)
+
+
+async def claim_ready(
+    conn: Any, claimant: str, workflows: list[str], dead: list[str], limit: int, lease: float, now: float
+) -> list[Claimed]:
+    rows = await conn.fetch(_CLAIM_READY, claimant, workflows, dead, now, limit, lease)
+    return [Claimed(*row) for row in rows]
+
+
+async def renew(conn: Any, owner: str, lease: float) -> dict[str, int]:
+    rows = await conn.fetch(
+        f"UPDATE durable.runs SET lease_until = {NOW} + $2 WHERE owner = $1 AND status = 'running' RETURNING run_id, epoch",
+        owner, lease,
+    )  # fmt: skip
+    return {r[0]: r[1] for r in rows}
+
+
+async def release(conn: Any, owner: str, run_id: str | None, now: float) -> int:
+    status = await conn.execute(
+        "UPDATE durable.runs SET status = 'pending', ready = 'released', owner = NULL, lease_until = NULL, updated_at = $3"
+        " WHERE owner = $1 AND status = 'running' AND ($2::text IS NULL OR run_id = $2)",
+        owner, run_id, now,
+    )  # fmt: skip
+    return _count(status)
+
+
+release.notifies = True  # type: ignore[attr-defined]
+
+
+# --- an execution's outcome ------------------------------------------------------------------
+
+
+async def park(conn: Any, run_id: str, owner: str, epoch: int, wake_at: float | None, now: float) -> str | None:
+    # Lock first, decide next: an answer committed meanwhile is seen by the second statement,
+    # so the run is never left 'waiting' for an answer it already has.
+    if await conn.fetchval(
+        "SELECT 1 FROM durable.runs WHERE run_id = $1 AND owner = $2 AND epoch = $3 FOR UPDATE", run_id, owner, epoch
+    ) is None:
+        return None
+    return await conn.fetchval(
+        "UPDATE durable.runs SET status = CASE"
+        "   WHEN EXISTS (SELECT 1 FROM durable.records WHERE run_id = $1 AND status = 'waiting') THEN 'waiting'"
+        "   WHEN $2::float8 IS NOT NULL THEN 'sleeping' ELSE 'pending' END,"
+        " ready = CASE WHEN $2::float8 IS NULL"
+        "   AND NOT EXISTS (SELECT 1 FROM durable.records WHERE run_id = $1 AND status = 'waiting') THEN 'answered' END,"
+        " wake_at = $2, owner = NULL, lease_until = NULL, updated_at = $3 WHERE run_id = $1 RETURNING status",
+        run_id, wake_at, now,
+    )  # fmt: skip
+
+
+park.notifies = True  # type: ignore[attr-defined]
+
+_FINISH = (
+    "UPDATE durable.runs SET status = $1, result = $2, error = $3, owner = NULL, lease_until = NULL,"
+    " wake_at = NULL, updated_at = $4 WHERE run_id = $5 AND owner = $6 AND epoch = $7"
+)
+_FINISH_MANY = (
+    "UPDATE durable.runs AS r SET status = u.status, result = u.result, error = u.error, owner = NULL,"
+    " lease_until = NULL, wake_at = NULL, updated_at = u.now"
+    " FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::float8[], $5::text[], $6::text[], $7::bigint[])"
+    "  AS u(status, result, error, now, run_id, owner, epoch)"
+    " WHERE r.run_id = u.run_id AND r.owner = u.owner AND r.epoch = u.epoch RETURNING r.run_id"
+)
+
+
+async def finish(conn: Any, params: tuple[Any, ...]) -> bool:
+    return _count(await conn.execute(_FINISH, *params)) == 1
+
+
+async def _finish_many(conn: Any, batch: list[tuple[Any, ...]]) -> list[bool]:
+    rows = [args[0] for args in batch]
+    done = {r[0] for r in await conn.fetch(_FINISH_MANY, *map(list, zip(*rows)))}
+    return [row[4] in done for row in rows]
+
+
+finish.many = _finish_many  # type: ignore[attr-defined]
+finish.notifies = True  # type: ignore[attr-defined]  # whoever waits for its outcome elsewhere
+
+
+# --- writes from outside the run ------------------------------------------------------------
+
+
+async def answer(conn: Any, run_id: str, key: str, value: bytes, now: float, claimant: str | None, lease: float) -> Answered:
+    await conn.execute("SELECT 1 FROM durable.runs WHERE run_id = $1 FOR UPDATE", run_id)
+    updated = await conn.fetchval(
+        f"UPDATE durable.records SET status = 'answered', value = $3, finished_at = {changed_at('$4', '$1')}"
+        " WHERE run_id = $1 AND kind = 'ask' AND name = $2 AND status = 'waiting' RETURNING seq",
+        run_id, key, value, now,
+    )  # fmt: skip
+    if updated is None:
+        status = await conn.fetchval(
+            "SELECT status FROM durable.records WHERE run_id = $1 AND kind = 'ask' AND name = $2", run_id, key
+        )
+        return Answered(status, False, None)
+    # The run is ready once no prompt waits. The answering process may take it at
+    # once (it has the workflow and room): one commit instead of two.
+    row = await conn.fetchrow(
+        "UPDATE durable.runs SET status = CASE WHEN $3::text IS NULL THEN 'pending' ELSE 'running' END,"
+        " ready = CASE WHEN $3::text IS NULL THEN 'answered' END, owner = $3,"
+        " epoch = epoch + CASE WHEN $3::text IS NULL THEN 0 ELSE 1 END,"
+        f" lease_until = CASE WHEN $3::text IS NOT NULL THEN {NOW} + $4 END, updated_at = $1"
+        " WHERE run_id = $2 AND status = 'waiting'"
+        " AND NOT EXISTS (SELECT 1 FROM durable.records WHERE run_id = $2 AND status = 'waiting')"
+        " RETURNING workflow, args, epoch",
+        now, run_id, claimant, lease,
+    )  # fmt: skip
+    if row is None:
+        return Answered("waiting", False, None)
+    claimed = None if claimant is None else Claimed(run_id, row[0], row[1], row[2], "waiting", None, "answered")
+    return Answered("waiting", True, claimed)
+
+
+answer.notifies = True  # type: ignore[attr-defined]
+
+
+async def cancel(conn: Any, run_id: str, now: float) -> tuple[str, str | None] | None:
+    row = await conn.fetchrow("SELECT status, owner FROM durable.runs WHERE run_id = $1 FOR UPDATE", run_id)
+    if row is None or row[0] in FINAL:
+        return None if row is None else (row[0], row[1])
+    await conn.execute(
+        "UPDATE durable.runs SET status = 'cancelled', owner = NULL, lease_until = NULL, wake_at = NULL,"
+        " updated_at = $2 WHERE run_id = $1",
+        run_id, now,
+    )  # fmt: skip
+    await conn.execute(
+        f"UPDATE durable.records SET status = 'cancelled', finished_at = {changed_at('$2', '$1')}"
+        " WHERE run_id = $1 AND status = 'waiting'",
+        run_id, now,
+    )  # fmt: skip
+    return row[0], row[1]
+
+
+cancel.notifies = True  # type: ignore[attr-defined]  # the process executing it stops at once
+
+# One statement, committing on its own: no BEGIN/COMMIT when alone in a batch.
+for _op in (flush, select_run, append, complete_sleep, reopen_prompt, create_running, claim_ready, renew):
+    _op.autocommit = True  # type: ignore[attr-defined]

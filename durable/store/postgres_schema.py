@@ -1,0 +1,97 @@
+"""The PostgreSQL journal's schema: its own ``durable`` schema in the database, versioned, migrated on open.
+
+durable keeps its tables in a schema of their own, so a database shared with
+an application is never touched outside it. Every statement names its table
+with the schema (``durable.runs``): no ``search_path``, no session state, so
+the store works behind a pooler in transaction mode. Migrations run under a
+transaction-scoped advisory lock, so any number of processes may open the
+store at once; a database migrated by a newer durable is refused.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import JournalError
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "migrate"]
+
+# pg_advisory_xact_lock key: "durable" in ASCII, as one bigint.
+MIGRATION_LOCK = 0x64757261626C65
+
+MIGRATIONS: list[list[str]] = [
+    [  # version 1
+        """CREATE TABLE durable.runs (
+            run_id      text PRIMARY KEY,
+            workflow    text NOT NULL,
+            status      text NOT NULL,
+            args        bytea NOT NULL,
+            result      bytea,
+            error       bytea,
+            owner       text,
+            epoch       bigint NOT NULL DEFAULT 0,
+            lease_until double precision,
+            wake_at     double precision,
+            ready       text,
+            created_at  double precision NOT NULL,
+            updated_at  double precision NOT NULL
+        )""",
+        "CREATE INDEX runs_by_status ON durable.runs (status, wake_at)",
+        "CREATE INDEX runs_by_created ON durable.runs (created_at)",
+        "CREATE INDEX runs_by_owner ON durable.runs (owner) WHERE owner IS NOT NULL",
+        """CREATE TABLE durable.records (
+            run_id      text NOT NULL,
+            seq         integer NOT NULL,
+            kind        text NOT NULL,
+            name        text NOT NULL,
+            status      text NOT NULL,
+            value       bytea,
+            error       bytea,
+            attempts    integer NOT NULL,
+            started_at  double precision NOT NULL,
+            finished_at double precision,
+            question    text,
+            schema      text,
+            PRIMARY KEY (run_id, seq)
+        )""",
+        "CREATE INDEX records_waiting ON durable.records (run_id) WHERE status = 'waiting'",
+        "CREATE UNIQUE INDEX records_prompt_key ON durable.records (run_id, name) WHERE kind = 'ask'",
+    ],
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+async def migrate(conn: Any, target: str) -> None:
+    """Create or migrate the schema on `conn` (an asyncpg connection); refuse one of a newer durable."""
+    async with conn.transaction():
+        # Serialises every process migrating at once; released at commit.
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+        await conn.execute("CREATE SCHEMA IF NOT EXISTS durable")
+        await conn.execute("CREATE TABLE IF NOT EXISTS durable.meta (key text PRIMARY KEY, value text NOT NULL)")
+        stored = await conn.fetchval("SELECT value FROM durable.meta WHERE key = 'schema_version'")
+        version = int(stored) if stored is not None else 0
+        if version > SCHEMA_VERSION:
+            raise JournalError(
+                target,
+                f"it was written by a newer durable (schema {version}, this one knows {SCHEMA_VERSION}). Upgrade durable.",
+            )
+        if version == 0:
+            tables = await conn.fetch(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'durable' AND table_name <> 'meta'"
+            )
+            if tables:
+                names = ", ".join(sorted(r[0] for r in tables)[:5])
+                raise JournalError(
+                    target,
+                    f"its schema 'durable' holds tables durable did not create (tables: {names}). "
+                    "Use another database; durable never writes into a foreign schema.",
+                )
+        for statements in MIGRATIONS[version:]:
+            for statement in statements:
+                await conn.execute(statement)
+        if version < SCHEMA_VERSION:
+            await conn.execute(
+                "INSERT INTO durable.meta (key, value) VALUES ('schema_version', $1)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                str(SCHEMA_VERSION),
+            )
