@@ -1,0 +1,342 @@
+"""The store contract: what the engine relies on, run against each store directly (SQLite and PostgreSQL).
+
+Two store objects on one target stand for two processes: each has its own
+connections, so their writes race as two processes' would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any
+
+import pytest
+
+from durable.store import make_store
+from durable.store.base import Fence, RecordRow, Store
+from durable.store.sqlite import SQLiteStore
+
+LEASE = 30.0
+
+
+@pytest.fixture
+async def pair(store: str) -> AsyncIterator[tuple[Store, Store]]:
+    a, b = make_store(store), make_store(store)
+    await a.open()
+    await b.open()
+    try:
+        yield a, b
+    finally:
+        await a.close()
+        await b.close()
+
+
+def step(seq: int, value: bytes = b'"ok"') -> RecordRow:
+    return RecordRow(seq, "step", "s", "completed", value, None, 1, 1.0, 2.0, None, None)
+
+
+def ask(seq: int, key: str) -> RecordRow:
+    return RecordRow(seq, "ask", key, "waiting", None, None, 1, 1.0, None, "ok?", '{"type": "boolean"}')
+
+
+def hold(s: Store, seconds: float) -> Awaitable[None]:
+    """A write that keeps the store's writer (and its open transaction) busy for a while.
+
+    Writes submitted with it, before or after, share its batch: this is how a
+    test makes a transaction stay open, or makes writes queue up into one batch.
+    """
+    if isinstance(s, SQLiteStore):
+
+        def op(conn: Any) -> None:
+            time.sleep(seconds)
+
+    else:
+
+        async def op(conn: Any) -> None:
+            await conn.execute(f"SELECT pg_sleep({seconds})")
+
+    return s._write(op)  # type: ignore[attr-defined, no-any-return]
+
+
+async def running(s: Store, run_id: str, owner: str = "A", workflow: str = "wf") -> Fence:
+    assert await s.create_run(run_id, workflow, b'{"args": []}', owner, LEASE, 1.0) is None
+    return Fence(run_id, owner, 1)
+
+
+async def test_a_run_is_created_once_and_then_found(pair: tuple[Store, Store]) -> None:
+    a, b = pair
+    assert await a.create_run("r", "wf", b"{}", None, LEASE, 1.0) is None
+    existing = await b.create_run("r", "other", b"{}", "B", LEASE, 2.0)
+    assert existing is not None and (existing.workflow, existing.status, existing.owner) == ("wf", "pending", None)
+    row = await b.load_run("r")
+    assert row is not None and row.epoch == 0 and row.created_at == 1.0
+    assert (await a.create_run("s", "wf", b"{}", "A", LEASE, 1.0)) is None
+    s = await b.load_run("s")
+    assert s is not None and (s.status, s.owner, s.epoch) == ("running", "A", 1) and s.lease_until is not None
+
+
+async def test_racing_creates_of_one_run_id_make_one_run(pair: tuple[Store, Store]) -> None:
+    a, b = pair
+    for i in range(20):
+        outcomes = await asyncio.gather(
+            a.create_run(f"r{i}", "wf", b"{}", "A", LEASE, 1.0), b.create_run(f"r{i}", "wf", b"{}", "B", LEASE, 1.0)
+        )
+        assert sorted(o is None for o in outcomes) == [False, True]
+        winner = "A" if outcomes[0] is None else "B"
+        loser_view = outcomes[1] if winner == "A" else outcomes[0]
+        assert loser_view is not None and loser_view.owner == winner
+
+
+async def test_a_claim_is_a_compare_and_set_that_bumps_the_epoch(pair: tuple[Store, Store]) -> None:
+    a, b = pair
+    await a.create_run("r", "wf", b"{}", None, LEASE, 1.0)
+    claims = await asyncio.gather(
+        a.claim("r", "pending", None, "A", LEASE, 2.0), b.claim("r", "pending", None, "B", LEASE, 2.0)
+    )
+    won = [c for c in claims if c is not None]
+    assert len(won) == 1 and won[0].epoch == 1 and won[0].workflow == "wf"
+    row = await a.load_run("r")
+    assert row is not None and row.status == "running" and row.epoch == 1
+
+
+async def test_a_live_owners_run_is_taken_only_when_its_lease_expired_or_it_died(pair: tuple[Store, Store]) -> None:
+    a, b = pair
+    await a.create_run("r", "wf", b"{}", "A", 0.3, 1.0)
+    assert await b.claim("r", "running", "A", "B", LEASE, 2.0) is None  # A's lease holds
+    assert await b.claim_ready("B", ["wf"], [], 10, LEASE, 2.0) == []
+    taken = await b.claim("r", "running", "A", "B", LEASE, 2.0, owner_dead=True)
+    assert taken is not None and taken.epoch == 2
+    await a.create_run("s", "wf", b"{}", "A", 0.3, 1.0)
+    await asyncio.sleep(0.5)  # A's lease on s expires (the store's clock)
+    (claimed,) = await b.claim_ready("B", ["wf"], [], 10, LEASE, 2.0)
+    assert (claimed.run_id, claimed.status, claimed.owner, claimed.epoch) == ("s", "running", "A", 2)
+
+
+async def test_a_stale_owner_writes_nothing_after_another_claimed(pair: tuple[Store, Store]) -> None:
+    a, b = pair
+    fence = await running(a, "r")
+    assert await a.append(fence, step(0))
+    assert await a.append(fence, ask(1, "ok"))
+    claimed = await b.claim("r", "running", "A", "B", LEASE, 3.0, owner_dead=True)
+    assert claimed is not None
+    # Every write of the first owner is refused, and none lands.
+    assert await a.append(fence, step(2)) is False
+    assert await a.park(fence, None, 4.0) is None
+    assert await a.finish(fence, "completed", b"1", None, 4.0) is False
+    assert await a.reopen_prompt(fence, "ok", 4.0) is False
+    a.append_nowait(fence, step(3))
+    await a.flush()
+    assert [r.seq for r in await b.load_records("r")] == [0, 1]
+    row = await b.load_run("r")
+    assert row is not None and (row.status, row.owner, row.epoch) == ("running", "B", 2)
+    # The same owner under an older epoch is just as stale: a claim is an epoch, not a name.
+    again = await b.claim("r", "running", "B", "A", LEASE, 5.0, owner_dead=True)
+    assert again is not None and again.epoch == 3
+    assert await a.append(fence, step(2)) is False
+    assert await a.append(Fence("r", "A", 3), step(2)) is True
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.05])
+async def test_a_claim_never_loses_a_write_in_flight(pair: tuple[Store, Store], delay: float) -> None:
+    # A's append races B's claim: if A was told "written", B sees the record after
+    # its claim; if not, B can write that seq itself. Never both, never neither.
+    # (A's transaction is held open after its append, then B claims.)
+    a, b = pair
+    for i in range(5):
+        fence = await running(a, f"r{i}")
+        await a.flush()
+        appending = a.append(fence, step(0, b'"A"'))
+        holding = hold(a, 0.2)  # same batch, same transaction as the append
+        await asyncio.sleep(delay)
+        claimed = await b.claim(f"r{i}", "running", "A", "B", LEASE, 2.0, owner_dead=True)
+        assert claimed is not None
+        seen = [r.seq for r in await b.load_replay(f"r{i}")]
+        if not seen:
+            assert await b.append(Fence(f"r{i}", "B", claimed.epoch), step(0, b'"B"'))
+        appended = await appending
+        await holding
+        assert seen == ([0] if appended else [])
+        assert [r.value for r in await b.load_replay(f"r{i}")] == [b'"A"' if appended else b'"B"']
+
+
+async def test_racing_claimers_take_each_ready_run_once(store: str) -> None:
+    stores = [make_store(store) for _ in range(4)]
+    for s in stores:
+        await s.open()
+    try:
+        for i in range(120):
+            await stores[0].create_run(f"r{i:03}", "wf", b"{}", None, LEASE, float(i))
+        taken: list[list[str]] = [[] for _ in stores]
+
+        async def claimer(n: int) -> None:
+            while claimed := await stores[n].claim_ready(f"W{n}", ["wf"], [], 7, LEASE, 1000.0):
+                taken[n] += [c.run_id for c in claimed]
+
+        await asyncio.gather(*(claimer(n) for n in range(4)))
+        every = [r for t in taken for r in t]
+        assert sorted(every) == [f"r{i:03}" for i in range(120)]  # each once, none missed
+    finally:
+        for s in stores:
+            await s.close()
+
+
+async def test_claim_ready_takes_orphans_first_then_ready_then_new_and_only_known_workflows(
+    pair: tuple[Store, Store],
+) -> None:
+    a, b = pair
+    await a.create_run("new", "wf", b"{}", None, LEASE, 1.0)
+    await a.create_run("other", "not-mine", b"{}", None, LEASE, 1.0)
+    fence = await running(a, "released")
+    await a.release("A", 2.0, "released")
+    await running(a, "orphan", owner="dead")
+    fence = await running(a, "due")
+    await a.park(fence, 50.0, 3.0)
+    await running(a, "later", owner="A2")
+    await a.park(Fence("later", "A2", 1), 5000.0, 3.0)
+    claimed = await b.claim_ready("B", ["wf"], ["dead"], 10, LEASE, 100.0)
+    order = [c.run_id for c in claimed]
+    assert order[0] == "orphan" and order[-1] == "new" and set(order[1:3]) == {"released", "due"}
+    assert {c.run_id: c.ready for c in claimed}["released"] == "released"
+    assert {c.run_id: c.status for c in claimed}["due"] == "sleeping"
+    assert all(c.epoch >= 1 for c in claimed)
+    assert await b.claim_ready("B", ["wf"], [], 10, LEASE, 100.0) == []  # 'later' is not due, 'other' not ours
+
+
+async def test_renew_extends_the_leases_of_held_runs_and_names_them(pair: tuple[Store, Store]) -> None:
+    a, b = pair
+    await a.create_run("r", "wf", b"{}", "A", 0.3, 1.0)
+    await a.create_run("s", "wf", b"{}", "A", 0.3, 1.0)
+    await b.claim("s", "running", "A", "B", LEASE, 2.0, owner_dead=True)
+    assert await a.renew("A", LEASE) == {"r": 1}
+    assert await a.held("A") == {"r": 1}
+    await asyncio.sleep(0.5)
+    assert await b.claim_ready("B", ["wf"], [], 10, LEASE, 2.0) == []  # r's lease was renewed
+    assert await b.running_owners() in (["A", "B"], ["B", "A"])
+
+
+async def test_appends_queued_without_waiting_commit_in_order(pair: tuple[Store, Store]) -> None:
+    a, b = pair
+    fence = await running(a, "r")
+    for seq in range(50):
+        a.append_nowait(fence, step(seq, str(seq).encode()))
+    assert await a.append(fence, step(50))
+    assert [(r.seq, r.value) for r in await b.load_replay("r")][:3] == [(0, b"0"), (1, b"1"), (2, b"2")]
+    assert [r.seq for r in await b.load_replay("r")] == list(range(51))
+
+
+async def test_concurrent_appends_of_many_runs_each_get_their_own_answer(pair: tuple[Store, Store]) -> None:
+    a, b = pair
+    fences = [await running(a, f"r{i}") for i in range(3)]
+    await b.claim("r1", "running", "A", "B", LEASE, 2.0, owner_dead=True)
+    busy = hold(a, 0.1)  # the appends queue up behind it and go to the store as one batch
+    outcomes = await asyncio.gather(*(a.append(f, step(seq)) for seq in range(3) for f in fences))
+    await busy
+    assert outcomes == [True, False, True] * 3
+    busy = hold(a, 0.1)
+    duplicate = await asyncio.gather(a.append(fences[0], step(0)), a.append(fences[2], step(3)), return_exceptions=True)
+    await busy
+    assert isinstance(duplicate[0], Exception) and duplicate[1] is True  # a duplicate seq fails alone
+    assert [r.seq for r in await b.load_replay("r2")] == [0, 1, 2, 3]
+
+
+async def test_parking_decides_by_the_prompts_still_waiting(pair: tuple[Store, Store]) -> None:
+    a, b = pair
+    fence = await running(a, "asks")
+    await a.append(fence, ask(0, "first"))
+    assert await a.park(fence, None, 2.0) == "waiting"
+    fence = await running(a, "sleeps")
+    assert await a.park(fence, 99.0, 2.0) == "sleeping"
+    assert (await b.next_wake()) == 99.0
+    # An answer that came while the run was still executing: parking must not leave it waiting.
+    fence = await running(a, "answered")
+    await a.append(fence, ask(0, "go"))
+    answered = await b.answer("answered", "go", b"true", 2.0)
+    assert (answered.before, answered.ready, answered.claimed) == ("waiting", False, None)  # still running
+    assert await a.park(fence, None, 3.0) == "pending"
+    row = await b.load_run("answered")
+    assert row is not None and row.status == "pending"
+
+
+async def test_an_answer_and_a_park_that_race_never_strand_the_run(pair: tuple[Store, Store]) -> None:
+    a, b = pair
+    for i in range(30):
+        fence = await running(a, f"r{i}")
+        await a.append(fence, ask(0, "go"))
+        parked, answered = await asyncio.gather(a.park(fence, None, 2.0), b.answer(f"r{i}", "go", b"true", 2.0))
+        row = await b.load_run(f"r{i}")
+        assert row is not None and answered.before == "waiting"
+        assert row.status == "pending", f"run r{i} is {row.status} after park={parked}, answer={answered}"
+
+
+async def test_an_answer_is_recorded_once_and_may_claim_its_run(pair: tuple[Store, Store]) -> None:
+    a, b = pair
+    fence = await running(a, "r")
+    await a.append(fence, ask(0, "x"))
+    await a.append(fence, ask(1, "y"))
+    await a.park(fence, None, 2.0)
+    first, second = await asyncio.gather(a.answer("r", "x", b"1", 3.0, "A", LEASE), b.answer("r", "x", b"2", 3.0, "B", LEASE))
+    assert sorted([first.before, second.before]) == ["answered", "waiting"]
+    assert first.claimed is None and second.claimed is None  # y still waits
+    last = await b.answer("r", "y", b"3", 4.0, "B", LEASE)
+    assert last.ready and last.claimed is not None and last.claimed.epoch == 2
+    row = await a.load_run("r")
+    assert row is not None and (row.status, row.owner) == ("running", "B")
+    assert await a.prompt("r", "y") == ("answered", '{"type": "boolean"}', "wf")
+    assert await a.pending_prompts(None) == []
+    missing = await a.answer("r", "nope", b"1", 5.0)
+    assert missing.before is None
+
+
+async def test_cancel_ends_a_run_and_its_waiting_prompts(pair: tuple[Store, Store]) -> None:
+    a, b = pair
+    fence = await running(a, "r")
+    await a.append(fence, ask(0, "x"))
+    assert await b.cancel("r", 2.0) == ("running", "A")
+    assert await b.cancel("r", 3.0) == ("cancelled", None)
+    assert await b.cancel("nope", 3.0) is None
+    assert await a.append(fence, step(1)) is False  # cancelled: the owner's writes are refused
+    assert [(r.seq, r.status) for r in await a.load_records("r")] == [(0, "cancelled")]
+
+
+async def test_release_hands_running_runs_back_as_pending(pair: tuple[Store, Store]) -> None:
+    a, b = pair
+    for i in range(3):
+        await running(a, f"r{i}")
+    assert await a.release("A", 2.0, "r0") == 1
+    assert await a.release("A", 2.0) == 2
+    rows = [await b.load_run(f"r{i}") for i in range(3)]
+    assert [(r.status, r.owner) for r in rows if r is not None] == [("pending", None)] * 3
+
+
+async def test_an_ended_run_is_known_as_ended(pair: tuple[Store, Store]) -> None:
+    a, b = pair
+    fence = await running(a, "r")
+    assert await b.ended_run("r") is None
+    assert await a.finish(fence, "completed", b"42", None, 2.0)
+    await asyncio.sleep(0)  # the SQLite store answers from its idle writer only; retry once it is idle
+    ended = await a.ended_run("r") or await b.load_run("r")
+    assert ended is not None and (ended.status, ended.result) == ("completed", b"42")
+    assert [r.run_id for r in await b.list_runs("completed", "wf", 10)] == ["r"]
+
+
+async def test_a_commit_elsewhere_wakes_a_waiting_store(pair: tuple[Store, Store]) -> None:
+    a, b = pair
+    wake = asyncio.Event()
+    await a.wait_for_change(0.01, wake)  # the first look only sets where changes are counted from
+    waiting = asyncio.create_task(a.wait_for_change(10.0, wake))
+    await asyncio.sleep(0.1)
+    await b.create_run("r", "wf", b"{}", None, LEASE, 1.0)
+    assert await asyncio.wait_for(waiting, 5.0) is True
+
+
+async def test_watch_changes_come_after_a_cursor(pair: tuple[Store, Store]) -> None:
+    a, b = pair
+    fence = await running(a, "r")
+    await a.append(fence, ask(0, "x"))
+    await a.append(fence, step(1))
+    assert [r.seq for r in await b.changes("r", 1, (0.0, -1))] == [1]
+    await b.answer("r", "x", b"true", 5.0)
+    changed: list[Any] = await b.changes("r", 2, (0.0, -1))
+    assert [(r.seq, r.status) for r in changed] == [(0, "answered")]
+    assert changed[0].finished_at >= 5.0
