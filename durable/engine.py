@@ -197,7 +197,8 @@ class Engine:
         contested = [c for c in claimed if c not in fresh]
         try:
             await asyncio.gather(
-                *(self.resume(c, _reason(c)) for c in fresh), *(self._resume_when_settled(c) for c in contested)
+                *(self.resume(c, _reason(c, dead_owners)) for c in fresh),
+                *(self._resume_when_settled(c, _reason(c, dead_owners)) for c in contested),
             )
         finally:
             for c in fresh:
@@ -206,13 +207,13 @@ class Engine:
             self.saturated = True
         return len(claimed)
 
-    async def _resume_when_settled(self, claimed: Claimed) -> None:
+    async def _resume_when_settled(self, claimed: Claimed, reason: str) -> None:
         # Another path of this engine (a start, an answer) was at this run when the
         # claim took it: the claim that succeeded launches it, and this one did.
         await self._settled(claimed.run_id)
         if self._mark(claimed.run_id):
             try:
-                await self.resume(claimed, _reason(claimed))
+                await self.resume(claimed, reason)
             finally:
                 self._unmark(claimed.run_id)
 
@@ -305,7 +306,7 @@ class Engine:
     def _stop_lost(launched: list[Execution], held: dict[str, int]) -> None:
         # Only runs launched before the read: their claims are committed, so visible to it.
         for execution in launched:
-            if held.get(execution.run_id) != execution.fence.epoch and execution.active and execution.stop_reason is None:
+            if held.get(execution.run_id) != execution.fence.epoch and execution.active and execution.stop_reason in (None, "shutdown"):
                 # Whatever it computes now could not be recorded: interrupt it at once.
                 execution.stop("lost")
 
@@ -454,12 +455,15 @@ class Engine:
         self.notify()
 
 
-def _reason(claimed: Claimed) -> str:
+def _reason(claimed: Claimed, dead_owners: list[str]) -> str:
     """Why a run is being resumed, in words for the log."""
     if claimed.status == "sleeping":
         return "timer due"
     if claimed.status == "running":
-        return f"recovered from {describe_owner(claimed.owner)}, which died" if claimed.owner else "recovered"
+        if claimed.owner is None:
+            return "recovered"
+        why = "which died" if claimed.owner in dead_owners else "whose lease expired"
+        return f"recovered from {describe_owner(claimed.owner)}, {why}"
     return {"answered": "prompt answered", "released": "released by a stopped worker", "submitted": "submitted"}.get(
         claimed.ready or "", "ready"
     )

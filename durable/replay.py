@@ -46,6 +46,10 @@ _DATETIME = Codec(dt.datetime)
 _UTC = dt.timezone.utc
 
 
+# Which reason to stop wins when several come: the lower, the stronger.
+_STOP_RANK = {"cancelled": 0, "lost": 1, "store": 2, "shutdown": 3}
+
+
 class _Suspended(BaseException):
     """Unwinds a workflow that must wait for an answer or a timer."""
 
@@ -110,8 +114,8 @@ class Execution:
 
     def stop(self, reason: str) -> None:
         """Stop at the next ctx call: 'cancelled' or 'lost' (write nothing more), 'shutdown' (record what finishes)."""
-        if self.stop_reason is None:
-            self.stop_reason = reason
+        if _STOP_RANK[reason] <= _STOP_RANK.get(self.stop_reason or "", 99):
+            self.stop_reason = reason  # a run that is no longer ours outranks a graceful stop
         if not self.active:
             return
         if reason != "shutdown":
@@ -145,7 +149,7 @@ class Execution:
 
     def _lost(self) -> NoReturn:
         # The fence refused the write: the run was cancelled or taken over.
-        if self.stop_reason is None:
+        if self.stop_reason != "cancelled":
             self.stop_reason = "lost"
         raise _Stopped(self.stop_reason)
 

@@ -2,7 +2,9 @@
 
 The journal is $DURABLE_DB; each step appends `start RUN:STEP PID` and
 `done RUN:STEP PID` to $FLEET_LOG (O_APPEND: nothing written is lost to SIGKILL).
-A step named in $FLEET_BLOCK blocks forever once it has started.
+A step named in $FLEET_BLOCK blocks forever once it has started; one named in
+$FLEET_PAUSE (`RUN:STEP=SECONDS`) takes that long in this process. The
+App's lease is $FLEET_LEASE seconds (default 30).
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ import os
 
 import durable
 
-app = durable.App(poll_interval=0.05)  # `durable worker --concurrency N` sets its limit
+# `durable worker --concurrency N` sets its limit.
+app = durable.App(poll_interval=0.05, lease_seconds=float(os.environ.get("FLEET_LEASE", "30")))
 LOG = os.environ.get("FLEET_LOG", "fleet.log")
 BLOCK = os.environ.get("FLEET_BLOCK")
+PAUSE = dict(item.split("=") for item in os.environ.get("FLEET_PAUSE", "").split(",") if item)
 
 
 def note(line: str) -> None:
@@ -29,7 +33,7 @@ async def work(run_id: str, step: int, delay: float) -> int:
     note(f"start {run_id}:{step}")
     if BLOCK == f"{run_id}:{step}" or BLOCK == f"*:{step}":
         await asyncio.Event().wait()
-    await asyncio.sleep(delay)
+    await asyncio.sleep(float(PAUSE.get(f"{run_id}:{step}", delay)))
     note(f"done {run_id}:{step}")
     return step
 
@@ -40,6 +44,17 @@ async def chain(ctx: durable.Context, steps: int = 3, delay: float = 0.0) -> int
     for i in range(steps):
         total += await ctx.step(work, ctx.run_id, i, delay)
     return total
+
+
+async def whoami(run_id: str, step: int) -> int:
+    await work(run_id, step, 0.0)
+    return os.getpid()
+
+
+@app.workflow
+async def who(ctx: durable.Context, steps: int = 3) -> list[int]:
+    """Each step records the pid of the process that executed it."""
+    return [await ctx.step(whoami, ctx.run_id, i) for i in range(steps)]
 
 
 @app.workflow

@@ -17,8 +17,11 @@ import durable
 from helpers import HERE, eventually, make_app, wait_until
 
 
-def start_worker(db: str, log: Path, *, block: str | None = None, concurrency: int = 100) -> subprocess.Popen[str]:
-    env = dict(os.environ, DURABLE_DB=db, FLEET_LOG=str(log))
+def start_worker(
+    db: str, log: Path, *, block: str | None = None, concurrency: int = 100, **settings: str
+) -> subprocess.Popen[str]:
+    """`durable worker fleet:app`; settings are fleet.py's FLEET_* variables (pause="r:1=3", lease="1.5")."""
+    env = dict(os.environ, DURABLE_DB=db, FLEET_LOG=str(log), **{f"FLEET_{k.upper()}": v for k, v in settings.items()})
     if block:
         env["FLEET_BLOCK"] = block
     return subprocess.Popen(
@@ -220,3 +223,30 @@ async def test_claim_race_on_an_orphan_has_one_winner(db: str, tmp_path: Path) -
     resumed = [pid for k, pid in starts if k == "orphan:1" and pid != str(owner.pid)]
     assert len(resumed) == 1  # exactly one of the six took it
     assert collections.Counter(k for k, _ in starts) == {"orphan:0": 1, "orphan:1": 2, "orphan:2": 1}
+
+
+async def test_a_worker_stopped_past_its_lease_writes_nothing_into_the_run_another_took(db: str, tmp_path: Path) -> None:
+    # Same machine, same PID namespace: the stopped process is alive, so only its
+    # lease can tell; once it has expired another worker takes the run over.
+    log = tmp_path / "fleet.log"
+    async with make_app(db) as control:
+        await control.submit("who", steps=3, run_id="stale")
+        first = start_worker(db, log, pause="stale:1=3", lease="1.5")
+        wait_until(lambda: "stale:1" in {k for k, _ in entries(log, "start")}, what="step 1 to start")
+        first.send_signal(signal.SIGSTOP)
+        second = start_worker(db, log, lease="1.5")
+        try:
+            await eventually(lambda: all_completed(control, 1), timeout=30, what="the second worker to finish the run")
+            taken = await control.get_run("stale")
+        finally:
+            # The first worker wakes with its step in flight; a stop lets it finish
+            # (a graceful stop records what finishes), so it exits only after it
+            # has tried to go on with the run, or learnt that it lost it.
+            first.send_signal(signal.SIGCONT)
+            err_first, err_second = stop(first), stop(second)
+        after = await control.get_run("stale")
+    assert after == taken  # nothing written after the takeover
+    assert after.result == [first.pid, second.pid, second.pid]  # step 0 stands; 1 and 2 by the second worker
+    assert [s.value for s in after.steps] == [first.pid, second.pid, second.pid]
+    assert f"run stale ↻ who resumed: recovered from pid {first.pid}, whose lease expired" in err_second
+    assert "run stale ✋ who stopped: cancelled or taken over by another process" in err_first
