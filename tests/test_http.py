@@ -205,9 +205,8 @@ async def test_list_runs_filters(client: httpx.AsyncClient) -> None:
 
 async def test_get_a_run_with_its_journal(client: httpx.AsyncClient) -> None:
     run_id = await start(client, "order", args=["o-3"])
-    await pending(client, run_id)
-    run = (await client.get(f"/runs/{run_id}")).json()
-    assert run["status"] == "waiting"
+    await pending(client, run_id)  # the prompt is recorded a moment before the run parks on it
+    run = await status_becomes(client, run_id, "waiting")
     pack_record, ask_record = run["steps"]
     assert pack_record | {"started_at": None, "finished_at": None} == {
         "seq": 0, "kind": "step", "name": "pack", "status": "completed", "value": "packed o-3", "error": None,

@@ -49,6 +49,7 @@ CHANNEL = "durable"
 # blocks for as long as TCP retransmits).
 COMMAND_TIMEOUT_SECONDS = 10.0
 CONNECT_TIMEOUT_SECONDS = 10.0
+IDLE_IN_TRANSACTION_MS = 5000
 # Deadlocks and serialization failures are retried this many times before the batch fails.
 RETRIES = 5
 _UNAVAILABLE_CLASSES = ("08", "53", "57", "58")  # connection, resources (disk full), operator, system (I/O)
@@ -171,7 +172,12 @@ class PostgresStore:
 
     async def _writer_conn(self) -> Any:
         if self._writer is None or self._writer.is_closed():
-            settings = {"synchronous_commit": "off"} if self.durability == "normal" else {}
+            # A writer cut off mid-transaction would hold its row locks until the
+            # server noticed, and no other worker could take its runs: the server
+            # ends such a session on its own (our transactions never idle).
+            settings = {"idle_in_transaction_session_timeout": str(IDLE_IN_TRANSACTION_MS)}
+            if self.durability == "normal":
+                settings["synchronous_commit"] = "off"
             self._writer = await self._connect(**settings)
             self._writer_pid = self._writer.get_server_pid()
         return self._writer
