@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 from .codec import Codec, return_codec
 from .errors import DefinitionError, StepTimeout
+from .threads import run_in_thread
 
 __all__ = ["StepSpec", "run_attempts", "step", "step_spec"]
 
@@ -67,7 +68,9 @@ def step(
 class StepSpec:
     """Everything ctx.step needs to know about a step function, computed once."""
 
-    __slots__ = ("backoff_seconds", "codec", "is_async", "label", "name", "plain", "retries", "timeout", "__weakref__")
+    __slots__ = (
+        "backoff_seconds", "codec", "is_async", "label", "name", "plain", "retries", "threaded", "timeout", "__weakref__",
+    )  # fmt: skip
 
     def __init__(self, fn: Callable[..., Any]) -> None:
         target = fn.func if isinstance(fn, functools.partial) else fn
@@ -84,6 +87,8 @@ class StepSpec:
         self.label = f"the result of step {self.name!r}"  # names the value in an EncodingError
         # An async function tried once without a timeout: awaited directly.
         self.plain = self.is_async and self.retries == 0 and self.timeout is None and not isinstance(fn, functools.partial)
+        # A plain function tried once without a timeout: called in a thread that also commits its record.
+        self.threaded = not self.is_async and self.retries == 0 and self.timeout is None
 
 
 _specs: weakref.WeakKeyDictionary[Any, StepSpec] = weakref.WeakKeyDictionary()
@@ -113,7 +118,7 @@ async def _attempt(spec: StepSpec, fn: Callable[..., Any], args: tuple[Any, ...]
     if spec.is_async:
         result = fn(*args, **kwargs)
     else:
-        result = await asyncio.to_thread(fn, *args, **kwargs)
+        result = await run_in_thread(functools.partial(fn, *args, **kwargs) if kwargs else fn, *(() if kwargs else args))
     if inspect.isawaitable(result):
         result = await result
     return result

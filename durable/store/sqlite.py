@@ -419,6 +419,13 @@ class SQLiteStore:
     def append(self, fence: Fence, record: RecordRow) -> Any:
         return self._write(_append, (fence.run_id, *record, fence.owner, fence.epoch))
 
+    def append_now(self, fence: Fence, record: RecordRow) -> bool | None:
+        writer = self._writer
+        if writer is None:
+            return None
+        done, written = writer.write_now(_append, (fence.run_id, *record, fence.owner, fence.epoch))
+        return written if done else None
+
     def append_nowait(self, fence: Fence, record: RecordRow) -> None:
         if self._writer is None:
             raise RuntimeError("the store is closed")
