@@ -119,7 +119,7 @@ if str(ROOT) not in sys.path:
 import aiosqlite  # noqa: E402
 
 import durable  # noqa: E402
-from benchmarks import latency, peers, steps  # noqa: E402
+from benchmarks import latency, peers, pg, steps  # noqa: E402
 
 SCRIPT = Path(__file__).resolve()
 SYSTEMS = ["durable", "naive", "dbos", "langgraph"]
@@ -424,7 +424,9 @@ def add(samples: Samples, metric: str, system: str, durability: str, *values: fl
     samples.setdefault((metric, system, durability), []).extend(values)
 
 
-def items(sizes: Sizes, workers: dict[str, PeerWorker], pragmas: dict[str, list[Any]]) -> list[Item]:
+def items(
+    sizes: Sizes, workers: dict[str, PeerWorker], pragmas: dict[str, list[Any]], admin: str | None = None
+) -> list[Item]:
     z = sizes
 
     async def w1_durable(path: Path, d: str, rep: int, s: Samples) -> None:
@@ -441,6 +443,13 @@ def items(sizes: Sizes, workers: dict[str, PeerWorker], pragmas: dict[str, list[
             seconds = await steps.bench_naive(file, d, z.w1_steps)
             add(s, "W1", "naive", d, seconds / z.w1_steps * 1e6)
             add(s, "W7-bytes", "naive", d, db_bytes(file) / z.w1_steps)
+            remove_db(file)
+
+    async def w1_sync(path: Path, d: str, rep: int, s: Samples) -> None:
+        for i in range(z.w1_runs):
+            file = path.with_name(f"{path.stem}-{i}.db")
+            seconds = await steps.bench_w1(file, d, z.w1_steps, steps.w1_sync)
+            add(s, "W1-sync", "durable", d, seconds / z.w1_steps * 1e6)
             remove_db(file)
 
     async def w2_durable(path: Path, d: str, rep: int, s: Samples) -> None:
@@ -516,8 +525,47 @@ def items(sizes: Sizes, workers: dict[str, PeerWorker], pragmas: dict[str, list[
 
         return measure
 
+    def on_pg(system: str, workload: str) -> Callable[[Path, str, int, Samples], Awaitable[None]]:
+        """A PostgreSQL measure: a fresh database on the server for each."""
+
+        async def measure(path: Path, d: str, rep: int, s: Samples) -> None:
+            assert admin is not None
+            async with pg.fresh_database(admin, d) as url:
+                pragmas.setdefault(f"postgres/{d}", []).append(await pg.setting(url))
+                if workload == "PG-W1":
+                    if system == "durable":
+                        seconds = await steps.bench_w1(url, d, z.w1_steps, steps.w1)  # type: ignore[arg-type]
+                    elif system == "naive":
+                        seconds = await pg.naive_w1(url, z.w1_steps)
+                    else:
+                        seconds = (await workers[system].request("w1", path=url, durability=d, n=z.w1_steps))["seconds"]
+                    add(s, workload, system, d, seconds / z.w1_steps * 1e6)
+                elif workload == "PG-W2":
+                    if system == "durable":
+                        seconds = await steps.bench_w2(url, d, z.w2_runs, z.w2_steps)  # type: ignore[arg-type]
+                    elif system == "naive":
+                        seconds = await pg.naive_w2(url, z.w2_runs, z.w2_steps)
+                    else:
+                        got = await workers[system].request("w2", path=url, durability=d, runs=z.w2_runs, steps=z.w2_steps)
+                        seconds = got["seconds"]
+                    add(s, workload, system, d, z.w2_runs * z.w2_steps / seconds)
+                elif workload == "PG-W4":
+                    if system == "durable":
+                        ms = await durable_w4(url, d, z.w4_steps, z.w4_samples)  # type: ignore[arg-type]
+                    elif system == "naive":
+                        ms = await pg.naive_w4(url, z.w4_samples)
+                    else:
+                        ms = (await workers[system].request("w4", path=url, durability=d, samples=z.w4_peer_samples))["ms"]
+                    add(s, workload, system, d, *ms)
+                else:  # PG-W5
+                    for i in range(z.w5_crashes):
+                        run_id = f"crash-{d}-{rep}-{i}"
+                        add(s, workload, system, d, await latency.bench_crash_once(url, run_id, d))  # type: ignore[arg-type]
+
+        return measure
+
     out = [
-        Item("W1", "durable", w1_durable), Item("W1", "naive", w1_naive),
+        Item("W1", "durable", w1_durable), Item("W1", "naive", w1_naive), Item("W1-sync", "durable", w1_sync),
         Item("W2", "durable", w2_durable), Item("W2", "naive", w2_naive),
         Item("W3", "durable", w3_durable), Item("W3", "naive", w3_naive),
         Item("W4", "durable", w4_durable), Item("W4", "naive", w4_naive),
@@ -529,17 +577,29 @@ def items(sizes: Sizes, workers: dict[str, PeerWorker], pragmas: dict[str, list[
         out += [Item(w, system, peer(system, w.lower())) for w in ("W1", "W2", "W4")]
     if "langgraph" in workers:
         out.append(Item("W1-linear", "langgraph", peer("langgraph", "w1-linear")))
-    order = {"W1": 0, "W1-linear": 1, "W2": 2, "W3": 3, "W4": 4, "W5": 5, "W6-same": 6, "W6-other": 7, "W7": 8,
-             "W7-batched": 9}  # fmt: skip
+    if admin is not None:
+        for workload in ("PG-W1", "PG-W2", "PG-W4"):
+            out += [Item(workload, system, on_pg(system, workload)) for system in ("durable", "naive")]
+            if "dbos" in workers:
+                out.append(Item(workload, "dbos", on_pg("dbos", workload)))
+        out.append(Item("PG-W5", "durable", on_pg("durable", "PG-W5")))
+    order = {"W1": 0, "W1-sync": 1, "W1-linear": 2, "W2": 3, "W3": 4, "W4": 5, "W5": 6, "W6-same": 7, "W6-other": 8,
+             "W7": 9, "W7-batched": 10, "PG-W1": 11, "PG-W2": 12, "PG-W4": 13, "PG-W5": 14}  # fmt: skip
     return sorted(out, key=lambda it: (order[it.workload], SYSTEMS.index(it.system)))
 
 
 async def measure_all(
-    tmp: Path, sizes: Sizes, repeat: int, durabilities: list[str], workers: dict[str, PeerWorker], log: bool
+    tmp: Path,
+    sizes: Sizes,
+    repeat: int,
+    durabilities: list[str],
+    workers: dict[str, PeerWorker],
+    log: bool,
+    admin: str | None = None,
 ) -> tuple[Samples, dict[str, list[Any]]]:
     samples: Samples = {}
     pragmas: dict[str, list[Any]] = {}
-    loads = items(sizes, workers, pragmas)
+    loads = items(sizes, workers, pragmas, admin)
     order = [(it, d) for it in loads for d in durabilities]
     for rep in range(repeat):
         shift = rep * len(order) // repeat
@@ -622,6 +682,13 @@ def build_rows(samples: Samples, durabilities: list[str], sizes: Sizes) -> list[
              Goal("LangGraph/durable >= 15x", ratio(w1["langgraph"], w1["durable"]), 15, False, "x")],
             ".1f", "W1",
         ))  # fmt: skip
+        sync = fig("W1-sync")
+        if sync["durable"] is not None:
+            rows.append(Row(
+                f"W1   the same, plain-function steps", "µs/step", d, sync,
+                [Goal("durable(sync)/naive <= 1.15x", ratio(sync["durable"], w1["naive"]), 1.15, True, "x")],
+                ".1f", "W1",
+            ))  # fmt: skip
         linear = fig("W1-linear")
         if linear["langgraph"] is not None:
             rows.append(Row(
@@ -666,7 +733,28 @@ def build_rows(samples: Samples, durabilities: list[str], sizes: Sizes) -> list[
         batched = fig("W7-rssbatch")
         rows.append(Row(f"W7   RSS, runs started {z.w7_batch} at a time", "B/run", d, batched, [], ",.0f", "W7"))
         rows.append(Row("W7 journal bytes per step (W1 file)", "B/step", d, fig("W7-bytes"), [], ",.0f", "W7"))
+        rows += pg_rows(fig, d, z)
     return rows
+
+
+def pg_rows(fig: Callable[..., dict[str, float | None]], d: str, z: Sizes) -> list[Row]:
+    """The PostgreSQL rows of one durability: durable, the asyncpg floor and DBOS on the same server."""
+    w1 = fig("PG-W1")
+    if all(v is None for v in w1.values()):
+        return []
+    w2, w4, w5 = fig("PG-W2"), fig("PG-W4"), fig("PG-W5")
+    return [
+        Row(f"PG W1 {z.w1_steps:,} sequential steps", "µs/step", d, w1,
+            [Goal("DBOS/durable >= 10x", ratio(w1["dbos"], w1["durable"]), 10, False, "x"),
+             Goal("durable/naive (diagnostic)", ratio(w1["durable"], w1["naive"]), float("inf"), True, "x")],
+            ".1f", "PG-W1"),
+        Row(f"PG W2 {z.w2_runs:,} runs x {z.w2_steps} steps, concurrent", "steps/s", d, w2,
+            [Goal(">= 10,000 steps/s", w2["durable"], 10_000, False),
+             Goal("durable/DBOS >= 30x", ratio(w2["durable"], w2["dbos"]), 30, False, "x")],
+            ",.0f", "PG-W2"),
+        Row("PG W4 rerun of a completed run", "ms", d, w4, [], ".3f", "PG-W4"),
+        Row("PG W5 crash -> resumed, median", "ms", d, w5, [], ".1f", "PG-W5"),
+    ]  # fmt: skip
 
 
 def print_table(rows: list[Row]) -> None:
@@ -714,8 +802,10 @@ async def run(args: argparse.Namespace, sizes: Sizes, durabilities: list[str], p
             if not args.smoke:
                 warm = Path(tmp) / "warm-up"
                 warm.mkdir()
-                await measure_all(warm, WARM_SIZES, 1, durabilities, {}, log=False)
-            samples, pragmas = await measure_all(Path(tmp), sizes, args.repeat, durabilities, workers, not args.smoke)
+                await measure_all(warm, WARM_SIZES, 1, durabilities, {}, log=False, admin=args.admin)
+            samples, pragmas = await measure_all(
+                Path(tmp), sizes, args.repeat, durabilities, workers, not args.smoke, args.admin
+            )
         return {"samples": samples, "pragmas": pragmas, "versions": {n: w.versions for n, w in workers.items()}}
     finally:
         await asyncio.gather(*(w.close() for w in workers.values()), return_exceptions=True)
@@ -735,6 +825,11 @@ def main(argv: list[str] | None = None) -> int:
         help="tiny sizes and 1 repetition, peers only if installed: checks that everything runs (for CI)",
     )  # fmt: skip
     parser.add_argument("--no-peers", action="store_true", help="measure durable and the naive floor only")
+    parser.add_argument(
+        "--pg", default=pg.ADMIN, metavar="URL",
+        help=f"PostgreSQL server for the PG rows, as an admin URL (default {pg.ADMIN}); a fresh database per measure",
+    )  # fmt: skip
+    parser.add_argument("--no-pg", action="store_true", help="leave out the PostgreSQL rows")
     parser.add_argument("--rss-child", nargs=4, metavar=("DB", "DURABILITY", "RUNS", "BATCH"), help=argparse.SUPPRESS)
     parser.add_argument("--rss-floor", type=int, metavar="TASKS", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -760,6 +855,14 @@ def main(argv: list[str] | None = None) -> int:
                 peer_names.append(name)
             else:
                 notes.append(f"{peers.LABELS[name]} not installed: skipped (pip install -e '.[bench]')")
+
+    args.admin = None
+    if not args.no_pg:
+        reason = asyncio.run(pg.unavailable(args.pg))
+        if reason is None:
+            args.admin = args.pg
+        else:
+            notes.append(f"PostgreSQL rows skipped: {reason}")
 
     began = time.monotonic()
     measured = asyncio.run(run(args, sizes, durabilities, peer_names))
@@ -790,6 +893,15 @@ def main(argv: list[str] | None = None) -> int:
             modes = sorted({m for p in seen for m in p["journal_mode"]})
             levels = sorted({lv for p in seen for lv in p["synchronous"]})
             print(f"  read back at {d}: journal_mode={'/'.join(modes)} synchronous={'/'.join(levels)}")
+    if args.admin is not None:
+        print(
+            f"PostgreSQL: {pg.ADMIN if args.admin == pg.ADMIN else 'the --pg server'}, a fresh database per measure; "
+            "normal = synchronous_commit off, full = on (ALTER DATABASE; durable's writer sets it too); "
+            "naive = one autocommitted asyncpg INSERT per step (W2: a pool of 10 connections), one SELECT by key (W4)"
+        )
+        for d in durabilities:
+            seen = sorted(set(measured["pragmas"].get(f"postgres/{d}", [])))
+            print(f"  read back at {d}: synchronous_commit={'/'.join(seen)}")
     for note in notes:
         print(note)
     print()

@@ -13,6 +13,11 @@ other systems are measured.
 
 Configuration (the same text is printed by compare.py, see ``CONFIG``):
 
+DBOS Transact on PostgreSQL (compare.py's PG rows) runs the same way with
+``system_database_url`` the URL of a fresh database on the same server as
+durable's, whose ``synchronous_commit`` the harness has set for the
+durability (see benchmarks/pg.py); the connect listener reads it back.
+
 DBOS Transact, SQLite system database
     ``DBOS(config={"name": "durable-bench", "system_database_url":
     "sqlite:///<fresh file>", "log_level": "WARNING"})`` then ``DBOS.launch()``;
@@ -165,6 +170,10 @@ class _DBOSPeer:
                 dbapi_conn.execute(f"PRAGMA synchronous={self.synchronous}")
                 level = dbapi_conn.execute("PRAGMA synchronous").fetchone()[0]
                 self.seen.append((mode, SYNCHRONOUS_READ_BACK.get(level, str(level))))
+            elif hasattr(dbapi_conn, "execute"):  # psycopg 3, on PostgreSQL: the database's own setting
+                value = dbapi_conn.execute("SHOW synchronous_commit").fetchone()[0]
+                dbapi_conn.commit()
+                self.seen.append(("postgresql", f"synchronous_commit={value}"))
 
         @DBOS.step()
         def noop(i: int) -> int:
@@ -181,8 +190,10 @@ class _DBOSPeer:
         self.chain = chain
 
     def launch(self, path: str, durability: str) -> None:
+        """DBOS on a fresh SQLite file, or on a fresh PostgreSQL database given by its URL."""
         self.synchronous = SYNCHRONOUS[durability]
-        self.DBOS(config={"name": "durable-bench", "system_database_url": f"sqlite:///{path}", "log_level": "WARNING"})
+        url = path if path.startswith("postgresql://") else f"sqlite:///{path}"
+        self.DBOS(config={"name": "durable-bench", "system_database_url": url, "log_level": "WARNING"})
         self.DBOS.launch()
 
     def destroy(self) -> None:
@@ -208,7 +219,8 @@ class _DBOSPeer:
         finally:
             self.destroy()
         assert result == n
-        return {"seconds": elapsed, "bytes": db_bytes(path), "pragmas": self.pragmas()}
+        size = None if path.startswith("postgresql://") else db_bytes(path)
+        return {"seconds": elapsed, "bytes": size, "pragmas": self.pragmas()}
 
     def w2(self, path: str, durability: str, runs: int, steps: int) -> dict[str, Any]:
         self.launch(path, durability)

@@ -110,12 +110,14 @@ class PostgresStore:
         try:
             self._pool = await asyncpg.create_pool(
                 self._dsn,
-                min_size=1,
+                min_size=min(2, self._pool_size),  # the worker's reads and a caller's, from the start
                 max_size=self._pool_size,
                 timeout=CONNECT_TIMEOUT_SECONDS,
                 command_timeout=COMMAND_TIMEOUT_SECONDS,
                 statement_cache_size=self._statement_cache,
                 server_settings={"application_name": "durable"},
+                reset=_keep_session,
+                init=_warm,
             )
         except Exception as exc:
             raise self._classify(exc) from None
@@ -428,6 +430,22 @@ class PostgresStore:
                     conn.terminate()
             await asyncio.sleep(pause)
             pause = min(pause * 2, 5.0)
+
+
+async def _warm(conn: Any) -> None:
+    # A new server backend loads its catalog caches (the tables, their indexes)
+    # at its first statements, about a millisecond; and asyncpg prepares each
+    # statement at its first use. Both happen here, when the connection is made,
+    # rather than on a caller's first read.
+    await conn.fetch(f"SELECT {ops.RUN} FROM durable.runs WHERE run_id = $1", "")
+    await conn.fetch("SELECT seq, kind, name, status, value, error FROM durable.records WHERE run_id = $1 ORDER BY seq", "")
+
+
+async def _keep_session(conn: Any) -> None:
+    # The pool's connections only ever read: they set nothing, LISTEN to nothing and
+    # take no advisory lock, so the RESET ALL asyncpg sends at each release (a round
+    # trip per read) has nothing to reset.
+    pass
 
 
 def _fails_batch(exc: Any) -> bool:
