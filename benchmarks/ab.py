@@ -2,7 +2,8 @@
 
     python benchmarks/ab.py BASE [HEAD] [--repeat 5] [--durability normal|full]
 
-Each commit is checked out in a temporary git worktree. Every measurement
+Each commit is checked out in a temporary git worktree (``.`` names this
+working tree as it is, uncommitted changes included). Every measurement
 runs in a fresh child process that imports durable from one worktree and
 measures with this checkout's benchmarks/steps.py (which uses only the public
 API both commits share), so the two differ in the engine only. Measurements
@@ -56,7 +57,7 @@ def child(worktree: str, workload: str, durability: str, tmp: str) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("base")
+    parser.add_argument("base", nargs="?")
     parser.add_argument("head", nargs="?", default="HEAD")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--durability", choices=["normal", "full"], default="normal")
@@ -65,11 +66,16 @@ def main() -> int:
     if args.child:
         child(*args.child)
         return 0
+    if args.base is None:
+        parser.error("name the BASE commit to compare with")
     revs = {"base": args.base, "head": args.head}
     samples: dict[tuple[str, str], list[float]] = {(r, w): [] for r in revs for w in WORKLOADS}
     with tempfile.TemporaryDirectory(prefix="durable-ab-") as tmp:
         trees = {}
         for name, rev in revs.items():
+            if rev == ".":
+                trees[name] = str(ROOT)
+                continue
             trees[name] = str(Path(tmp) / name)
             subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", trees[name], rev], check=True,
                            capture_output=True)  # fmt: skip
@@ -89,11 +95,13 @@ def main() -> int:
                     print(f"  [{rep + 1}/{args.repeat}] {workload:<8} {name}: {got['value']:,.2f}", file=sys.stderr)
         finally:
             for tree in trees.values():
-                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", tree], capture_output=True)
+                if tree != str(ROOT):
+                    subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", tree], capture_output=True)
     base_id, head_id = (
+        "working tree" if r == "." else
         subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", r], capture_output=True, text=True).stdout.strip()
         for r in revs.values()
-    )
+    )  # fmt: skip
     print(f"\nSQLite A/B, durability {args.durability}, median of {args.repeat} (fresh process and file each)")
     print(f"{'workload':<10} {'unit':<8} {'base ' + base_id:>14} {'head ' + head_id:>14} {'head/base':>10}")
     for workload, unit in WORKLOADS.items():

@@ -55,7 +55,8 @@ class Engine:
         self.kick: Callable[[], None] = lambda: None  # wakes the worker (set by the App)
         self.saturated = False  # the worker found no room on its last pass
         self._executions: dict[str, Execution] = {}
-        self._starting: dict[str, asyncio.Future[None]] = {}  # runs being created or claimed here
+        # Runs being created or claimed here, with a future for whoever waits for that to end (made on demand).
+        self._starting: dict[str, asyncio.Future[None] | None] = {}
         self._claims: dict[asyncio.Task[Any], str] = {}  # answers claiming their run, adoptions after a cancelled start
         self._cancelled: set[str] = set()  # cancelled while this engine was claiming them: never launch
         self._stranded: set[str] = set()  # held here, executed nowhere: their release failed
@@ -99,7 +100,7 @@ class Engine:
     def _mark(self, run_id: str) -> bool:
         if run_id in self._starting:
             return False
-        self._starting[run_id] = asyncio.get_running_loop().create_future()
+        self._starting[run_id] = None
         return True
 
     def _unmark(self, run_id: str) -> None:
@@ -109,7 +110,10 @@ class Engine:
 
     async def _settled(self, run_id: str) -> None:
         """Wait until a start or claim of `run_id` in progress here has written what it writes."""
-        while (pending := self._starting.get(run_id)) is not None:
+        while run_id in self._starting:
+            pending = self._starting[run_id]
+            if pending is None:
+                pending = self._starting[run_id] = asyncio.get_running_loop().create_future()
             await asyncio.shield(pending)
 
     # --- starting and claiming ------------------------------------------------------
@@ -184,11 +188,8 @@ class Engine:
     async def claim_ready(self, dead_owners: list[str]) -> int:
         """Claim what this process may execute now (orphans first) and resume it; return how many."""
         room = self.room()
-        if self.closing:
-            return 0
-        if room == 0:
-            self.saturated = True  # a run ending here kicks the worker
-            return 0
+        if self.closing or room == 0:
+            return 0  # saturated stays as the last claim found it: only then are runs known to wait
         self.saturated = False
         claimed = await self.store.claim_ready(
             self.owner, list(self.workflows), dead_owners, room, self.lease_seconds, self.clock()
@@ -204,7 +205,7 @@ class Engine:
             for c in fresh:
                 self._unmark(c.run_id)
         if len(claimed) == room:
-            self.saturated = True
+            self.saturated = True  # more may wait: a run ending here kicks the worker
         return len(claimed)
 
     async def _resume_when_settled(self, claimed: Claimed, reason: str) -> None:

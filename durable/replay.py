@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import functools
-import inspect
 import logging
 import time
 from collections.abc import Callable
@@ -29,7 +28,6 @@ from .codec import Codec, encode, error_from_json, error_to_json
 from .context import Context
 from .errors import DuplicatePromptKey, EncodingError, NondeterminismError, NotInWorkflow, StoreUnavailable
 from .steps import run_attempts, step_spec
-from .threads import run_in_thread
 from .store.base import Fence, RecordRow, Recorded
 from .workflow import Workflow
 
@@ -189,73 +187,35 @@ class Execution:
         self._begin()
         try:
             started = self.clock()
-            recorded: RecordRow | None = None
-            written: bool | None = None
             if spec.plain:  # the common case, without the machinery of retries and timeouts
                 try:
                     attempts, value, exc = 1, await fn(*args, **kwargs), None
                 except Exception as failure:
                     attempts, value, exc = 1, None, failure
-            elif spec.threaded:  # a plain function: called, and usually recorded, in one thread hand-off
-                attempts = 1
-                try:
-                    value, exc, recorded, written = await run_in_thread(self._call_and_record, seq, spec, fn, args, kwargs, started)
-                except StoreUnavailable as fault:
-                    self._store_failed(fault)
-                if inspect.isawaitable(value):
-                    value = await value  # it returned an awaitable: its result is the step's
             else:
                 attempts, value, exc = await run_attempts(spec, fn, args, kwargs)
-            if self.stop_reason is not None and self.stop_reason != "shutdown" and written is None:
+            if self.stop_reason is not None and self.stop_reason != "shutdown":
                 raise _Stopped(self.stop_reason)  # the run is no longer ours to write into
             # A graceful stop records what it let finish: the next owner must not run it again.
-            if recorded is None:
-                if exc is None:
-                    blob, value = spec.codec.roundtrip(value, spec.label)
-                    error = None
-                else:
-                    blob, error = None, error_to_json(exc)
-                recorded = RecordRow(
-                    seq, "step", spec.name, "failed" if exc else "completed", blob, error,
-                    attempts, started, self.clock(), None, None,
-                )  # fmt: skip
-            if written is None:
-                written = await self._write(self.store.append(self.fence, recorded))
+            if exc is None:
+                blob, value = spec.codec.roundtrip(value, spec.label)
+                error = None
+            else:
+                blob, error = None, error_to_json(exc)
+            record = RecordRow(
+                seq, "step", spec.name, "failed" if exc else "completed", blob, error, attempts, started, self.clock(), None, None
+            )  # fmt: skip
+            try:
+                written = await self.store.append(self.fence, record)
+            except StoreUnavailable as fault:
+                self._store_failed(fault)
             if not written:
                 self._lost()
             if exc is not None:
-                raise error_from_json(recorded.error, spec.name) from exc  # type: ignore[arg-type]
+                raise error_from_json(error, spec.name) from exc  # type: ignore[arg-type]
             return value
         finally:
             self._end()
-
-    def _call_and_record(
-        self, seq: int, spec: Any, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], started: float
-    ) -> tuple[Any, Exception | None, RecordRow | None, bool | None]:
-        """In a worker thread: call a plain step function, then commit its record from there if the store can.
-
-        Returns (value, error, the record, whether it was written); the last two
-        are None when the record is left to the event loop (an awaitable came
-        back, the value cannot be stored, or the store cannot write from here).
-        """
-        try:
-            value, exc = fn(*args, **kwargs), None
-        except Exception as failure:
-            value, exc = None, failure
-        if exc is None:
-            if inspect.isawaitable(value):
-                return value, None, None, None
-            try:
-                blob, value = spec.codec.roundtrip(value, spec.label)
-            except EncodingError:
-                return value, None, None, None  # raised again on the loop, to the workflow
-            error = None
-        else:
-            blob, error = None, error_to_json(exc)
-        record = RecordRow(
-            seq, "step", spec.name, "failed" if exc else "completed", blob, error, 1, started, self.clock(), None, None
-        )  # fmt: skip
-        return value, exc, record, self.store.append_now(self.fence, record)
 
     async def sleep(self, seq: int, seconds: float | dt.timedelta) -> None:
         self._check("sleep")

@@ -68,9 +68,7 @@ def step(
 class StepSpec:
     """Everything ctx.step needs to know about a step function, computed once."""
 
-    __slots__ = (
-        "backoff_seconds", "codec", "is_async", "label", "name", "plain", "retries", "threaded", "timeout", "__weakref__",
-    )  # fmt: skip
+    __slots__ = ("backoff_seconds", "codec", "is_async", "label", "name", "plain", "retries", "timeout", "__weakref__")
 
     def __init__(self, fn: Callable[..., Any]) -> None:
         target = fn.func if isinstance(fn, functools.partial) else fn
@@ -87,8 +85,6 @@ class StepSpec:
         self.label = f"the result of step {self.name!r}"  # names the value in an EncodingError
         # An async function tried once without a timeout: awaited directly.
         self.plain = self.is_async and self.retries == 0 and self.timeout is None and not isinstance(fn, functools.partial)
-        # A plain function tried once without a timeout: called in a thread that also commits its record.
-        self.threaded = not self.is_async and self.retries == 0 and self.timeout is None
 
 
 _specs: weakref.WeakKeyDictionary[Any, StepSpec] = weakref.WeakKeyDictionary()

@@ -191,14 +191,6 @@ class Store(Protocol):
         """Add a record; False if the fence no longer holds (nothing written)."""
         ...
 
-    def append_now(self, fence: Fence, record: RecordRow) -> bool | None:
-        """Add a record from any thread, at once, if the store can (else None: call `append`).
-
-        May raise StoreUnavailable. SQLite can when its writer is idle; it lets a
-        plain-function step commit its record from the thread it ran in.
-        """
-        ...
-
     def append_nowait(self, fence: Fence, record: RecordRow) -> None:
         """Add a record without waiting; writes made later commit after it."""
         ...

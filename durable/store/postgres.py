@@ -289,9 +289,6 @@ class PostgresStore:
     def append(self, fence: Fence, record: RecordRow) -> Any:
         return self._write(ops.append, (fence.run_id, *record, fence.owner, fence.epoch))
 
-    def append_now(self, fence: Fence, record: RecordRow) -> bool | None:
-        return None  # the driver lives on the event loop: no write from another thread
-
     def append_nowait(self, fence: Fence, record: RecordRow) -> None:
         self._batcher.submit_nowait(ops.append, (fence.run_id, *record, fence.owner, fence.epoch))
 

@@ -103,17 +103,21 @@ def _claim(
     return None if row is None else Claimed(run_id, row[0], row[1], row[2], status, owner, None)
 
 
+_CLAIMABLE = (
+    "workflow IN (SELECT value FROM json_each(:workflows)) AND ("
+    f" (status = 'running' AND owner IS NOT :me AND (lease_until IS NULL OR lease_until < {_NOW}"
+    "  OR owner IN (SELECT value FROM json_each(:dead))))"
+    " OR status = 'pending' OR (status = 'sleeping' AND wake_at <= :now))"
+)
+
+
 def _claim_ready(
     conn: sqlite3.Connection, claimant: str, workflows: str, dead: str, limit: int, lease: float, now: float
 ) -> list[Claimed]:
     # Read and update in one transaction: the writer holds SQLite's write lock
     # throughout, so no other process can claim these rows in between.
     rows = conn.execute(
-        "SELECT run_id, workflow, args, epoch, status, owner, ready FROM runs"
-        " WHERE workflow IN (SELECT value FROM json_each(:workflows)) AND ("
-        "  (status = 'running' AND owner IS NOT :me AND (lease_until IS NULL OR lease_until < " + _NOW + ""
-        "   OR owner IN (SELECT value FROM json_each(:dead))))"
-        "  OR status = 'pending' OR (status = 'sleeping' AND wake_at <= :now))"
+        f"SELECT run_id, workflow, args, epoch, status, owner, ready FROM runs WHERE {_CLAIMABLE}"
         # Orphans first (already started, maybe holding resources), new submissions last.
         " ORDER BY CASE WHEN status = 'running' THEN 0 WHEN ready IS 'submitted' THEN 2 ELSE 1 END, updated_at"
         " LIMIT :limit",
@@ -406,9 +410,19 @@ class SQLiteStore:
     ) -> list[Claimed]:
         if limit <= 0 or not workflows:
             return []
-        return await self._write(
-            _claim_ready, claimant, json.dumps(list(workflows)), json.dumps(list(dead_owners)), limit, lease_seconds, now
-        )
+        names, dead = json.dumps(list(workflows)), json.dumps(list(dead_owners))
+        # Look before taking the write lock: most passes find nothing to claim, and a
+        # write queued behind them would hold back this process's direct commits.
+        if self._reader is None:
+            raise RuntimeError("the store is closed")
+        probe = {"workflows": names, "me": claimant, "dead": dead, "now": now}
+        try:
+            async with self._reader.execute(f"SELECT 1 FROM runs WHERE {_CLAIMABLE} LIMIT 1", probe) as cursor:
+                if await cursor.fetchone() is None:
+                    return []
+        except sqlite3.Error as exc:
+            raise self._classify(exc) from None
+        return await self._write(_claim_ready, claimant, names, dead, limit, lease_seconds, now)
 
     async def renew(self, owner: str, lease_seconds: float) -> dict[str, int]:
         return await self._write(_renew, owner, lease_seconds)
@@ -417,14 +431,10 @@ class SQLiteStore:
         return await self._write(_release, owner, run_id, now)
 
     def append(self, fence: Fence, record: RecordRow) -> Any:
-        return self._write(_append, (fence.run_id, *record, fence.owner, fence.epoch))
-
-    def append_now(self, fence: Fence, record: RecordRow) -> bool | None:
         writer = self._writer
         if writer is None:
-            return None
-        done, written = writer.write_now(_append, (fence.run_id, *record, fence.owner, fence.epoch))
-        return written if done else None
+            raise RuntimeError("the store is closed")
+        return writer.submit(_append, (fence.run_id, *record, fence.owner, fence.epoch))
 
     def append_nowait(self, fence: Fence, record: RecordRow) -> None:
         if self._writer is None:

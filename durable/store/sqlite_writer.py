@@ -139,32 +139,6 @@ class Writer:
             fut.set_result(result)
         return True
 
-    def write_now(self, op: Op, *args: Any) -> tuple[bool, Any]:
-        """Apply a one-statement `op` from any thread if nothing is queued and the file is free: (True, result).
-
-        (False, None) when it cannot be done at once: the caller submits it. A
-        plain-function step commits its record this way from the thread it ran
-        in, so the whole step costs one thread hand-off, like one aiosqlite call.
-        """
-        if not self._inline or self._submitted != self._applied or not self._lock.acquire(blocking=False):
-            return False, None
-        try:
-            conn = self._conn
-            if conn is None or self._submitted != self._applied:
-                return False, None
-            try:
-                result = op(conn, *args)
-            except sqlite3.OperationalError as exc:
-                if is_busy(exc):
-                    return False, None
-                raise self._classify(exc) from None
-            except Exception as exc:
-                raise self._classify(exc) from None
-            self._count_writes(1)
-            return True, result
-        finally:
-            self._lock.release()
-
     def read_now(self, op: Op, *args: Any) -> tuple[bool, Any]:
         """Run a read-only `op(conn, *args)` from this thread if the writer is idle: (True, result).
 
