@@ -939,13 +939,13 @@ def workloads_json(rows: list[Row], samples: Samples, durabilities: list[str]) -
     """{"W1": {"rows": [...], "samples": {metric: {durability: {system: [...]}}}}, ..., "W7": ...}."""
     out: dict[str, Any] = {f"W{i}": {"rows": [], "samples": {}} for i in range(1, 8)}
     for row in rows:
-        out[row.key]["rows"].append({
+        out.setdefault(row.key, {"rows": [], "samples": {}})["rows"].append({
             "label": row.label, "unit": row.unit, "durability": row.durability, "median_or_stat": row.figures,
             "goals": [{"goal": g.text, "actual": g.actual, "limit": g.limit, "met": g.met} for g in row.goals],
         })  # fmt: skip
     for (metric, system, d), values in samples.items():
-        key = metric.split("-")[0]
-        out[key]["samples"].setdefault(metric, {}).setdefault(d, {})[system] = values
+        key = "-".join(metric.split("-")[:2]) if metric.startswith("PG-") else metric.split("-")[0]
+        out.setdefault(key, {"rows": [], "samples": {}})["samples"].setdefault(metric, {}).setdefault(d, {})[system] = values
     return out
 
 
