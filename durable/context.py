@@ -6,6 +6,8 @@ import datetime as dt
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from .steps import step_spec
+
 if TYPE_CHECKING:
     from .replay import Execution
 
@@ -19,7 +21,9 @@ class Context:
 
     Every call is journaled under the next ``seq``, taken when the method is
     called (not when it is awaited), so ``asyncio.gather(ctx.step(a), ctx.step(b))``
-    replays the same way every time.
+    replays the same way every time. On replay the call is matched against its
+    record at that moment too: a mismatch raises at the call, before anything
+    after it starts.
     """
 
     __slots__ = ("_ex",)
@@ -51,12 +55,13 @@ class Context:
             a, b = await asyncio.gather(ctx.step(price, a_id), ctx.step(price, b_id))
         """
         ex = self._ex
-        return ex.step(ex.take_seq(), fn, args, kwargs)
+        spec = step_spec(fn)
+        return ex.step(ex.take("step", spec.name), spec, fn, args, kwargs)
 
     def sleep(self, seconds: float | dt.timedelta) -> Awaitable[None]:
         """Wait durably: the wake-up time is recorded, so after a restart only the remainder is waited."""
         ex = self._ex
-        return ex.sleep(ex.take_seq(), seconds)
+        return ex.sleep(ex.take("sleep", "sleep"), seconds)
 
     def ask(self, question: str, *, type: Any = str, key: str | None = None) -> Awaitable[Any]:
         """Ask a person; wait (unloaded, holding no memory) until an answer is recorded.
@@ -73,13 +78,15 @@ class Context:
         Example:
             ok = await ctx.ask(f"Approve order {order_id}?", type=bool, key="approve")
         """
+        if key is not None and (not isinstance(key, str) or not key):
+            raise TypeError(f"ctx.ask(key=...) takes a non-empty string, not {key!r}.")
         ex = self._ex
-        return ex.ask(ex.take_seq(), question, type, key)
+        return ex.ask(ex.take("ask", key), question, type, key)
 
     def now(self) -> dt.datetime:
         """The current UTC time, recorded on first execution and identical on replay."""
         ex = self._ex
-        return ex.now(ex.take_seq())
+        return ex.now(ex.take("now", "now"))
 
     def __repr__(self) -> str:
         return f"<Context run_id={self.run_id!r} workflow={self.workflow!r}>"

@@ -10,6 +10,7 @@
     ├── RunCancelled            the run was cancelled
     ├── RunAlreadyFinished      the run ended, so it cannot be cancelled
     ├── NondeterminismError     replay met a different call than the one recorded
+    │   └── SignatureChanged    a run's recorded arguments no longer fit its workflow
     ├── StepFailed              a step's recorded error whose type cannot be rebuilt
     ├── StepTimeout             a step attempt ran longer than its timeout
     ├── NotInWorkflow           a Context was used outside its running workflow
@@ -46,6 +47,7 @@ __all__ = [
     "RunCancelled",
     "RunIdInUse",
     "RunNotFound",
+    "SignatureChanged",
     "StepFailed",
     "StepTimeout",
     "StoreUnavailable",
@@ -182,6 +184,22 @@ class NondeterminismError(DurableError):
             f"but the workflow now called {self.called}. The workflow code changed or is not "
             "deterministic; the journal is untouched and the run is blocked. Restore the old "
             "order of ctx calls (or branch on data, not on time or randomness), then run it again."
+        )
+
+
+class SignatureChanged(NondeterminismError):
+    """A run's recorded arguments no longer bind to its workflow's parameters: the code changed."""
+
+    def __init__(self, run_id: str, workflow: str, reason: str) -> None:
+        DurableError.__init__(self, run_id, workflow, reason)
+        self.run_id, self.workflow, self.reason = run_id, workflow, reason
+        self.seq, self.recorded, self.called = -1, "the run's arguments", "a new signature"
+
+    def describe(self) -> str:
+        return (
+            f"Run {self.run_id!r} was started with arguments that no longer fit workflow {self.workflow!r}: "
+            f"{self.reason}. Its parameters changed since; the run is blocked and its journal untouched. "
+            "Restore the old parameters (or give new ones defaults), then run it again."
         )
 
 

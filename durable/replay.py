@@ -26,8 +26,15 @@ import pydantic
 
 from .codec import Codec, encode, error_from_json, error_to_json
 from .context import Context
-from .errors import DuplicatePromptKey, EncodingError, NondeterminismError, NotInWorkflow, StoreUnavailable
-from .steps import run_attempts, step_spec
+from .errors import (
+    DuplicatePromptKey,
+    EncodingError,
+    NondeterminismError,
+    NotInWorkflow,
+    SignatureChanged,
+    StoreUnavailable,
+)
+from .steps import StepSpec, run_attempts
 from .store.base import Fence, RecordRow, Recorded
 from .workflow import Workflow
 
@@ -125,9 +132,25 @@ class Execution:
 
     # --- ctx calls ---------------------------------------------------------
 
-    def take_seq(self) -> int:
+    def take(self, kind: str, name: str | None = None) -> int:
+        """Take the next seq for a ctx call and match it against its record now, when it is called.
+
+        A mismatch found at the call (not when it is awaited) means no call made
+        after it, in this branch or another of a gather, ever starts. `name` None
+        is a prompt's default key, ``ask-<seq>``.
+        """
+        self._check(kind)
         seq = self.next_seq
         self.next_seq = seq + 1
+        record = self.recorded.get(seq)
+        if record is not None:
+            if name is None:
+                name = f"ask-{seq}"
+            if record.kind != kind or record.name != name:
+                self.violation = NondeterminismError(
+                    self.run_id, seq, f"{record.kind} {record.name!r}", f"{kind} {name!r}"
+                )
+                raise self.violation
         return seq
 
     def _check(self, call: str) -> None:
@@ -139,13 +162,6 @@ class Execution:
             raise _Stopped(self.stop_reason)
         if self.suspending:
             raise _Suspended
-
-    def _expect(self, seq: int, record: Recorded, kind: str, name: str) -> None:
-        if record.kind != kind or record.name != name:
-            self.violation = NondeterminismError(
-                self.run_id, seq, f"{record.kind} {record.name!r}", f"{kind} {name!r}"
-            )
-            raise self.violation
 
     def _lost(self) -> NoReturn:
         # The fence refused the write: the run was cancelled or taken over.
@@ -175,12 +191,12 @@ class Execution:
         if not self.inflight and self._settled is not None and not self._settled.done():
             self._settled.set_result(None)
 
-    async def step(self, seq: int, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    async def step(
+        self, seq: int, spec: StepSpec, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
         self._check("step")
-        spec = step_spec(fn)
         record = self.recorded.get(seq)
-        if record is not None:
-            self._expect(seq, record, "step", spec.name)
+        if record is not None:  # matched when the call was made
             if record.status == "completed":
                 return spec.codec.decode(record.value, spec.label)  # type: ignore[arg-type]
             raise error_from_json(record.error, spec.name)  # type: ignore[arg-type]
@@ -196,6 +212,8 @@ class Execution:
                 attempts, value, exc = await run_attempts(spec, fn, args, kwargs)
             if self.stop_reason is not None and self.stop_reason != "shutdown":
                 raise _Stopped(self.stop_reason)  # the run is no longer ours to write into
+            if self.violation is not None:
+                raise self.violation  # another branch met a mismatch: the journal stays as it was
             # A graceful stop records what it let finish: the next owner must not run it again.
             if exc is None:
                 blob, value = spec.codec.roundtrip(value, spec.label)
@@ -225,7 +243,6 @@ class Execution:
             raise TypeError(f"ctx.sleep takes seconds (a number) or a timedelta, not {seconds!r}.")
         record = self.recorded.get(seq)
         if record is not None:
-            self._expect(seq, record, "sleep", "sleep")
             wake_at = _DATETIME.decode(record.value, "a recorded wake-up time").timestamp()  # type: ignore[arg-type]
         else:
             now = self.clock()
@@ -254,8 +271,6 @@ class Execution:
         self._check("ask")
         if key is None:
             key = f"ask-{seq}"
-        elif not isinstance(key, str) or not key:
-            raise TypeError(f"ctx.ask(key=...) takes a non-empty string, not {key!r}.")
         if not isinstance(question, str):
             raise TypeError(f"ctx.ask takes the question as a string, not {question!r}.")
         if self.keys is None:
@@ -266,7 +281,6 @@ class Execution:
         adapter = _adapter(tp)
         record = self.recorded.get(seq)
         if record is not None:
-            self._expect(seq, record, "ask", key)
             if record.status == "answered":
                 try:
                     return adapter.validate_json(record.value)  # type: ignore[arg-type]
@@ -305,10 +319,8 @@ class Execution:
             self._lost()
 
     def now(self, seq: int) -> dt.datetime:
-        self._check("now")
         record = self.recorded.get(seq)
         if record is not None:
-            self._expect(seq, record, "now", "now")
             return _DATETIME.decode(record.value, "a recorded time")  # type: ignore[arg-type]
         ts = self.clock()
         blob, value = _DATETIME.roundtrip(dt.datetime.fromtimestamp(ts, _UTC), "the current time")
@@ -325,7 +337,12 @@ class Execution:
         outcome: str
         value: Any = None
         try:
-            args, kwargs = self.decoded or self.workflow.decode_args(self.args)
+            try:
+                args, kwargs = self.decoded or self.workflow.decode_args(self.args)
+            except (TypeError, EncodingError) as exc:
+                # The recorded arguments no longer fit: the code changed, as with a mismatch.
+                self.violation = SignatureChanged(self.run_id, self.workflow.name, str(exc))
+                raise self.violation from None
             self.decoded = None
             value = await self.workflow.fn(Context(self), *args, **kwargs)
             outcome = "completed"
@@ -344,6 +361,8 @@ class Execution:
                 self._settled = asyncio.get_running_loop().create_future()
                 await self._settled
             self.active = False
+            if outcome in ("completed", "failed") and self.violation is None:
+                self._check_all_reached(outcome)
             await self._record_outcome(outcome, value)
         except BaseException as exc:
             self.error = self.error or exc
@@ -351,6 +370,16 @@ class Execution:
         finally:
             self.active = False
             self._log(time.perf_counter() - started)
+
+    def _check_all_reached(self, outcome: str) -> None:
+        """A run that ends before calls it once recorded has dropped them: the code changed."""
+        unreached = [seq for seq in self.recorded if seq >= self.next_seq]
+        if unreached:
+            record = self.recorded[min(unreached)]
+            ended = "returned" if outcome == "completed" else "raised"
+            self.violation = NondeterminismError(
+                self.run_id, record.seq, f"{record.kind} {record.name!r}", f"nothing: the workflow {ended} before it"
+            )
 
     def _log(self, elapsed: float) -> None:
         run, name, status = self.run_id, self.workflow.name, self.status

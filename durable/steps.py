@@ -57,9 +57,23 @@ def step(
     def decorate(fn: F) -> F:
         if not callable(fn):
             raise DefinitionError(f"@durable.step decorates a function, not {fn!r}.")
-        fn.__durable_step__ = options  # type: ignore[attr-defined]
-        if hasattr(fn, "__dict__"):
-            vars(fn).pop("__durable_spec__", None)  # options changed: a cached spec is stale
+        # A bound method keeps no attributes of its own: its function carries them
+        # (as when the method's definition is decorated), for every instance.
+        holder = fn.__func__ if inspect.ismethod(fn) else fn
+        try:
+            holder.__durable_step__ = options  # type: ignore[attr-defined]
+        except (AttributeError, TypeError):
+            raise DefinitionError(
+                f"@durable.step cannot set options on {fn!r}: it takes no attributes. "
+                "Decorate the function it calls, or wrap it in a plain function."
+            ) from None
+        for obj in (fn, holder):
+            if hasattr(obj, "__dict__"):
+                vars(obj).pop("__durable_spec__", None)  # options changed: a cached spec is stale
+        try:
+            _specs.pop(holder, None)
+        except TypeError:
+            pass  # not weakly referable, so never cached there
         return fn
 
     return decorate if fn is None else decorate(fn)
@@ -72,7 +86,8 @@ class StepSpec:
 
     def __init__(self, fn: Callable[..., Any]) -> None:
         target = fn.func if isinstance(fn, functools.partial) else fn
-        options: StepOptions | None = getattr(target, "__durable_step__", None)
+        # Options set on a partial or a callable object are its own; else those of what it calls.
+        options: StepOptions | None = getattr(fn, "__durable_step__", None) or getattr(target, "__durable_step__", None)
         default_name = getattr(target, "__qualname__", None) or type(target).__qualname__
         self.name = (options.name if options and options.name else None) or default_name
         self.retries = options.retries if options else 0
@@ -133,11 +148,16 @@ async def run_attempts(
             deadline = asyncio.timeout(spec.timeout)
             try:
                 async with deadline:
-                    return attempts, await _attempt(spec, fn, args, kwargs), None
+                    result = await _attempt(spec, fn, args, kwargs)
             except TimeoutError:
                 if deadline.expired():
                     raise StepTimeout(spec.name, spec.timeout) from None
                 raise
+            if deadline.expired():
+                # It caught its cancellation and returned anyway: a timed-out attempt
+                # is a timeout, whatever the function did after it.
+                raise StepTimeout(spec.name, spec.timeout)
+            return attempts, result, None
         except Exception as exc:
             if attempts > spec.retries:
                 return attempts, None, exc

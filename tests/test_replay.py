@@ -281,3 +281,112 @@ async def test_context_used_after_its_run_ended_is_refused(app: durable.App) -> 
         with pytest.raises(durable.NotInWorkflow):
             kept[0].now()
     assert kept[0].run_id == "r" and kept[0].workflow == "wf"
+
+
+# --- edge paths of replay (each of these once went wrong) --------------------------------------------
+
+
+def versioned(db: str, calls: list[str], body: str) -> durable.App:
+    """An App whose workflow 'wf' does one of several things, as code that changed between deploys would."""
+    app = make_app(db)
+
+    def step_a() -> str:
+        calls.append("a")
+        return "a"
+
+    def step_b() -> str:
+        calls.append("b")
+        return "b"
+
+    def step_c() -> str:
+        calls.append("c")
+        return "c"
+
+    async def park(ctx: durable.Context) -> bool:
+        return await ctx.ask("go on?", type=bool, key="go")
+
+    @app.workflow
+    async def wf(ctx: durable.Context) -> str:
+        if body == "v1":
+            await ctx.step(step_a)
+            await park(ctx)
+            return "v1"
+        if body == "v1-longer":
+            await ctx.step(step_a)
+            await ctx.step(step_b)
+            await park(ctx)
+            return "v1"
+        if body == "mismatch-then-other-branch":
+            # The call at seq 0 now differs, and is not awaited yet; the prompt at seq 1
+            # matches; the step at seq 2 has no record: it would run live.
+            changed = ctx.step(step_c)
+            asked = ctx.ask("go on?", type=bool, key="go")
+            await ctx.step(step_c)
+            await asyncio.gather(changed, asked)
+            return "v2"
+        if body == "dropped-end":
+            await ctx.step(step_a)
+            return "short"
+        raise AssertionError(body)
+
+    return app
+
+
+async def test_no_call_made_after_a_mismatch_runs_or_is_recorded(db: str) -> None:
+    calls: list[str] = []
+    async with versioned(db, calls, "v1") as v1:
+        await v1.start("wf", run_id="r")
+        await eventually(lambda: _status_is(v1, "r", "waiting"), what="the run to wait")
+    before = records(db, "r")
+    async with versioned(db, calls, "mismatch-then-other-branch") as v2:
+        with pytest.raises(durable.NondeterminismError, match=r"seq 0: the journal recorded step '.*step_a'"):
+            await v2.run("wf", run_id="r")
+        assert (await v2.get_run("r")).status == "blocked"
+    assert calls == ["a"]  # v1's step only: nothing of the new code ran
+    assert records(db, "r") == before
+
+
+async def test_a_run_that_ends_before_its_recorded_calls_is_blocked(db: str) -> None:
+    calls: list[str] = []
+    async with versioned(db, calls, "v1-longer") as v1:
+        await v1.start("wf", run_id="r")
+        await eventually(lambda: _status_is(v1, "r", "waiting"), what="the run to wait")
+    async with versioned(db, calls, "dropped-end") as v2:
+        with pytest.raises(
+            durable.NondeterminismError,
+            match=r"seq 1: the journal recorded step '.*step_b' but the workflow now called nothing: the workflow returned",
+        ):
+            await v2.run("wf", run_id="r")
+        run = await v2.get_run("r")
+    assert run.status == "blocked" and run.result is None
+    assert calls == ["a", "b"]
+
+
+async def test_a_changed_signature_blocks_the_run(db: str) -> None:
+    v1 = make_app(db)
+
+    @v1.workflow(name="greet")
+    async def greet_v1(ctx: durable.Context, name: str) -> str:
+        await ctx.ask("go?", type=bool, key="go")
+        return f"hello {name}"
+
+    async with v1:
+        await v1.start("greet", "ada", run_id="r")
+        await eventually(lambda: _status_is(v1, "r", "waiting"), what="the run to wait")
+
+    v2 = make_app(db)
+
+    @v2.workflow(name="greet")
+    async def greet_v2(ctx: durable.Context, first: str, last: str) -> str:
+        return f"hello {first} {last}"
+
+    async with v2:
+        with pytest.raises(durable.SignatureChanged, match=r"no longer fit workflow 'greet'.*missing a required argument"):
+            await v2.run("greet", "ada", "lovelace", run_id="r")
+        run = await v2.get_run("r")
+    assert run.status == "blocked"
+    assert run.error is not None and run.error["type"] == "durable.errors:SignatureChanged"
+
+
+async def _status_is(app: durable.App, run_id: str, status: str) -> bool:
+    return (await app.status(run_id)) == status

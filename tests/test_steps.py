@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 
 import pytest
@@ -242,3 +243,71 @@ async def test_redecorating_a_step_takes_its_new_options(app: durable.App) -> No
             await app.run(wf, run_id="before")
         durable.step(retries=1, backoff_seconds=0)(flaky)
         assert await app.run(wf, run_id="after") == "even attempt"
+
+
+# --- options on any callable, and a timeout that the step tries to ignore -----------------------------
+
+
+class Charger:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def __call__(self, amount: int) -> int:
+        self.calls += 1
+        if self.calls < 3:
+            raise ConnectionError("flaky")
+        return amount
+
+    async def charge(self, amount: int) -> int:
+        return await self(amount)
+
+
+async def flaky_charge(counter: list[int], amount: int) -> int:
+    counter.append(amount)
+    if len(counter) < 3:
+        raise ConnectionError("flaky")
+    return amount
+
+
+async def test_step_options_hold_on_partials_bound_methods_and_callable_objects(app: durable.App) -> None:
+    counter: list[int] = []
+    partial = durable.step(retries=2, backoff_seconds=0, name="charge-partial")(functools.partial(flaky_charge, counter))
+    charger = durable.step(retries=2, backoff_seconds=0, name="charge-object")(Charger())
+    bound = Charger()
+    durable.step(retries=2, backoff_seconds=0, name="charge-method")(bound.charge)
+
+    @app.workflow
+    async def wf(ctx: durable.Context) -> list[int]:
+        return [await ctx.step(partial, 1), await ctx.step(charger, 2), await ctx.step(bound.charge, 3)]
+
+    async with app:
+        assert await app.run(wf, run_id="r") == [1, 2, 3]
+        steps = (await app.get_run("r")).steps
+    assert [(s.name, s.attempts) for s in steps] == [("charge-partial", 3), ("charge-object", 3), ("charge-method", 3)]
+
+
+def test_a_callable_that_takes_no_options_is_refused_when_decorated() -> None:
+    with pytest.raises(durable.DefinitionError, match="cannot set options on .* takes no attributes"):
+        durable.step(retries=1)(len)
+
+
+async def test_a_step_that_swallows_its_cancellation_at_the_timeout_still_timed_out(app: durable.App) -> None:
+    @durable.step(timeout=0.05)
+    async def stubborn() -> str:
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            return "finished anyway"  # ignores the cancellation
+        return "finished"
+
+    @app.workflow
+    async def wf(ctx: durable.Context) -> str:
+        try:
+            return await ctx.step(stubborn)
+        except durable.StepTimeout as exc:
+            return f"timed out: {exc.step.rsplit('.', 1)[-1]}"
+
+    async with app:
+        assert await app.run(wf, run_id="r") == "timed out: stubborn"
+        (record,) = (await app.get_run("r")).steps
+    assert record.status == "failed" and record.error is not None and "StepTimeout" in record.error["type"]
