@@ -79,15 +79,31 @@ class Batcher:
         self._queue: collections.deque[Item] = collections.deque()
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
+        self._busy = False  # a batch, or a direct write, holds the store
         self._closing = False
 
     def start(self) -> None:
         self._wake = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name="durable store writer")
 
-    @property
-    def idle(self) -> bool:
-        return not self._queue and (self._wake is None or not self._wake.is_set())
+    async def run(self, op: Op, *args: Any) -> Any:
+        """Apply `op` now, from the caller's task, when nothing is queued or applying; else queue it.
+
+        A sequential run writes one record at a time: it gains nothing from the
+        queue and would pay a task switch to its writer and back at every step.
+        """
+        if self._queue or self._busy or self._closing or self._wake is None:
+            return await self.submit(op, *args)
+        self._busy = True
+        try:
+            ((ok, value),) = await self._apply([(None, op, args)])  # type: ignore[list-item]
+        finally:
+            self._busy = False
+            if self._queue:
+                self._wake.set()  # writes queued meanwhile: the writer takes them now
+        if ok:
+            return value
+        raise value
 
     def submit(self, op: Op, *args: Any) -> asyncio.Future[Any]:
         """Apply `op(conn, *args)`; the future resolves once its transaction has committed."""
@@ -108,12 +124,16 @@ class Batcher:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while queue:
+            while queue and not self._busy:  # a direct write wakes this again when it is done
                 batch = [queue.popleft() for _ in range(min(len(queue), MAX_BATCH))]
-                outcomes = await self._apply(batch)
+                self._busy = True
+                try:
+                    outcomes = await self._apply(batch)
+                finally:
+                    self._busy = False
                 deliver(batch, outcomes)
                 del batch, outcomes  # hold nothing of the runs while idle
-            if self._closing:
+            if self._closing and not queue:
                 return
 
     async def close(self) -> None:

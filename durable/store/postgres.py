@@ -287,7 +287,7 @@ class PostgresStore:
     # --- fenced writes -----------------------------------------------------------------------
 
     def append(self, fence: Fence, record: RecordRow) -> Any:
-        return self._write(ops.append, (fence.run_id, *record, fence.owner, fence.epoch))
+        return self._batcher.run(ops.append, (fence.run_id, *record, fence.owner, fence.epoch))
 
     def append_nowait(self, fence: Fence, record: RecordRow) -> None:
         self._batcher.submit_nowait(ops.append, (fence.run_id, *record, fence.owner, fence.epoch))
