@@ -378,8 +378,9 @@ class Engine:
 
     async def load(self, run_id: str) -> RunRow:
         """The run as stored; RunNotFound if there is none (nor one being created here)."""
+        starting = run_id in self._starting  # looked at before the read: its create may commit meanwhile
         row = await self.store.load_run(run_id)
-        if row is None and run_id in self._starting:
+        if row is None and (starting or run_id in self._starting):
             await self._settled(run_id)  # another call here is creating it
             row = await self.store.load_run(run_id)
         if row is None:

@@ -336,6 +336,7 @@ class Execution:
         started = time.perf_counter()
         outcome: str
         value: Any = None
+        exiting: BaseException | None = None
         try:
             try:
                 args, kwargs = self.decoded or self.workflow.decode_args(self.args)
@@ -354,6 +355,12 @@ class Execution:
             if self.stop_reason is None:
                 self.stop_reason = "shutdown"
             outcome = "stopped"
+        except (KeyboardInterrupt, SystemExit) as exc:
+            # The process is leaving (a library called sys.exit(), or Ctrl-C reached
+            # a step): not the run's outcome. Hand the run back, then let it leave.
+            if self.stop_reason is None:
+                self.stop_reason = "shutdown"
+            outcome, exiting = "stopped", exc
         except Exception as exc:
             outcome, value = "failed", exc
         try:
@@ -364,6 +371,8 @@ class Execution:
             if outcome in ("completed", "failed") and self.violation is None:
                 self._check_all_reached(outcome)
             await self._record_outcome(outcome, value)
+            if exiting is not None:
+                raise exiting
         except BaseException as exc:
             self.error = self.error or exc
             raise

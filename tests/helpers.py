@@ -108,13 +108,14 @@ def records(db: str, run_id: str) -> list[tuple[Any, ...]]:
     return [(r.seq, r.kind, r.name, r.status) for r in stored_records(db, run_id)]
 
 
-def spawn(db: str, log: Path, run_id: str, workflow: str, *extra: str) -> subprocess.Popen[str]:
-    """Run a workflow of tests/procs.py in a child process."""
+def spawn(db: str, log: Path, run_id: str, workflow: str, *extra: str, **env: str) -> subprocess.Popen[str]:
+    """Run a workflow of tests/procs.py in a child process (`env`: variables to add)."""
     return subprocess.Popen(
         [sys.executable, str(PROCS), db, str(log), run_id, workflow, *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, **env},
     )
 
 

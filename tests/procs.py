@@ -134,6 +134,22 @@ async def sleeper(ctx: durable.Context, seconds: float) -> str:
     return "slept"
 
 
+def leave(name: str) -> str:
+    note(f"start {name}")
+    how = os.environ.get("PROCS_LEAVE")
+    if how == "exit":
+        sys.exit(3)  # as a library might
+    if how == "interrupt":
+        raise KeyboardInterrupt
+    note(f"done {name}")
+    return "stayed"
+
+
+@app.workflow
+async def leaver(ctx: durable.Context) -> list[str]:
+    return [await ctx.step(work, "before"), await ctx.step(leave, "leave")]
+
+
 async def main() -> None:
     async with app:
         args = (float(sys.argv[sys.argv.index("--seconds") + 1]),) if "--seconds" in sys.argv else ()

@@ -349,3 +349,25 @@ async def test_start_is_refused_while_the_app_closes(app: durable.App) -> None:
         await app.start(slow, run_id="s2")
     gate.set()
     await closing
+
+
+async def test_concurrent_starts_of_one_new_run_id_both_get_the_run(app: durable.App) -> None:
+    executed: list[str] = []
+
+    async def work(run_id: str) -> str:
+        executed.append(run_id)
+        return run_id
+
+    @app.workflow
+    async def wf(ctx: durable.Context) -> str:
+        return await ctx.step(work, ctx.run_id)
+
+    async with app:
+        for i in range(100):
+            first, second = await asyncio.gather(app.start(wf, run_id=f"r{i}"), app.start(wf, run_id=f"r{i}"))
+            assert sorted([first.created, second.created]) == [False, True]
+            # Neither caller ever sees RunNotFound, whichever asks first.
+            assert await asyncio.gather(second.status(), first.result(timeout=10), second.result(timeout=10)) in (
+                ["running", f"r{i}", f"r{i}"], ["completed", f"r{i}", f"r{i}"],
+            )  # fmt: skip
+    assert sorted(executed) == sorted(f"r{i}" for i in range(100))  # each once

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import durable
-from helpers import finish, log_lines, make_app, records, spawn, stored_records, wait_until
+from helpers import finish, log_lines, make_app, records, spawn, stored_records, stored_run, wait_until
 
 
 def starts(log: Path) -> collections.Counter[str]:
@@ -161,3 +161,18 @@ async def test_rerun_while_the_worker_recovers_the_run_executes_it_once(db: str,
         go_on.set()
         assert await handle.result(timeout=20) == [f"s{i}-ok" for i in range(5)]
     assert executed == ["s2", "s3", "s4"]
+
+
+@pytest.mark.parametrize(("how", "status"), [("exit", 3), ("interrupt", -signal.SIGINT)])
+def test_sys_exit_or_ctrl_c_inside_a_step_exits_the_process_and_hands_the_run_back(
+    db: str, tmp_path: Path, how: str, status: int
+) -> None:
+    log = tmp_path / "side-effects.log"
+    proc = spawn(db, log, "r1", "leaver", PROCS_LEAVE=how)
+    proc.communicate(timeout=30)  # it must not hang
+    assert proc.returncode == status
+    run = stored_run(db, "r1")
+    assert run is not None and (run.status, run.owner) == ("pending", None)  # released, not failed
+    assert [r[2].rsplit(".", 1)[-1] for r in records(db, "r1")] == ["work"]  # the leaving step is not recorded
+    assert result_of(finish(spawn(db, log, "r1", "leaver"))) == ["before-ok", "stayed"]
+    assert starts(log) == {"before": 1, "leave": 2}

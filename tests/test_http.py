@@ -525,3 +525,13 @@ def test_generated_requests_get_no_5xx_and_match_the_openapi_schema(tmp_path: Pa
                 assert mode is GenerationMode.NEGATIVE, operation.label
     finally:
         shutdown_lifespans()
+
+
+async def test_a_start_retried_while_the_first_is_in_flight_gets_the_run_too(client: httpx.AsyncClient) -> None:
+    for i in range(30):
+        body = {"args": ["o-9"], "run_id": f"twice-{i}"}
+        first, second = await asyncio.gather(
+            client.post("/workflows/order/runs", json=body), client.post("/workflows/order/runs", json=body)
+        )
+        assert sorted([first.status_code, second.status_code]) == [200, 202], (first.text, second.text)
+        assert first.json()["run_id"] == second.json()["run_id"] == f"twice-{i}"
