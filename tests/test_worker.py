@@ -250,3 +250,55 @@ async def test_a_worker_stopped_past_its_lease_writes_nothing_into_the_run_anoth
     assert [s.value for s in after.steps] == [first.pid, second.pid, second.pid]
     assert f"run stale ↻ who resumed: recovered from pid {first.pid}, whose lease expired" in err_second
     assert "run stale ✋ who stopped: cancelled or taken over by another process" in err_first
+
+
+async def test_a_graceful_stop_records_the_steps_it_lets_finish(db: str, tmp_path: Path) -> None:
+    # SIGTERM while step 1 is in flight: the worker lets it finish, records it, then
+    # hands the run back. The next worker must not run step 1 again (a deploy would
+    # otherwise repeat every side effect in flight).
+    log = tmp_path / "fleet.log"
+    async with make_app(db) as control:
+        await control.submit("chain", steps=3, run_id="deploy")
+        first = start_worker(db, log, pause="deploy:1=1.0")
+        wait_until(lambda: "deploy:1" in {k for k, _ in entries(log, "start")}, what="step 1 to start")
+        err = stop(first)  # SIGTERM, and wait for the worker to exit
+        run = await control.get_run("deploy")
+        assert [s.seq for s in run.steps] == [0, 1] and run.status == "pending"
+        second = start_worker(db, log)
+        try:
+            await eventually(lambda: all_completed(control, 1), timeout=30, what="the run to complete")
+        finally:
+            stop(second)
+    assert collections.Counter(k for k, _ in entries(log, "start")) == {"deploy:0": 1, "deploy:1": 1, "deploy:2": 1}
+    assert "run deploy ⇠ chain released for another worker (shutdown)" in err
+
+
+async def test_a_dead_processs_run_is_taken_before_a_backlog_of_new_ones(db: str) -> None:
+    from durable.owner import _here
+
+    host, boot, pidns = _here()
+    dead = f"{host}|{boot}|{pidns}|999999|1|gone"  # this machine, no such process
+    started: list[str] = []
+
+    async def work(run_id: str) -> None:
+        started.append(run_id)
+        await asyncio.sleep(0.02)
+
+    app = make_app(db, max_concurrent_runs=2)
+
+    @app.workflow
+    async def job(ctx: durable.Context) -> None:
+        await ctx.step(work, ctx.run_id)
+
+    async with make_app(db) as producer:
+        for i in range(50):
+            await producer.submit("job", run_id=f"new-{i:02}")
+        blob = b'{"args":[],"kwargs":{}}'
+        assert await producer.store.create_run("orphan", "job", blob, dead, 30.0, 1.0) is None
+    async with app:
+        await eventually(lambda: _all_done(app, 51), timeout=60, what="every run to complete")
+    assert "orphan" in started[:2]  # in the first pass, ahead of the 50 pending ones
+
+
+async def _all_done(app: durable.App, n: int) -> bool:
+    return len(await app.list_runs(status="completed", limit=n + 1)) == n
