@@ -23,6 +23,7 @@ from .errors import (
     StepFailed,
     StepTimeout,
     StoreUnavailable,
+    UnreadableRecord,
     UnsafeBind,
     WorkflowNotFound,
 )
@@ -58,6 +59,7 @@ __all__ = [
     "StepFailed",
     "StepTimeout",
     "StoreUnavailable",
+    "UnreadableRecord",
     "UnsafeBind",
     "WorkflowNotFound",
     "step",

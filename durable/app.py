@@ -88,6 +88,9 @@ class App:
             in flight finish (and be recorded) before their runs are released.
         max_concurrent_runs: how many runs this App's worker resumes at once
             (runs started with `run`/`start` in this process are not held back).
+        read_only: only look: the journal is opened without writing anything to
+            it (a read-only file or mount works), and no worker runs. Calls that
+            would write raise JournalError.
 
     Example:
         app = durable.App("shop.db")
@@ -109,9 +112,11 @@ class App:
         lease_seconds: float = 30.0,
         shutdown_grace_seconds: float = 10.0,
         max_concurrent_runs: int = 100,
+        read_only: bool = False,
     ) -> None:
         self.path = os.fspath(path) if path is not None else os.environ.get("DURABLE_DB") or "durable.db"
-        self._store: Store = make_store(self.path, durability)
+        self.read_only = read_only
+        self._store: Store = make_store(self.path, durability, read_only)
         self._clock: Callable[[], float] = clock or time.time
         self.poll_interval = poll_interval
         # Long enough that a busy process's renewal (every third of it) is never
@@ -204,7 +209,8 @@ class App:
         worker = Worker(engine)
         engine.kick = worker.kick
         self._engine, self._worker = engine, worker
-        worker.start()
+        if not self.read_only:
+            worker.start()
 
     async def close(self) -> None:
         """Stop the worker, let steps in flight finish and record them (within the grace period), release runs, close."""
@@ -213,8 +219,10 @@ class App:
             return
         engine.closing = True  # from now on start() is refused: a run launched now would outlive close()
         try:
-            await worker.stop()
-            await engine.shutdown(self.shutdown_grace_seconds)
+            if not self.read_only:  # a read-only App executes nothing and holds nothing
+                await worker.stop()
+                await engine.shutdown(self.shutdown_grace_seconds)
+            engine.closed = True
         finally:
             self._engine = self._worker = None
             await self._store.close()

@@ -77,14 +77,18 @@ def durable_errors_exit_1() -> Iterator[None]:
         raise Failure(str(exc)) from None
 
 
-def with_app(db: str, operation: Callable[[App], Awaitable[T]]) -> T:
-    """Open a bare App on `db`, await `operation(app)`, close it; a DurableError becomes exit 1."""
+def with_app(db: str, operation: Callable[[App], Awaitable[T]], read_only: bool = False) -> T:
+    """Open a bare App on `db`, await `operation(app)`, close it; a DurableError becomes exit 1.
+
+    `read_only` opens the journal without writing to it, as the inspecting commands do
+    (so they work on a read-only file, and never wait for a writer's lock).
+    """
     # Opening an App creates the file; a mistyped --db must not leave an empty journal behind.
     if not is_url(db) and not os.path.exists(db):
         raise Failure(f"No journal at {db!r}. Pass --db PATH or set DURABLE_DB.")
 
     async def run() -> T:
-        async with App(db) as app:
+        async with App(db, read_only=read_only) as app:
             return await operation(app)
 
     with durable_errors_exit_1():
@@ -208,7 +212,9 @@ def main() -> None:
 @db_option
 def runs(status: str | None, workflow: str | None, limit: int, as_json: bool, db: str) -> None:
     """List runs, newest first."""
-    found: list[Run] = with_app(db, lambda app: app.list_runs(status=status, workflow=workflow, limit=limit))
+    found: list[Run] = with_app(
+        db, lambda app: app.list_runs(status=status, workflow=workflow, limit=limit), read_only=True
+    )
     if as_json:
         echo_json(found)
     elif not found:
@@ -226,7 +232,7 @@ def runs(status: str | None, workflow: str | None, limit: int, as_json: bool, db
 @db_option
 def show(run_id: str, as_json: bool, db: str) -> None:
     """Show one run and its journal."""
-    run: Run = with_app(db, lambda app: app.get_run(run_id))
+    run: Run = with_app(db, lambda app: app.get_run(run_id), read_only=True)
     if as_json:
         echo_json(run)
         return
@@ -263,7 +269,7 @@ def show(run_id: str, as_json: bool, db: str) -> None:
 @db_option
 def prompts(as_json: bool, db: str) -> None:
     """List prompts waiting for an answer, oldest first."""
-    pending: list[Prompt] = with_app(db, lambda app: app.prompts())
+    pending: list[Prompt] = with_app(db, lambda app: app.prompts(), read_only=True)
     if as_json:
         echo_json(pending)
     elif not pending:

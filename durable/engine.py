@@ -15,8 +15,8 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .codec import decode_any, error_from_json
-from .errors import AppNotOpen, RunCancelled, RunIdInUse, RunNotFound, StoreUnavailable
+from .codec import decode_any, error_from_json, error_to_json
+from .errors import AppNotOpen, JournalError, RunCancelled, RunIdInUse, RunNotFound, StoreUnavailable
 from .owner import Owner, describe_owner, is_dead_here
 from .replay import Execution
 from .store.base import FINAL, Claimed, Fence, Recorded, RunRow, Store
@@ -180,7 +180,8 @@ class Engine:
             return
         marked = self._mark(run_id)
         try:
-            await self.resume(Claimed(run_id, row.workflow, row.args, row.epoch, "running", self.owner, None), "its start was cancelled")
+            claimed = Claimed(run_id, row.workflow, row.args, row.epoch, "running", self.owner, None, row.records)
+            await self.resume(claimed, "its start was cancelled")
         finally:
             if marked:
                 self._unmark(run_id)
@@ -228,7 +229,14 @@ class Engine:
             await self.release(claimed.run_id)
             return
         try:
-            records = await self.store.load_replay(claimed.run_id)
+            try:
+                records = await self.store.load_replay(claimed.run_id)
+            except JournalError as damage:  # the file is damaged: retrying would only repeat it
+                await self._block(claimed, damage)
+                return
+            if len(records) < claimed.records:
+                await self._refuse_damaged(claimed, len(records))
+                return
             n = len(records)
             log.info(
                 "run %s ↻ %s resumed: %s (%d record%s to replay)",
@@ -241,6 +249,26 @@ class Engine:
             if not isinstance(exc, Exception):
                 raise
             log.error("run %s: not resumed (%s: %s); released for any worker", claimed.run_id, type(exc).__name__, exc)
+
+    async def _refuse_damaged(self, claimed: Claimed, found: int) -> None:
+        """A run whose journal holds fewer records than it once committed: blocked, never run on."""
+        damage = JournalError(
+            self.store.target,
+            f"run {claimed.run_id!r} committed {claimed.records} records but only {found} are left: records were "
+            "lost (damaged pages, or a deleted -wal file). Its completed steps would run again, so it is blocked. "
+            "Restore the journal from a backup, then run it again.",
+        )
+        await self._block(claimed, damage)
+
+    async def _block(self, claimed: Claimed, damage: JournalError) -> None:
+        """Block a run whose journal cannot be trusted, with the damage as its error; release it if even that fails."""
+        log.error("run %s ⚠ %s blocked: %s", claimed.run_id, claimed.workflow, damage)
+        fence = Fence(claimed.run_id, self.owner, claimed.epoch)
+        try:
+            await self.store.finish(fence, "blocked", None, error_to_json(damage), self.clock(), claimed.records)
+        except (StoreUnavailable, JournalError):
+            await self.release(claimed.run_id)
+        self.notify()
 
     def launch(
         self,
@@ -270,11 +298,11 @@ class Engine:
             self.kick()
         self.notify()
 
-    async def release(self, run_id: str) -> None:
+    async def release(self, run_id: str, records: int | None = None) -> None:
         """Hand a run this process holds back to any worker; if the store fails, the worker retries."""
         try:
-            await self.store.release(self.owner, self.clock(), run_id)
-        except StoreUnavailable as exc:
+            await self.store.release(self.owner, self.clock(), run_id, records)
+        except (StoreUnavailable, JournalError) as exc:
             if run_id not in self._stranded:
                 log.warning("run %s: could not be released (%s); retrying until the store works", run_id, exc.reason)
             self._stranded.add(run_id)
@@ -451,7 +479,7 @@ class Engine:
             await asyncio.gather(*tasks, return_exceptions=True)
         try:
             await self.store.release(self.owner, self.clock())
-        except StoreUnavailable as exc:
+        except (StoreUnavailable, JournalError) as exc:
             log.warning("could not release this process's runs (%s); their lease lets others take them", exc.reason)
         self.closed = True
         self.notify()

@@ -10,7 +10,8 @@
     ├── RunCancelled            the run was cancelled
     ├── RunAlreadyFinished      the run ended, so it cannot be cancelled
     ├── NondeterminismError     replay met a different call than the one recorded
-    │   └── SignatureChanged    a run's recorded arguments no longer fit its workflow
+    │   ├── SignatureChanged    a run's recorded arguments no longer fit its workflow
+    │   └── UnreadableRecord    a recorded value no longer reads back as its type
     ├── StepFailed              a step's recorded error whose type cannot be rebuilt
     ├── StepTimeout             a step attempt ran longer than its timeout
     ├── NotInWorkflow           a Context was used outside its running workflow
@@ -51,6 +52,7 @@ __all__ = [
     "StepFailed",
     "StepTimeout",
     "StoreUnavailable",
+    "UnreadableRecord",
     "UnsafeBind",
     "WorkflowNotFound",
 ]
@@ -200,6 +202,22 @@ class SignatureChanged(NondeterminismError):
             f"Run {self.run_id!r} was started with arguments that no longer fit workflow {self.workflow!r}: "
             f"{self.reason}. Its parameters changed since; the run is blocked and its journal untouched. "
             "Restore the old parameters (or give new ones defaults), then run it again."
+        )
+
+
+class UnreadableRecord(NondeterminismError):
+    """A recorded value that no longer decodes: its annotation changed, or the journal was damaged."""
+
+    def __init__(self, run_id: str, seq: int, recorded: str, reason: str) -> None:
+        DurableError.__init__(self, run_id, seq, recorded, reason)
+        self.run_id, self.seq, self.recorded, self.reason = run_id, seq, recorded, reason
+        self.called = recorded
+
+    def describe(self) -> str:
+        return (
+            f"Run {self.run_id!r} at seq {self.seq}: the recorded value of {self.recorded} cannot be read back "
+            f"({self.reason}). Its type annotation changed, or the journal is damaged; the run is blocked and its "
+            "journal untouched. Restore the old annotation (or the journal from a backup), then run it again."
         )
 
 

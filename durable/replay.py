@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 
+import msgspec
 import pydantic
 
 from .codec import Codec, encode, error_from_json, error_to_json
@@ -29,10 +30,12 @@ from .context import Context
 from .errors import (
     DuplicatePromptKey,
     EncodingError,
+    JournalError,
     NondeterminismError,
     NotInWorkflow,
     SignatureChanged,
     StoreUnavailable,
+    UnreadableRecord,
 )
 from .steps import StepSpec, run_attempts
 from .store.base import Fence, RecordRow, Recorded
@@ -55,6 +58,10 @@ _UTC = dt.timezone.utc
 
 # Which reason to stop wins when several come: the lower, the stronger.
 _STOP_RANK = {"cancelled": 0, "lost": 1, "store": 2, "shutdown": 3}
+
+
+# What a store raises when it cannot do its part: never an outcome of the run.
+STORE_FAULTS = (StoreUnavailable, JournalError)
 
 
 class _Suspended(BaseException):
@@ -80,7 +87,7 @@ class Execution:
     """One run being executed by this process."""
 
     __slots__ = (
-        "engine", "store", "clock", "fence", "workflow", "run_id", "args", "decoded", "recorded", "next_seq", "keys",
+        "engine", "store", "clock", "fence", "workflow", "run_id", "args", "decoded", "recorded", "known", "next_seq", "keys",
         "inflight", "_settled", "wake_at", "suspending", "parking", "stop_reason", "store_error", "violation", "active",
         "status", "result", "error", "task",
     )  # fmt: skip
@@ -103,6 +110,10 @@ class Execution:
         self.args = args
         self.decoded = decoded  # the arguments, when the caller has just decoded them from `args`
         self.recorded = {r.seq: r for r in records}
+        # Records known to be committed: those loaded, and appends confirmed since (a lower
+        # bound: unawaited ones are left out). Stored with the run when it parks or ends, so
+        # that a journal that later holds fewer is known to have lost some.
+        self.known = len(records)
         self.next_seq = 0
         self.keys: set[str] | None = None  # prompt keys asked so far (most runs ask none)
         self.inflight = 0
@@ -111,7 +122,7 @@ class Execution:
         self.suspending = False
         self.parking = False  # about to unload: shutdown lets it finish parking
         self.stop_reason: str | None = None  # 'cancelled', 'lost', 'shutdown' or 'store'
-        self.store_error: StoreUnavailable | None = None
+        self.store_error: StoreUnavailable | JournalError | None = None
         self.violation: NondeterminismError | None = None
         self.active = True
         self.status: str | None = None  # the status this execution left the run in
@@ -163,13 +174,21 @@ class Execution:
         if self.suspending:
             raise _Suspended
 
+    def _read(self, seq: int, record: Recorded, decode: Callable[[], Any]) -> Any:
+        """Decode a recorded value; one that no longer reads blocks the run (the code changed, or the journal)."""
+        try:
+            return decode()
+        except (EncodingError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+            self.violation = UnreadableRecord(self.run_id, seq, f"{record.kind} {record.name!r}", str(exc))
+            raise self.violation from None
+
     def _lost(self) -> NoReturn:
         # The fence refused the write: the run was cancelled or taken over.
         if self.stop_reason != "cancelled":
             self.stop_reason = "lost"
         raise _Stopped(self.stop_reason)
 
-    def _store_failed(self, exc: StoreUnavailable) -> NoReturn:
+    def _store_failed(self, exc: StoreUnavailable | JournalError) -> NoReturn:
         # Not the workflow's business: the run stops here and stays resumable.
         if self.stop_reason is None:
             self.stop_reason = "store"
@@ -180,7 +199,7 @@ class Execution:
         """Await a store write; a storage fault stops the execution instead of reaching the workflow."""
         try:
             return await pending
-        except StoreUnavailable as exc:
+        except STORE_FAULTS as exc:
             self._store_failed(exc)
 
     def _begin(self) -> None:
@@ -198,8 +217,8 @@ class Execution:
         record = self.recorded.get(seq)
         if record is not None:  # matched when the call was made
             if record.status == "completed":
-                return spec.codec.decode(record.value, spec.label)  # type: ignore[arg-type]
-            raise error_from_json(record.error, spec.name)  # type: ignore[arg-type]
+                return self._read(seq, record, lambda: spec.codec.decode(record.value, spec.label))  # type: ignore[arg-type]
+            raise self._read(seq, record, lambda: error_from_json(record.error, spec.name))  # type: ignore[arg-type]
         self._begin()
         try:
             started = self.clock()
@@ -225,10 +244,11 @@ class Execution:
             )  # fmt: skip
             try:
                 written = await self.store.append(self.fence, record)
-            except StoreUnavailable as fault:
+            except STORE_FAULTS as fault:
                 self._store_failed(fault)
             if not written:
                 self._lost()
+            self.known += 1
             if exc is not None:
                 raise error_from_json(error, spec.name) from exc  # type: ignore[arg-type]
             return value
@@ -243,7 +263,7 @@ class Execution:
             raise TypeError(f"ctx.sleep takes seconds (a number) or a timedelta, not {seconds!r}.")
         record = self.recorded.get(seq)
         if record is not None:
-            wake_at = _DATETIME.decode(record.value, "a recorded wake-up time").timestamp()  # type: ignore[arg-type]
+            wake_at = self._read(seq, record, lambda: _DATETIME.decode(record.value, "a recorded wake-up time")).timestamp()  # type: ignore[arg-type]
         else:
             now = self.clock()
             wake_at = now + max(0.0, float(seconds))
@@ -257,6 +277,7 @@ class Execution:
                 self._end()
             if not ok:
                 self._lost()
+            self.known += 1
         while (remaining := wake_at - self.clock()) > 0:
             if remaining > HOLD_SECONDS:
                 self.wake_at = wake_at if self.wake_at is None else min(self.wake_at, wake_at)
@@ -297,6 +318,7 @@ class Execution:
                 self._end()
             if not ok:
                 self._lost()
+            self.known += 1
         await self._suspend()
 
     async def _suspend(self) -> NoReturn:
@@ -321,7 +343,7 @@ class Execution:
     def now(self, seq: int) -> dt.datetime:
         record = self.recorded.get(seq)
         if record is not None:
-            return _DATETIME.decode(record.value, "a recorded time")  # type: ignore[arg-type]
+            return self._read(seq, record, lambda: _DATETIME.decode(record.value, "a recorded time"))  # type: ignore[arg-type]
         ts = self.clock()
         blob, value = _DATETIME.roundtrip(dt.datetime.fromtimestamp(ts, _UTC), "the current time")
         # Not awaited: the writer commits in queue order, so this record is
@@ -360,6 +382,7 @@ class Execution:
             # a step): not the run's outcome. Hand the run back, then let it leave.
             if self.stop_reason is None:
                 self.stop_reason = "shutdown"
+            self.engine.closing = True  # the process is leaving: its worker must not take the run back
             outcome, exiting = "stopped", exc
         except Exception as exc:
             outcome, value = "failed", exc
@@ -423,25 +446,25 @@ class Execution:
             if self.stop_reason != "store":
                 await self._write_outcome(outcome, value)
                 return
-        except StoreUnavailable as exc:
+        except STORE_FAULTS as exc:
             self.stop_reason, self.store_error = "store", exc
         self.status = None
-        await self.engine.release(self.run_id)  # resumable by any worker; the engine retries if this fails too
+        await self.engine.release(self.run_id, self.known)  # resumable by any worker; retried if this fails too
 
     async def _write_outcome(self, outcome: str, value: Any) -> None:
         now = self.clock()
         store, fence = self.store, self.fence
         if self.violation is not None:
             self.error = self.violation
-            ok = await store.finish(fence, "blocked", None, error_to_json(self.violation), now)
+            ok = await store.finish(fence, "blocked", None, error_to_json(self.violation), now, self.known)
             self.status = "blocked" if ok else None
             return
         if outcome == "stopped":  # shut down before it ended: hand it to another worker
-            await self.engine.release(self.run_id)
+            await self.engine.release(self.run_id, self.known)
             self.status = None
             return
         if outcome == "suspended":
-            self.status = await store.park(fence, self.wake_at, now)
+            self.status = await store.park(fence, self.wake_at, now, self.known)
             return
         if outcome == "completed":
             try:
@@ -449,11 +472,11 @@ class Execution:
             except EncodingError as exc:
                 outcome, value = "failed", exc
             else:
-                ok = await store.finish(fence, "completed", blob, None, now)
+                ok = await store.finish(fence, "completed", blob, None, now, self.known)
                 self.status = "completed" if ok else None
                 return
         error = error_to_json(value)
         self.error = error_from_json(error, self.workflow.name)
         self.error.__cause__ = value
-        ok = await store.finish(fence, "failed", None, error, now)
+        ok = await store.finish(fence, "failed", None, error, now, self.known)
         self.status = "failed" if ok else None

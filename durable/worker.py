@@ -26,7 +26,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from .errors import StoreUnavailable
+from .errors import JournalError, StoreUnavailable
 from .owner import is_dead_here
 
 if TYPE_CHECKING:
@@ -84,7 +84,7 @@ class Worker:
                     log.info("the store works again: %s", engine.store.target)
                     self._failing = None
                 backoff = 0.0
-            except StoreUnavailable as exc:
+            except (StoreUnavailable, JournalError) as exc:
                 if exc.reason != self._failing:
                     log.warning("worker: %s; retrying with backoff", exc)
                     self._failing = exc.reason
@@ -98,7 +98,7 @@ class Worker:
                 timeout = max(0.0, min(timeout, self._next_wake - engine.clock()))
             try:
                 changed = await engine.store.wait_for_change(timeout, self._kick)
-            except StoreUnavailable:
+            except (StoreUnavailable, JournalError):
                 changed = False
                 await _sleep_or_kick(self._kick, timeout)
 

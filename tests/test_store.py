@@ -122,8 +122,8 @@ async def test_a_stale_owner_writes_nothing_after_another_claimed(pair: tuple[St
     assert claimed is not None
     # Every write of the first owner is refused, and none lands.
     assert await a.append(fence, step(2)) is False
-    assert await a.park(fence, None, 4.0) is None
-    assert await a.finish(fence, "completed", b"1", None, 4.0) is False
+    assert await a.park(fence, None, 4.0, 0) is None
+    assert await a.finish(fence, "completed", b"1", None, 4.0, 0) is False
     assert await a.reopen_prompt(fence, "ok", 4.0) is False
     a.append_nowait(fence, step(3))
     await a.flush()
@@ -191,9 +191,9 @@ async def test_claim_ready_takes_orphans_first_then_ready_then_new_and_only_know
     await a.release("A", 2.0, "released")
     await running(a, "orphan", owner="dead")
     fence = await running(a, "due")
-    await a.park(fence, 50.0, 3.0)
+    await a.park(fence, 50.0, 3.0, 0)
     await running(a, "later", owner="A2")
-    await a.park(Fence("later", "A2", 1), 5000.0, 3.0)
+    await a.park(Fence("later", "A2", 1), 5000.0, 3.0, 0)
     claimed = await b.claim_ready("B", ["wf"], ["dead"], 10, LEASE, 100.0)
     order = [c.run_id for c in claimed]
     assert order[0] == "orphan" and order[-1] == "new" and set(order[1:3]) == {"released", "due"}
@@ -244,16 +244,16 @@ async def test_parking_decides_by_the_prompts_still_waiting(pair: tuple[Store, S
     a, b = pair
     fence = await running(a, "asks")
     await a.append(fence, ask(0, "first"))
-    assert await a.park(fence, None, 2.0) == "waiting"
+    assert await a.park(fence, None, 2.0, 0) == "waiting"
     fence = await running(a, "sleeps")
-    assert await a.park(fence, 99.0, 2.0) == "sleeping"
+    assert await a.park(fence, 99.0, 2.0, 0) == "sleeping"
     assert (await b.next_wake()) == 99.0
     # An answer that came while the run was still executing: parking must not leave it waiting.
     fence = await running(a, "answered")
     await a.append(fence, ask(0, "go"))
     answered = await b.answer("answered", "go", b"true", 2.0)
     assert (answered.before, answered.ready, answered.claimed) == ("waiting", False, None)  # still running
-    assert await a.park(fence, None, 3.0) == "pending"
+    assert await a.park(fence, None, 3.0, 0) == "pending"
     row = await b.load_run("answered")
     assert row is not None and row.status == "pending"
 
@@ -263,7 +263,7 @@ async def test_an_answer_and_a_park_that_race_never_strand_the_run(pair: tuple[S
     for i in range(30):
         fence = await running(a, f"r{i}")
         await a.append(fence, ask(0, "go"))
-        parked, answered = await asyncio.gather(a.park(fence, None, 2.0), b.answer(f"r{i}", "go", b"true", 2.0))
+        parked, answered = await asyncio.gather(a.park(fence, None, 2.0, 0), b.answer(f"r{i}", "go", b"true", 2.0))
         row = await b.load_run(f"r{i}")
         assert row is not None and answered.before == "waiting"
         assert row.status == "pending", f"run r{i} is {row.status} after park={parked}, answer={answered}"
@@ -274,7 +274,7 @@ async def test_an_answer_is_recorded_once_and_may_claim_its_run(pair: tuple[Stor
     fence = await running(a, "r")
     await a.append(fence, ask(0, "x"))
     await a.append(fence, ask(1, "y"))
-    await a.park(fence, None, 2.0)
+    await a.park(fence, None, 2.0, 0)
     first, second = await asyncio.gather(a.answer("r", "x", b"1", 3.0, "A", LEASE), b.answer("r", "x", b"2", 3.0, "B", LEASE))
     assert sorted([first.before, second.before]) == ["answered", "waiting"]
     assert first.claimed is None and second.claimed is None  # y still waits
@@ -313,7 +313,7 @@ async def test_an_ended_run_is_known_as_ended(pair: tuple[Store, Store]) -> None
     a, b = pair
     fence = await running(a, "r")
     assert await b.ended_run("r") is None
-    assert await a.finish(fence, "completed", b"42", None, 2.0)
+    assert await a.finish(fence, "completed", b"42", None, 2.0, 0)
     await asyncio.sleep(0)  # the SQLite store answers from its idle writer only; retry once it is idle
     ended = await a.ended_run("r") or await b.load_run("r")
     assert ended is not None and (ended.status, ended.result) == ("completed", b"42")
@@ -340,3 +340,18 @@ async def test_watch_changes_come_after_a_cursor(pair: tuple[Store, Store]) -> N
     changed: list[Any] = await b.changes("r", 2, (0.0, -1))
     assert [(r.seq, r.status) for r in changed] == [(0, "answered")]
     assert changed[0].finished_at >= 5.0
+
+
+async def test_a_run_keeps_a_lower_bound_of_its_committed_records(pair: tuple[Store, Store]) -> None:
+    a, b = pair
+    fence = await running(a, "r")
+    for seq in range(3):
+        await a.append(fence, step(seq))
+    assert await a.park(fence, 99.0, 2.0, 3) == "sleeping"
+    row = await b.load_run("r")
+    assert row is not None and row.records == 3
+    claimed = await b.claim("r", "sleeping", None, "B", LEASE, 3.0)
+    assert claimed is not None and claimed.records == 3  # what a resume checks the loaded journal against
+    assert await b.release("B", 4.0, "r", records=2) == 1  # never lowered
+    row = await b.load_run("r")
+    assert row is not None and row.records == 3

@@ -7,8 +7,6 @@ The engine sees only the :class:`~.base.Store` interface.
 
 from __future__ import annotations
 
-from typing import Any
-
 from .base import Store
 
 __all__ = ["Store", "is_url", "make_store", "redact"]
@@ -32,12 +30,12 @@ def redact(target: str) -> str:
     return f"{scheme}://{user}:***@{host}"
 
 
-def make_store(target: str, durability: str = "normal", **options: Any) -> Store:
+def make_store(target: str, durability: str = "normal", read_only: bool = False) -> Store:
     """The store for a path (SQLite) or a postgresql:// URL (PostgreSQL, needs durable[postgres])."""
     if is_url(target):
         from .postgres import PostgresStore  # imports the driver, with an install hint when it is missing
 
-        return PostgresStore(target, durability, **options)
+        return PostgresStore(target, durability, read_only)
     from .sqlite import SQLiteStore
 
-    return SQLiteStore(target, durability, **options)
+    return SQLiteStore(target, durability, read_only)

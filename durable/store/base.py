@@ -53,6 +53,7 @@ class RunRow(NamedTuple):
     wake_at: float | None
     created_at: float
     updated_at: float
+    records: int  # how many records the run had when it last parked or ended: a lower bound, to find lost ones
 
 
 class RecordRow(NamedTuple):
@@ -110,6 +111,7 @@ class Claimed(NamedTuple):
     status: str  # before the claim
     owner: str | None  # before the claim
     ready: str | None  # why a pending run was ready: 'submitted', 'answered', 'released'
+    records: int = 0  # the run's committed record count (RunRow.records)
 
 
 class Answered(NamedTuple):
@@ -181,8 +183,8 @@ class Store(Protocol):
         """Extend the lease of every run `owner` executes, in one statement; return run_id → epoch held."""
         ...
 
-    async def release(self, owner: str, now: float, run_id: str | None = None) -> int:
-        """Hand the running runs of `owner` (or one of them) back as 'pending', for any worker."""
+    async def release(self, owner: str, now: float, run_id: str | None = None, records: int | None = None) -> int:
+        """Hand the running runs of `owner` (or one of them, with its record count) back as 'pending', for any worker."""
         ...
 
     # --- fenced writes of an executing run ----------------------------------------------
@@ -195,12 +197,17 @@ class Store(Protocol):
         """Add a record without waiting; writes made later commit after it."""
         ...
 
-    async def park(self, fence: Fence, wake_at: float | None, now: float) -> str | None:
-        """Unload a run: 'waiting' (a prompt waits), 'sleeping' (until wake_at) or 'pending'; None if fenced out."""
+    async def park(self, fence: Fence, wake_at: float | None, now: float, records: int) -> str | None:
+        """Unload a run: 'waiting' (a prompt waits), 'sleeping' (until wake_at) or 'pending'; None if fenced out.
+
+        `records`: how many of the run's records are known committed (kept as RunRow.records).
+        """
         ...
 
-    async def finish(self, fence: Fence, status: str, result: bytes | None, error: bytes | None, now: float) -> bool:
-        """End a run ('completed', 'failed' or 'blocked'); False if fenced out."""
+    async def finish(
+        self, fence: Fence, status: str, result: bytes | None, error: bytes | None, now: float, records: int
+    ) -> bool:
+        """End a run ('completed', 'failed' or 'blocked'), with its record count; False if fenced out."""
         ...
 
     async def reopen_prompt(self, fence: Fence, key: str, now: float) -> bool:

@@ -61,7 +61,7 @@ _RECORD = "seq, kind, name, status, value, error, attempts, started_at, finished
 class PostgresStore:
     """Runs and records in a PostgreSQL database (schema ``durable``)."""
 
-    def __init__(self, url: str, durability: str = "normal", pool_size: int = 10) -> None:
+    def __init__(self, url: str, durability: str = "normal", read_only: bool = False, pool_size: int = 10) -> None:
         if asyncpg is None:
             raise JournalError(
                 _redact(url), "PostgreSQL support needs the postgres extra: pip install 'durable[postgres]'"
@@ -70,7 +70,7 @@ class PostgresStore:
             raise ValueError(f"durability must be 'normal' or 'full', not {durability!r}")
         self.target = _redact(url)
         self.durability = durability
-        self.read_only = False
+        self.read_only = read_only
         self._dsn, options = _split_url(url)
         self._pool_size = int(options.get("pool_size", pool_size))
         self._statement_cache = int(options.get("statement_cache_size", 100))
@@ -100,9 +100,9 @@ class PostgresStore:
         self._closing = False
         conn = await self._connect()
         try:
-            from .postgres_schema import migrate
+            from .postgres_schema import check_readable, migrate
 
-            await migrate(conn, self.target)
+            await (check_readable if self.read_only else migrate)(conn, self.target)
         except asyncpg.PostgresError as exc:
             raise self._classify(exc) from None
         finally:
@@ -115,14 +115,18 @@ class PostgresStore:
                 timeout=CONNECT_TIMEOUT_SECONDS,
                 command_timeout=COMMAND_TIMEOUT_SECONDS,
                 statement_cache_size=self._statement_cache,
-                server_settings={"application_name": "durable"},
+                server_settings={
+                    "application_name": "durable",
+                    **({"default_transaction_read_only": "on"} if self.read_only else {}),
+                },
                 reset=_keep_session,
                 init=_warm,
             )
         except Exception as exc:
             raise self._classify(exc) from None
         self._batcher = Batcher(self._apply)
-        self._batcher.start()
+        if not self.read_only:
+            self._batcher.start()
         self._listener_task = asyncio.create_task(self._listen(), name="durable listener")
 
     async def close(self) -> None:
@@ -166,6 +170,10 @@ class PostgresStore:
             return exc
         if asyncpg is not None and isinstance(exc, asyncpg.InterfaceError) and "closed" in str(exc):
             return StoreUnavailable(self.target, f"the connection to the server was lost ({exc})")
+        if asyncpg is not None and isinstance(exc, asyncpg.exceptions.InternalClientError):
+            # The driver's view of the connection no longer matches the server's (it was cut
+            # off mid-statement): that connection is dropped, and a new one is made for the next.
+            return StoreUnavailable(self.target, f"the connection to the server broke off ({exc})")
         if isinstance(exc, OSError):
             return StoreUnavailable(self.target, f"the server cannot be reached ({exc.strerror or exc})")
         return exc if isinstance(exc, Exception) else StoreUnavailable(self.target, repr(exc))
@@ -239,6 +247,8 @@ class PostgresStore:
         return [(await self._apply_once(conn, [item]))[0] for item in batch]
 
     def _write(self, op: Any, *args: Any) -> Any:
+        if self.read_only:
+            raise JournalError(self.target, "it was opened read-only; open it without read_only to change anything.")
         return self._batcher.submit(op, *args)
 
     # --- runs: creation and claims -----------------------------------------------------------
@@ -281,8 +291,8 @@ class PostgresStore:
     async def renew(self, owner: str, lease_seconds: float) -> dict[str, int]:
         return await self._write(ops.renew, owner, lease_seconds)
 
-    async def release(self, owner: str, now: float, run_id: str | None = None) -> int:
-        return await self._write(ops.release, owner, run_id, now)
+    async def release(self, owner: str, now: float, run_id: str | None = None, records: int | None = None) -> int:
+        return await self._write(ops.release, owner, run_id, now, records)
 
     # --- fenced writes -----------------------------------------------------------------------
 
@@ -292,11 +302,13 @@ class PostgresStore:
     def append_nowait(self, fence: Fence, record: RecordRow) -> None:
         self._batcher.submit_nowait(ops.append, (fence.run_id, *record, fence.owner, fence.epoch))
 
-    async def park(self, fence: Fence, wake_at: float | None, now: float) -> str | None:
-        return await self._write(ops.park, *fence, wake_at, now)
+    async def park(self, fence: Fence, wake_at: float | None, now: float, records: int) -> str | None:
+        return await self._write(ops.park, *fence, wake_at, now, records)
 
-    async def finish(self, fence: Fence, status: str, result: bytes | None, error: bytes | None, now: float) -> bool:
-        return await self._write(ops.finish, (status, result, error, now, *fence))
+    async def finish(
+        self, fence: Fence, status: str, result: bytes | None, error: bytes | None, now: float, records: int
+    ) -> bool:
+        return await self._write(ops.finish, (status, result, error, now, *fence, records))
 
     async def reopen_prompt(self, fence: Fence, key: str, now: float) -> bool:
         return await self._write(ops.reopen_prompt, *fence, key, now)

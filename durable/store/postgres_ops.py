@@ -42,7 +42,7 @@ __all__ = [
 
 # The database server's clock, in seconds since the epoch: leases never depend on a worker's clock.
 NOW = "extract(epoch from clock_timestamp())::float8"
-RUN = "run_id, workflow, status, args, result, error, owner, epoch, lease_until, wake_at, created_at, updated_at"
+RUN = "run_id, workflow, status, args, result, error, owner, epoch, lease_until, wake_at, created_at, updated_at, records"
 RECORD_COLUMNS = "run_id, seq, kind, name, status, value, error, attempts, started_at, finished_at, question, schema"
 
 
@@ -181,10 +181,10 @@ async def claim(
         f" lease_until = {NOW} + $2, updated_at = $3"
         " WHERE run_id = $4 AND status = $5 AND owner IS NOT DISTINCT FROM $6"
         f" AND (status <> 'running' OR $7 OR lease_until IS NULL OR lease_until < {NOW})"
-        " RETURNING workflow, args, epoch",
+        " RETURNING workflow, args, epoch, records",
         claimant, lease, now, run_id, status, owner, owner_dead,
     )  # fmt: skip
-    return None if row is None else Claimed(run_id, row[0], row[1], row[2], status, owner, None)
+    return None if row is None else Claimed(run_id, row[0], row[1], row[2], status, owner, None, row[3])
 
 
 claim.notifies = True  # type: ignore[attr-defined]  # a previous owner still alive learns it lost the run
@@ -201,7 +201,7 @@ _CLAIM_READY = (
     " UPDATE durable.runs AS r SET status = 'running', ready = NULL, owner = $1, epoch = r.epoch + 1,"
     f" lease_until = {NOW} + $6, updated_at = $4"
     " FROM candidate AS c WHERE r.run_id = c.run_id"
-    " RETURNING r.run_id, r.workflow, r.args, r.epoch, c.status, c.owner, c.ready"
+    " RETURNING r.run_id, r.workflow, r.args, r.epoch, c.status, c.owner, c.ready, r.records"
 )
 
 
@@ -220,11 +220,12 @@ async def renew(conn: Any, owner: str, lease: float) -> dict[str, int]:
     return {r[0]: r[1] for r in rows}
 
 
-async def release(conn: Any, owner: str, run_id: str | None, now: float) -> int:
+async def release(conn: Any, owner: str, run_id: str | None, now: float, records: int | None) -> int:
     status = await conn.execute(
-        "UPDATE durable.runs SET status = 'pending', ready = 'released', owner = NULL, lease_until = NULL, updated_at = $3"
+        "UPDATE durable.runs SET status = 'pending', ready = 'released', owner = NULL, lease_until = NULL,"
+        " updated_at = $3, records = GREATEST(records, COALESCE($4::integer, 0))"
         " WHERE owner = $1 AND status = 'running' AND ($2::text IS NULL OR run_id = $2)",
-        owner, run_id, now,
+        owner, run_id, now, records,
     )  # fmt: skip
     return _count(status)
 
@@ -235,7 +236,9 @@ release.notifies = True  # type: ignore[attr-defined]
 # --- an execution's outcome ------------------------------------------------------------------
 
 
-async def park(conn: Any, run_id: str, owner: str, epoch: int, wake_at: float | None, now: float) -> str | None:
+async def park(
+    conn: Any, run_id: str, owner: str, epoch: int, wake_at: float | None, now: float, records: int
+) -> str | None:
     # Lock first, decide next: an answer committed meanwhile is seen by the second statement,
     # so the run is never left 'waiting' for an answer it already has.
     if await conn.fetchval(
@@ -248,8 +251,9 @@ async def park(conn: Any, run_id: str, owner: str, epoch: int, wake_at: float | 
         "   WHEN $2::float8 IS NOT NULL THEN 'sleeping' ELSE 'pending' END,"
         " ready = CASE WHEN $2::float8 IS NULL"
         "   AND NOT EXISTS (SELECT 1 FROM durable.records WHERE run_id = $1 AND status = 'waiting') THEN 'answered' END,"
-        " wake_at = $2, owner = NULL, lease_until = NULL, updated_at = $3 WHERE run_id = $1 RETURNING status",
-        run_id, wake_at, now,
+        " wake_at = $2, owner = NULL, lease_until = NULL, updated_at = $3, records = GREATEST(records, $4)"
+        " WHERE run_id = $1 RETURNING status",
+        run_id, wake_at, now, records,
     )  # fmt: skip
 
 
@@ -257,13 +261,13 @@ park.notifies = True  # type: ignore[attr-defined]
 
 _FINISH = (
     "UPDATE durable.runs SET status = $1, result = $2, error = $3, owner = NULL, lease_until = NULL,"
-    " wake_at = NULL, updated_at = $4 WHERE run_id = $5 AND owner = $6 AND epoch = $7"
+    " wake_at = NULL, updated_at = $4, records = GREATEST(records, $8) WHERE run_id = $5 AND owner = $6 AND epoch = $7"
 )
 _FINISH_MANY = (
     "UPDATE durable.runs AS r SET status = u.status, result = u.result, error = u.error, owner = NULL,"
-    " lease_until = NULL, wake_at = NULL, updated_at = u.now"
-    " FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::float8[], $5::text[], $6::text[], $7::bigint[])"
-    "  AS u(status, result, error, now, run_id, owner, epoch)"
+    " lease_until = NULL, wake_at = NULL, updated_at = u.now, records = GREATEST(r.records, u.records)"
+    " FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::float8[], $5::text[], $6::text[], $7::bigint[],"
+    "  $8::integer[]) AS u(status, result, error, now, run_id, owner, epoch, records)"
     " WHERE r.run_id = u.run_id AND r.owner = u.owner AND r.epoch = u.epoch RETURNING r.run_id"
 )
 
@@ -306,12 +310,12 @@ async def answer(conn: Any, run_id: str, key: str, value: bytes, now: float, cla
         f" lease_until = CASE WHEN $3::text IS NOT NULL THEN {NOW} + $4 END, updated_at = $1"
         " WHERE run_id = $2 AND status = 'waiting'"
         " AND NOT EXISTS (SELECT 1 FROM durable.records WHERE run_id = $2 AND status = 'waiting')"
-        " RETURNING workflow, args, epoch",
+        " RETURNING workflow, args, epoch, records",
         now, run_id, claimant, lease,
     )  # fmt: skip
     if row is None:
         return Answered("waiting", False, None)
-    claimed = None if claimant is None else Claimed(run_id, row[0], row[1], row[2], "waiting", None, "answered")
+    claimed = None if claimant is None else Claimed(run_id, row[0], row[1], row[2], "waiting", None, "answered", row[3])
     return Answered("waiting", True, claimed)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import JournalError
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "migrate"]
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "check_readable", "migrate"]
 
 # pg_advisory_xact_lock key: "durable" in ASCII, as one bigint.
 MIGRATION_LOCK = 0x64757261626C65
@@ -34,7 +34,8 @@ MIGRATIONS: list[list[str]] = [
             wake_at     double precision,
             ready       text,
             created_at  double precision NOT NULL,
-            updated_at  double precision NOT NULL
+            updated_at  double precision NOT NULL,
+            records     integer NOT NULL DEFAULT 0
         )""",
         "CREATE INDEX runs_by_status ON durable.runs (status, wake_at)",
         "CREATE INDEX runs_by_created ON durable.runs (created_at)",
@@ -95,3 +96,18 @@ async def migrate(conn: Any, target: str) -> None:
                 " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 str(SCHEMA_VERSION),
             )
+
+
+async def check_readable(conn: Any, target: str) -> None:
+    """Check, without writing anything, that the database holds a journal of this durable's schema."""
+    exists = await conn.fetchval("SELECT to_regclass('durable.meta') IS NOT NULL")
+    stored = await conn.fetchval("SELECT value FROM durable.meta WHERE key = 'schema_version'") if exists else None
+    if stored is None:
+        raise JournalError(target, "it holds no durable journal yet: there is nothing to read.")
+    if int(stored) != SCHEMA_VERSION:
+        newer = int(stored) > SCHEMA_VERSION
+        raise JournalError(
+            target,
+            f"its schema is version {stored}, this durable reads version {SCHEMA_VERSION}. "
+            + ("Upgrade durable." if newer else "Open it once with write access, which migrates it."),
+        )

@@ -22,7 +22,7 @@ import aiosqlite
 
 from ..errors import JournalError, StoreUnavailable
 from .base import FINAL, Answered, Claimed, Fence, PromptRow, RecordRow, Recorded, RunRow
-from .sqlite_schema import BUSY_TIMEOUT_MS, prepare
+from .sqlite_schema import BUSY_TIMEOUT_MS, open_read_only, prepare, read_only_location
 from .sqlite_writer import Writer, is_busy
 
 __all__ = ["SQLiteStore"]
@@ -32,7 +32,7 @@ DURABILITY = {"normal": "NORMAL", "full": "FULL"}
 CHANGE_CHECK_SECONDS = 0.05
 
 _NOW = "((julianday('now') - 2440587.5) * 86400.0)"  # the store's clock, in seconds since the epoch
-_RUN = "run_id, workflow, status, args, result, error, owner, epoch, lease_until, wake_at, created_at, updated_at"
+_RUN = "run_id, workflow, status, args, result, error, owner, epoch, lease_until, wake_at, created_at, updated_at, records"
 _RECORD = "seq, kind, name, status, value, error, attempts, started_at, finished_at, question, schema"
 
 # The time of an in-place change (a prompt answered, cancelled or reopened, a
@@ -97,10 +97,10 @@ def _claim(
         f"UPDATE runs SET status = 'running', ready = NULL, owner = ?1, epoch = epoch + 1, lease_until = {_NOW} + ?2,"
         " updated_at = ?3 WHERE run_id = ?4 AND status = ?5 AND owner IS ?6"
         f" AND (status <> 'running' OR ?7 OR lease_until IS NULL OR lease_until < {_NOW})"
-        " RETURNING workflow, args, epoch",
+        " RETURNING workflow, args, epoch, records",
         (claimant, lease, now, run_id, status, owner, owner_dead),
     ).fetchone()
-    return None if row is None else Claimed(run_id, row[0], row[1], row[2], status, owner, None)
+    return None if row is None else Claimed(run_id, row[0], row[1], row[2], status, owner, None, row[3])
 
 
 _CLAIMABLE = (
@@ -117,7 +117,7 @@ def _claim_ready(
     # Read and update in one transaction: the writer holds SQLite's write lock
     # throughout, so no other process can claim these rows in between.
     rows = conn.execute(
-        f"SELECT run_id, workflow, args, epoch, status, owner, ready FROM runs WHERE {_CLAIMABLE}"
+        f"SELECT run_id, workflow, args, epoch, status, owner, ready, records FROM runs WHERE {_CLAIMABLE}"
         # Orphans first (already started, maybe holding resources), new submissions last.
         " ORDER BY CASE WHEN status = 'running' THEN 0 WHEN ready IS 'submitted' THEN 2 ELSE 1 END, updated_at"
         " LIMIT :limit",
@@ -130,7 +130,7 @@ def _claim_ready(
         " updated_at = ? WHERE run_id = ?",
         [(claimant, lease, now, row[0]) for row in rows],
     )
-    return [Claimed(run_id, wf, args, epoch + 1, status, owner, ready) for run_id, wf, args, epoch, status, owner, ready in rows]
+    return [Claimed(r[0], r[1], r[2], r[3] + 1, r[4], r[5], r[6], r[7]) for r in rows]
 
 
 def _renew(conn: sqlite3.Connection, owner: str, lease: float) -> dict[str, int]:
@@ -150,7 +150,7 @@ def _park(conn: sqlite3.Connection, params: tuple[Any, ...]) -> str | None:
         "   WHEN ?4 IS NOT NULL THEN 'sleeping' ELSE 'pending' END,"
         " ready = CASE WHEN ?4 IS NULL AND NOT EXISTS (SELECT 1 FROM records WHERE run_id = ?1 AND status = 'waiting')"
         "   THEN 'answered' END,"
-        " wake_at = ?4, owner = NULL, lease_until = NULL, updated_at = ?5"
+        " wake_at = ?4, owner = NULL, lease_until = NULL, updated_at = ?5, records = MAX(records, ?6)"
         " WHERE run_id = ?1 AND owner = ?2 AND epoch = ?3 RETURNING status",
         params,
     ).fetchone()
@@ -158,8 +158,8 @@ def _park(conn: sqlite3.Connection, params: tuple[Any, ...]) -> str | None:
 
 
 _FINISH = (
-    "UPDATE runs SET status = ?, result = ?, error = ?, owner = NULL, lease_until = NULL,"
-    " wake_at = NULL, updated_at = ? WHERE run_id = ? AND owner = ? AND epoch = ?"
+    "UPDATE runs SET status = ?1, result = ?2, error = ?3, owner = NULL, lease_until = NULL,"
+    " wake_at = NULL, updated_at = ?4, records = MAX(records, ?8) WHERE run_id = ?5 AND owner = ?6 AND epoch = ?7"
 )
 
 
@@ -188,12 +188,12 @@ def _answer(
         f" epoch = epoch + (?3 IS NOT NULL), lease_until = CASE WHEN ?3 IS NOT NULL THEN {_NOW} + ?4 END, updated_at = ?1"
         " WHERE run_id = ?2 AND status = 'waiting'"
         " AND NOT EXISTS (SELECT 1 FROM records WHERE run_id = ?2 AND status = 'waiting')"
-        " RETURNING workflow, args, epoch",
+        " RETURNING workflow, args, epoch, records",
         (now, run_id, claimant, lease),
     ).fetchone()
     if row is None:
         return Answered("waiting", False, None)
-    claimed = None if claimant is None else Claimed(run_id, row[0], row[1], row[2], "waiting", None, "answered")
+    claimed = None if claimant is None else Claimed(run_id, row[0], row[1], row[2], "waiting", None, "answered", row[3])
     return Answered("waiting", True, claimed)
 
 
@@ -236,11 +236,11 @@ def _cancel(conn: sqlite3.Connection, run_id: str, now: float) -> tuple[str, str
     return row
 
 
-def _release(conn: sqlite3.Connection, owner: str, run_id: str | None, now: float) -> int:
+def _release(conn: sqlite3.Connection, owner: str, run_id: str | None, now: float, records: int | None) -> int:
     return conn.execute(
-        "UPDATE runs SET status = 'pending', ready = 'released', owner = NULL, lease_until = NULL, updated_at = ?"
-        " WHERE owner = ? AND status = 'running' AND (?3 IS NULL OR run_id = ?3)",
-        (now, owner, run_id),
+        "UPDATE runs SET status = 'pending', ready = 'released', owner = NULL, lease_until = NULL, updated_at = ?1,"
+        " records = MAX(records, COALESCE(?4, 0)) WHERE owner = ?2 AND status = 'running' AND (?3 IS NULL OR run_id = ?3)",
+        (now, owner, run_id, records),
     ).rowcount
 
 
@@ -292,12 +292,12 @@ def _checkpoint(conn: sqlite3.Connection) -> None:
 class SQLiteStore:
     """Runs and records in one SQLite file."""
 
-    def __init__(self, path: str, durability: str = "normal") -> None:
+    def __init__(self, path: str, durability: str = "normal", read_only: bool = False) -> None:
         if durability not in DURABILITY:
             raise ValueError(f"durability must be 'normal' or 'full', not {durability!r}")
         self.target = self.path = path
         self.durability = durability
-        self.read_only = False
+        self.read_only = read_only
         self._writer: Writer | None = None
         self._reader: aiosqlite.Connection | None = None
         self._data_version: int | None = None
@@ -307,6 +307,12 @@ class SQLiteStore:
     async def open(self) -> None:
         if self.path == ":memory:" or self.path.startswith("file::memory:"):
             raise JournalError(self.path, "an in-memory database cannot be shared by the writer and readers. Give a file path.")
+        if self.read_only:
+            # No writer, no migration, no WAL switch: the file is only looked at.
+            uri = await asyncio.to_thread(open_read_only, self.path)
+            self._reader = await aiosqlite.connect(uri, uri=True, isolation_level=None)
+            await self._reader.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            return
         await asyncio.to_thread(prepare, self.path)
         # Direct commits from the event loop only where a commit needs no fsync.
         writer = Writer(
@@ -355,15 +361,16 @@ class SQLiteStore:
             return exc
         text = str(exc)
         if isinstance(exc, sqlite3.OperationalError) and is_busy(exc):
-            reason = f"another program has held the file locked for over {BUSY_TIMEOUT_MS // 1000} s"
+            reason = f"another program has held the file locked for over {BUSY_TIMEOUT_MS / 1000:g} s"
         elif "full" in text:
             reason = "the disk is full (SQLite: database or disk is full); free some space"
-        elif "readonly" in text or "read-only" in text:
-            reason = "the file or its directory is read-only; make both writable for this user"
+        elif "readonly" in text or "read-only" in text or read_only_location(self.path):
+            reason = "the file or its directory is read-only (a read-only mount or permissions); make both writable"
         elif "disk I/O" in text:
             reason = "the disk reported an I/O error (SQLite: disk I/O error); check the disk"
-        elif "malformed" in text or "not a database" in text:
-            reason = f"the file is damaged (SQLite: {text}); restore it from a backup"
+        elif "malformed" in text or "not a database" in text or isinstance(exc, sqlite3.DatabaseError) and "corrupt" in text:
+            # Not a fault that passes: waiting would only repeat it.
+            return JournalError(self.path, f"the file is damaged (SQLite: {text}). Restore it from a backup.")
         else:
             reason = f"SQLite says {text}"
         return StoreUnavailable(self.path, reason)
@@ -372,8 +379,13 @@ class SQLiteStore:
 
     def _write(self, op: Any, *args: Any) -> Any:
         if self._writer is None:
-            raise RuntimeError("the store is closed")
+            raise self._closed()
         return self._writer.submit(op, *args)
+
+    def _closed(self) -> Exception:
+        if self.read_only:
+            return JournalError(self.path, "it was opened read-only; open it without read_only to change anything.")
+        return RuntimeError("the store is closed")
 
     def create_run(
         self, run_id: str, workflow: str, args: bytes, claimant: str | None, lease_seconds: float, now: float
@@ -383,6 +395,8 @@ class SQLiteStore:
     async def ended_run(self, run_id: str) -> RunRow | None:
         # Read on the writer's connection from this thread when the writer is idle: no thread hop.
         if self._writer is None:
+            if self.read_only:
+                return None
             raise RuntimeError("the store is closed")
         _, row = self._writer.read_now(_select_run, run_id)
         return row if row is not None and row.status in FINAL else None
@@ -427,13 +441,13 @@ class SQLiteStore:
     async def renew(self, owner: str, lease_seconds: float) -> dict[str, int]:
         return await self._write(_renew, owner, lease_seconds)
 
-    async def release(self, owner: str, now: float, run_id: str | None = None) -> int:
-        return await self._write(_release, owner, run_id, now)
+    async def release(self, owner: str, now: float, run_id: str | None = None, records: int | None = None) -> int:
+        return await self._write(_release, owner, run_id, now, records)
 
     def append(self, fence: Fence, record: RecordRow) -> Any:
         writer = self._writer
         if writer is None:
-            raise RuntimeError("the store is closed")
+            raise self._closed()
         return writer.submit(_append, (fence.run_id, *record, fence.owner, fence.epoch))
 
     def append_nowait(self, fence: Fence, record: RecordRow) -> None:
@@ -441,11 +455,13 @@ class SQLiteStore:
             raise RuntimeError("the store is closed")
         self._writer.submit_nowait(_append, (fence.run_id, *record, fence.owner, fence.epoch))
 
-    async def park(self, fence: Fence, wake_at: float | None, now: float) -> str | None:
-        return await self._write(_park, (*fence, wake_at, now))
+    async def park(self, fence: Fence, wake_at: float | None, now: float, records: int) -> str | None:
+        return await self._write(_park, (*fence, wake_at, now, records))
 
-    async def finish(self, fence: Fence, status: str, result: bytes | None, error: bytes | None, now: float) -> bool:
-        return await self._write(_finish, (status, result, error, now, *fence))
+    async def finish(
+        self, fence: Fence, status: str, result: bytes | None, error: bytes | None, now: float, records: int
+    ) -> bool:
+        return await self._write(_finish, (status, result, error, now, *fence, records))
 
     async def reopen_prompt(self, fence: Fence, key: str, now: float) -> bool:
         return await self._write(_reopen_prompt, fence, key, now)

@@ -10,10 +10,11 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
+import urllib.parse
 
 from ..errors import JournalError
 
-__all__ = ["APPLICATION_ID", "BUSY_TIMEOUT_MS", "MIGRATIONS", "SCHEMA_VERSION", "prepare"]
+__all__ = ["APPLICATION_ID", "BUSY_TIMEOUT_MS", "MIGRATIONS", "SCHEMA_VERSION", "open_read_only", "prepare"]
 
 # "DRBL": marks a file as a durable journal, so a foreign database is never touched.
 APPLICATION_ID = 0x4452424C
@@ -56,8 +57,10 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX records_waiting ON records (run_id) WHERE status = 'waiting'",
         "CREATE UNIQUE INDEX records_prompt_key ON records (run_id, name) WHERE kind = 'ask'",
     ],
-    [  # version 2: every claim bumps the run's epoch; fenced writes check owner and epoch
+    [  # version 2: every claim bumps the run's epoch (fenced writes check owner and epoch);
+        # each run keeps how many records it had when it last parked or ended, to find lost ones
         "ALTER TABLE runs ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE runs ADD COLUMN records INTEGER NOT NULL DEFAULT 0",
     ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -98,7 +101,7 @@ def prepare(path: str) -> None:
                 conn.execute("ROLLBACK")
                 raise
     except sqlite3.OperationalError as exc:
-        raise JournalError(path, f"SQLite says {exc!s}. Another program may hold the file locked; try again.") from None
+        raise JournalError(path, _why_not_opened(path, exc)) from None
     except sqlite3.DatabaseError as exc:
         raise JournalError(
             path, f"SQLite says {exc!s}: the file is corrupt or not a database. Pass another path; durable never overwrites it."
@@ -107,16 +110,46 @@ def prepare(path: str) -> None:
         conn.close()
 
 
+def read_only_location(path: str) -> bool:
+    """Whether durable may not write the journal (or its -wal and -shm files) where it is."""
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        if os.statvfs(directory).f_flag & os.ST_RDONLY:
+            return True
+    except OSError:
+        pass
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        return True
+    return not os.access(directory, os.W_OK)
+
+
+def _why_not_opened(path: str, exc: sqlite3.OperationalError) -> str:
+    """What really stopped SQLite, in words a person can act on."""
+    text = str(exc)
+    if read_only_location(path):
+        return (
+            f"SQLite says {text}: the file or its directory is read-only (a read-only mount or permissions), "
+            "and durable writes the journal and its -wal and -shm files there. Make them writable; to only look "
+            "at it, use durable runs/show/prompts, which open it read-only."
+        )
+    if "locked" in text or "busy" in text:
+        return f"SQLite says {text}: another program holds the file locked. Try again when it lets go."
+    if "full" in text:
+        return f"SQLite says {text}: the disk is full. Free some space and try again."
+    return f"SQLite says {text}. Check the path and its permissions."
+
+
 def check_identity(conn: sqlite3.Connection, path: str) -> None:
     """Refuse a file of another application or of a newer durable."""
     app_id = conn.execute("PRAGMA application_id").fetchone()[0]
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if app_id == 0:
-        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-        if tables:
+        # Any object at all (a view, a trigger, not only a table) makes it someone else's database.
+        objects = [f"{r[0]} {r[1]}" for r in conn.execute("SELECT type, name FROM sqlite_master ORDER BY type, name")]
+        if objects:
             raise JournalError(
                 path,
-                f"it is an SQLite database of another application (tables: {', '.join(sorted(tables)[:5])}). "
+                f"it is an SQLite database of another application ({', '.join(objects[:5])}). "
                 "Pass a new path; durable never writes into a foreign database.",
             )
     elif app_id != APPLICATION_ID:
@@ -141,3 +174,56 @@ def _enable_wal(conn: sqlite3.Connection) -> str:
             if "locked" not in str(exc) or time.monotonic() > deadline:
                 raise
             time.sleep(0.01)
+
+
+def read_only_uri(path: str, immutable: bool = False) -> str:
+    quoted = urllib.parse.quote(os.path.abspath(path))
+    return f"file:{quoted}?mode=ro" + ("&immutable=1" if immutable else "")
+
+
+def open_read_only(path: str) -> str:
+    """Check a journal that is only to be read; return the URI to read it with. Never writes to it.
+
+    A journal in WAL mode is normally read through its -shm file, which a
+    read-only directory or mount does not let SQLite create. When no -wal file
+    is there (a journal closed cleanly), nothing can be missing from the
+    database file and it is read as immutable instead.
+    """
+    if not os.path.exists(path):
+        raise JournalError(path, "there is no such file. Check the path.")
+    uri = read_only_uri(path)
+    wal = f"{path}-wal"
+    try:
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.OperationalError:
+            conn.close()
+            if os.path.exists(wal) and os.path.getsize(wal) > 0:
+                raise JournalError(
+                    path,
+                    "it cannot be read where it is: its write-ahead log (-wal) holds commits, and reading them needs "
+                    "a directory durable may write to. Copy the journal with its -wal and -shm files somewhere "
+                    "writable and read the copy.",
+                ) from None
+            uri = read_only_uri(path, immutable=True)
+            conn = sqlite3.connect(uri, uri=True, isolation_level=None)
+        try:
+            check_identity(conn, path)
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        raise JournalError(
+            path, f"SQLite says {exc!s}: the file is damaged or not a database. Restore it from a backup."
+        ) from None
+    if version == 0:
+        raise JournalError(path, "it holds no durable journal yet: there is nothing to read.")
+    if version < SCHEMA_VERSION:
+        raise JournalError(
+            path,
+            f"it was written by an older durable (schema {version}); open it once with write access, "
+            "which migrates it, then read it.",
+        )
+    return uri

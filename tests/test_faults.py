@@ -1,0 +1,205 @@
+"""Faults of the store never cost a run: locks held too long, a full disk, lost connections, hostile files.
+
+Each test injects a real fault (another process holding a lock, a tmpfs that
+fills up, server connections terminated, a read-only mount, damaged pages),
+then checks that no run was failed by it, that the workflow's own code never
+saw it, that no completed step ran again, and that the run moved on once the
+store worked again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import durable
+from helpers import eventually, make_app
+
+LOCK_HOLDER = """
+import sqlite3, sys, time
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("BEGIN EXCLUSIVE")
+print("locked", flush=True)
+sys.stdin.readline()
+conn.execute("COMMIT")
+"""
+
+
+class Faulty:
+    """A workflow of six steps; step 2 waits at a gate, so a fault can be put in place while it runs."""
+
+    def __init__(self, app: durable.App) -> None:
+        self.executed: list[int] = []
+        self.caught: list[BaseException] = []
+        self.gate = asyncio.Event()
+        self.at_gate = asyncio.Event()
+        faulty = self
+
+        async def work(i: int) -> int:
+            faulty.executed.append(i)
+            if i == 2 and not faulty.gate.is_set():
+                faulty.at_gate.set()
+                await faulty.gate.wait()
+            return i
+
+        @app.workflow
+        async def six(ctx: durable.Context) -> list[int]:
+            out = []
+            for i in range(6):
+                try:
+                    out.append(await ctx.step(work, i))
+                except Exception as exc:  # a storage fault must never get here
+                    faulty.caught.append(exc)
+                    raise
+            return out
+
+    def ran_once_but_the_one_in_flight(self) -> bool:
+        return all(self.executed.count(i) == 1 for i in range(6) if i != 2) and self.executed.count(2) in (1, 2)
+
+
+async def test_a_file_locked_past_the_busy_timeout_stops_the_run_and_it_resumes(
+    db_file: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr("durable.store.sqlite.BUSY_TIMEOUT_MS", 300)
+    caplog.set_level(logging.INFO, logger="durable")
+    app = make_app(db_file)
+    faulty = Faulty(app)
+    async with app:
+        handle = await app.start("six", run_id="r")
+        await faulty.at_gate.wait()
+        holder = subprocess.Popen(
+            [sys.executable, "-c", LOCK_HOLDER, db_file], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        try:
+            assert await asyncio.to_thread(holder.stdout.readline) == "locked\n"  # type: ignore[union-attr]
+            faulty.gate.set()  # step 2 finishes; its record cannot be written while the lock is held
+            await eventually(lambda: _logged(caplog, "stopped: the store failed"), what="the execution to stop")
+            assert (await app.status("r")) == "running"  # neither failed nor done: stranded until the store works
+        finally:
+            holder.communicate("\n", timeout=10)  # the other program lets go
+        assert await handle.result(timeout=30) == [0, 1, 2, 3, 4, 5]
+    assert faulty.caught == []
+    assert faulty.ran_once_but_the_one_in_flight()
+    assert "another program has held the file locked for over 0.3 s" in caplog.text
+
+
+async def test_a_table_locked_past_the_command_timeout_stops_the_run_and_it_resumes(
+    store: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    if not store.startswith("postgresql://"):
+        pytest.skip("the SQLite version of this fault is the file lock above")
+    import asyncpg
+
+    monkeypatch.setattr("durable.store.postgres.COMMAND_TIMEOUT_SECONDS", 0.5)
+    caplog.set_level(logging.INFO, logger="durable")
+    app = make_app(store)
+    faulty = Faulty(app)
+    async with app:
+        handle = await app.start("six", run_id="r")
+        await faulty.at_gate.wait()
+        other = await asyncpg.connect(store)
+        try:
+            transaction = other.transaction()
+            await transaction.start()
+            await other.execute("LOCK TABLE durable.records IN ACCESS EXCLUSIVE MODE")
+            faulty.gate.set()
+            await eventually(lambda: _logged(caplog, "stopped: the store failed"), what="the execution to stop")
+            await transaction.rollback()
+        finally:
+            await other.close()
+        assert await handle.result(timeout=30) == [0, 1, 2, 3, 4, 5]
+    assert faulty.caught == []
+    assert faulty.ran_once_but_the_one_in_flight()
+    assert "the server did not answer within 0.5 s" in caplog.text
+
+
+async def test_lost_postgresql_connections_never_fail_a_run(store: str, caplog: pytest.LogCaptureFixture) -> None:
+    if not store.startswith("postgresql://"):
+        pytest.skip("PostgreSQL connections only")
+    import asyncpg
+
+    caplog.set_level(logging.INFO, logger="durable")
+    app = make_app(store)
+    faulty = Faulty(app)
+    async with app:
+        handle = await app.start("six", run_id="r")
+        await faulty.at_gate.wait()
+        admin = await asyncpg.connect(store)
+        try:  # every other session on the database: the App's writer, pool and listener
+            killed = await admin.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        finally:
+            await admin.close()
+        assert killed >= 2
+        faulty.gate.set()
+        assert await handle.result(timeout=30) == [0, 1, 2, 3, 4, 5]
+    assert faulty.caught == []
+    assert faulty.ran_once_but_the_one_in_flight()
+
+
+def _logged(caplog: pytest.LogCaptureFixture, text: str) -> asyncio.Future[bool]:
+    fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+    fut.set_result(text in caplog.text)
+    return fut
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MB tmpfs of its own (root only)."""
+    import os
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+async def test_a_full_disk_never_fails_a_run(small_disk: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="durable")
+    journal = small_disk / "journal.db"
+    app = make_app(str(journal))
+    executed: list[int] = []
+    caught: list[BaseException] = []
+
+    def bulky(i: int) -> str:
+        executed.append(i)
+        return f"{i}:" + "x" * 100_000
+
+    @app.workflow
+    async def fill(ctx: durable.Context) -> int:
+        total = 0
+        for i in range(30):
+            try:
+                total += len(await ctx.step(bulky, i))
+            except Exception as exc:  # a storage fault must never get here
+                caught.append(exc)
+                raise
+        return total
+
+    filler = small_disk / "filler"
+    async with app:
+        filler.write_bytes(b"\0" * (2_500_000))  # what is left: room for about a dozen steps
+        handle = await app.start(fill, run_id="r")
+        await eventually(lambda: _logged(caplog, "stopped: the store failed"), timeout=30, what="the disk to fill")
+        assert (await app.status("r")) in ("running", "pending")  # never 'failed'
+        filler.unlink()  # space again: the run moves on by itself
+        assert await handle.result(timeout=60) == 30 * len("00:" + "x" * 100_000) - 10
+    assert caught == []
+    assert "the disk is full" in caplog.text
+    repeated = [i for i in set(executed) if executed.count(i) > 1]
+    assert len(repeated) <= 1 and sorted(set(executed)) == list(range(30))
