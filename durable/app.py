@@ -40,6 +40,10 @@ log = logging.getLogger("durable")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+# Deeper answers are refused before anything is recorded: no prompt type a person
+# fills in nests this far, and the validators and encoders downstream have limits of their own.
+MAX_ANSWER_DEPTH = 64
+
 
 class RunHandle:
     """A started run: wait for its result or look at its status."""
@@ -365,6 +369,8 @@ class App:
             raise PromptAlreadyAnswered(run_id, key)
         if status != "waiting":
             raise PromptNotFound(run_id, key)
+        if (depth := nesting(value, MAX_ANSWER_DEPTH)) > MAX_ANSWER_DEPTH:
+            raise InvalidAnswer(run_id, key, f"it is nested {depth} levels deep or more; answers may nest {MAX_ANSWER_DEPTH}")
         try:
             blob = encode(value, f"the answer to prompt {key!r}")
         except EncodingError as exc:
@@ -378,6 +384,20 @@ class App:
         if before != "waiting":
             raise PromptNotFound(run_id, key)
         engine.notify()
+
+
+def nesting(value: Any, limit: int) -> int:
+    """How deeply lists and dicts nest in `value` (counting stops just past `limit`)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (list, tuple, dict)):
+            deepest = max(deepest, depth)
+            if depth > limit:
+                return depth
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def _check_run_id(run_id: str | None) -> str:

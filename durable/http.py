@@ -36,6 +36,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import __version__
+from . import http_edges as edges
 from .app import STATUSES, App
 from .errors import (
     DurableError,
@@ -50,6 +51,7 @@ from .errors import (
     UnsafeBind,
     WorkflowNotFound,
 )
+from .http_edges import BodyLimit, QuietDisconnects
 from .model import Cursor
 
 __all__ = ["UnsafeBind", "create_app", "serve"]
@@ -394,10 +396,12 @@ class Server(uvicorn.Server):
 # --- the application --------------------------------------------------------------------
 
 
-def create_app(app: App) -> FastAPI:
+def create_app(app: App, *, max_body_bytes: int | None = None) -> FastAPI:
     """The ASGI application serving `app`; its lifespan opens the App, so the worker runs inside the server.
 
     Reads DURABLE_TOKEN now: when set, every request needs it as a Bearer token.
+    Request bodies larger than `max_body_bytes` (default $DURABLE_MAX_BODY_BYTES,
+    else 1 MiB) are refused with 413.
     """
 
     @contextlib.asynccontextmanager
@@ -422,6 +426,15 @@ def create_app(app: App) -> FastAPI:
     if token:
         api.add_middleware(BearerToken, token=token)
     api.add_middleware(EndStreamsOnShutdown, closing=closing)
+    api.add_middleware(BodyLimit, limit=edges.max_body_bytes(max_body_bytes))
+    api.add_middleware(QuietDisconnects)
+
+    def openapi() -> dict[str, Any]:
+        if api.openapi_schema is None:
+            api.openapi_schema = edges.with_workflow_routes(FastAPI.openapi(api), app.workflows)
+        return api.openapi_schema
+
+    api.openapi = openapi  # type: ignore[method-assign]
     return api
 
 

@@ -29,7 +29,7 @@ from schemathesis.specs.openapi.checks import (
 import durable
 from durable.cli import main
 from durable.http import UnsafeBind, create_app, is_loopback, serve
-from helpers import eventually, make_app, wait_until
+from helpers import HERE, eventually, make_app, wait_until
 from servers import ROOT, durable_serve
 
 # --- the App under test -----------------------------------------------------------------
@@ -510,7 +510,7 @@ def test_generated_requests_get_no_5xx_and_match_the_openapi_schema(tmp_path: Pa
     schema = schemathesis.openapi.from_asgi("/openapi.json", api)
     try:
         operations = [result.ok() for result in schema.get_all_operations()]
-        assert len(operations) == 9
+        assert len(operations) == 9 + 3  # and one start operation per workflow, with its own arguments' schema
         for operation in operations:
 
             @given(case=operation.as_strategy(generation_mode=mode))
@@ -535,3 +535,58 @@ async def test_a_start_retried_while_the_first_is_in_flight_gets_the_run_too(cli
         )
         assert sorted([first.status_code, second.status_code]) == [200, 202], (first.text, second.text)
         assert first.json()["run_id"] == second.json()["run_id"] == f"twice-{i}"
+
+
+async def test_an_answer_nested_too_deep_is_refused_and_nothing_is_recorded(client: httpx.AsyncClient) -> None:
+    run_id = await start(client, "survey")
+    await pending(client, run_id)
+    deep = "[" * 100 + "]" * 100
+    response = await client.post(
+        f"/runs/{run_id}/prompts/colour", content=f'{{"value": {deep}}}', headers={"content-type": "application/json"}
+    )
+    error(response, 422, "InvalidAnswer", "nested 65 levels deep or more; answers may nest 64")
+    assert [p["key"] for p in await pending(client, run_id)] == ["colour"]  # still waiting: nothing recorded
+
+
+async def test_a_body_over_the_limit_is_refused_with_413_before_it_reaches_the_app(shop: durable.App) -> None:
+    async with LifespanManager(create_app(shop, max_body_bytes=2000)) as manager:
+        transport = httpx.ASGITransport(app=manager.app)  # type: ignore[arg-type]
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            run_id = await start(client, "survey")
+            await pending(client, run_id)
+            response = await client.post(f"/runs/{run_id}/prompts/colour", json={"value": "x" * 5000})
+            error(response, 413, "RequestTooLarge", "larger than 2,000 bytes")
+            assert [p["key"] for p in await pending(client, run_id)] == ["colour"]
+
+
+def test_clients_leaving_event_streams_leave_no_tracebacks(tmp_path: Path) -> None:
+    # durable_serve fails the test if the server's log has a traceback.
+    with durable_serve(str(tmp_path / "ticker.db"), "ticker:app", cwd=HERE) as base:
+
+        async def leave_early() -> None:
+            async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+                run_id = (await http.post("/workflows/ticker/runs", json={})).json()["run_id"]
+
+                async def one(after: int) -> None:
+                    async with http.stream("GET", f"/runs/{run_id}/events") as response:
+                        seen = 0
+                        async for _ in response.aiter_bytes():
+                            seen += 1
+                            if seen >= after:
+                                break  # the client goes away mid-stream
+
+                for _ in range(5):
+                    await asyncio.gather(*(one(1 + i % 4) for i in range(20)))
+
+        asyncio.run(leave_early())
+
+
+async def test_openapi_publishes_each_workflows_arguments(client: httpx.AsyncClient) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    body = spec["paths"]["/workflows/order/runs"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body["properties"]["kwargs"]["properties"] == {"order_id": {"type": "string"}, "express": {"type": "boolean"}}
+    assert body["properties"]["args"]["items"] == {"anyOf": [{"type": "string"}, {"type": "boolean"}]}
+    assert body["properties"]["args"]["description"] == "In this order: order_id, express"
+    assert "required: order_id" in body["description"]
+    response = await client.post("/workflows/order/runs", json={"kwargs": {"order_id": "o-7"}})
+    assert response.status_code == 202
