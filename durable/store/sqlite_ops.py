@@ -1,0 +1,275 @@
+"""Every write the SQLite store makes: one function per operation, run on the writer's connection.
+
+Each operation is ``op(conn, *args)`` (see :mod:`.batch` for its attributes),
+applied inside the writer's shared transaction. SQLite serialises writers, so
+a fenced write (an INSERT or UPDATE whose WHERE checks the run's owner and
+epoch) can never interleave with a claim.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from .base import FINAL, Answered, Claimed, Fence, RunRow
+
+__all__ = [
+    "CLAIMABLE", "RECORD", "RUN", "answer", "append", "cancel", "checkpoint", "claim", "claim_ready",
+    "complete_sleep", "create_run", "finish", "flush", "park", "release", "renew", "reopen_prompt", "select_run",
+]  # fmt: skip
+
+NOW = "((julianday('now') - 2440587.5) * 86400.0)"  # the store's clock, in seconds since the epoch
+RUN = "run_id, workflow, status, args, result, error, owner, epoch, lease_until, wake_at, created_at, updated_at, records"
+RECORD = "seq, kind, name, status, value, error, attempts, started_at, finished_at, question, schema"
+
+# The time of an in-place change (a prompt answered, cancelled or reopened, a
+# sleep done): strictly later than every earlier such change of the run, so the
+# order of these times is their commit order and a watcher can resume after one.
+_CHANGED_AT = (
+    "MAX(:now, COALESCE((SELECT MAX(finished_at) FROM records"
+    " WHERE run_id = :run_id AND kind IN ('ask', 'sleep')), 0) + 0.000001)"
+)
+_FENCED = "EXISTS (SELECT 1 FROM runs WHERE run_id = :run_id AND owner = :owner AND epoch = :epoch)"
+
+# --- write operations: each runs on the writer's connection, inside its shared transaction ---
+
+_APPEND = (
+    "INSERT INTO records (run_id, seq, kind, name, status, value, error, attempts,"
+    " started_at, finished_at, question, schema)"
+    " SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12"
+    " WHERE EXISTS (SELECT 1 FROM runs WHERE run_id = ?1 AND owner = ?13 AND epoch = ?14)"
+)
+
+
+def append(conn: sqlite3.Connection, params: tuple[Any, ...]) -> bool:
+    return conn.execute(_APPEND, params).rowcount == 1
+
+
+_CREATE_RUN = (
+    "INSERT INTO runs (run_id, workflow, status, args, owner, epoch, lease_until, ready, created_at, updated_at)"
+    " VALUES (?1, ?2, CASE WHEN ?4 IS NULL THEN 'pending' ELSE 'running' END, ?3, ?4,"
+    f" CASE WHEN ?4 IS NULL THEN 0 ELSE 1 END, CASE WHEN ?4 IS NOT NULL THEN {NOW} + ?5 END,"
+    " CASE WHEN ?4 IS NULL THEN 'submitted' END, ?6, ?6)"
+    " ON CONFLICT (run_id) DO NOTHING"
+)
+
+
+def create_run(conn: sqlite3.Connection, params: tuple[Any, ...]) -> RunRow | None:
+    if conn.execute(_CREATE_RUN, params).rowcount == 1:
+        return None
+    return select_run(conn, params[0])
+
+
+def select_run(conn: sqlite3.Connection, run_id: str) -> RunRow | None:
+    row = conn.execute(f"SELECT {RUN} FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+    return None if row is None else RunRow._make(row)
+
+
+def flush(conn: sqlite3.Connection) -> None:
+    pass
+
+
+def claim(
+    conn: sqlite3.Connection,
+    run_id: str,
+    status: str,
+    owner: str | None,
+    claimant: str,
+    lease: float,
+    now: float,
+    owner_dead: bool,
+) -> Claimed | None:
+    # A run another owner executes is taken only when that owner is known dead or its lease has expired.
+    row = conn.execute(
+        f"UPDATE runs SET status = 'running', ready = NULL, owner = ?1, epoch = epoch + 1, lease_until = {NOW} + ?2,"
+        " updated_at = ?3 WHERE run_id = ?4 AND status = ?5 AND owner IS ?6"
+        f" AND (status <> 'running' OR ?7 OR lease_until IS NULL OR lease_until < {NOW})"
+        " RETURNING workflow, args, epoch, records",
+        (claimant, lease, now, run_id, status, owner, owner_dead),
+    ).fetchone()
+    return None if row is None else Claimed(run_id, row[0], row[1], row[2], status, owner, None, row[3])
+
+
+CLAIMABLE = (
+    "workflow IN (SELECT value FROM json_each(:workflows)) AND ("
+    f" (status = 'running' AND owner IS NOT :me AND (lease_until IS NULL OR lease_until < {NOW}"
+    "  OR owner IN (SELECT value FROM json_each(:dead))))"
+    " OR status = 'pending' OR (status = 'sleeping' AND wake_at <= :now))"
+)
+
+
+def claim_ready(
+    conn: sqlite3.Connection, claimant: str, workflows: str, dead: str, limit: int, lease: float, now: float
+) -> list[Claimed]:
+    # Read and update in one transaction: the writer holds SQLite's write lock
+    # throughout, so no other process can claim these rows in between.
+    rows = conn.execute(
+        f"SELECT run_id, workflow, args, epoch, status, owner, ready, records FROM runs WHERE {CLAIMABLE}"
+        # Orphans first (already started, maybe holding resources), new submissions last.
+        " ORDER BY CASE WHEN status = 'running' THEN 0 WHEN ready IS 'submitted' THEN 2 ELSE 1 END, updated_at"
+        " LIMIT :limit",
+        {"workflows": workflows, "me": claimant, "dead": dead, "now": now, "limit": limit},
+    ).fetchall()
+    if not rows:
+        return []
+    conn.executemany(
+        f"UPDATE runs SET status = 'running', ready = NULL, owner = ?, epoch = epoch + 1, lease_until = {NOW} + ?,"
+        " updated_at = ? WHERE run_id = ?",
+        [(claimant, lease, now, row[0]) for row in rows],
+    )
+    return [Claimed(r[0], r[1], r[2], r[3] + 1, r[4], r[5], r[6], r[7]) for r in rows]
+
+
+def renew(conn: sqlite3.Connection, owner: str, lease: float) -> dict[str, int]:
+    rows = conn.execute(
+        f"UPDATE runs SET lease_until = {NOW} + ? WHERE owner = ? AND status = 'running' RETURNING run_id, epoch",
+        (lease, owner),
+    ).fetchall()
+    return dict(rows)
+
+
+def park(conn: sqlite3.Connection, params: tuple[Any, ...]) -> str | None:
+    # Decided inside the transaction: an answer that arrived while the run was
+    # still executing must not leave it 'waiting' for an answer it already has.
+    row = conn.execute(
+        "UPDATE runs SET status = CASE"
+        "   WHEN EXISTS (SELECT 1 FROM records WHERE run_id = ?1 AND status = 'waiting') THEN 'waiting'"
+        "   WHEN ?4 IS NOT NULL THEN 'sleeping' ELSE 'pending' END,"
+        " ready = CASE WHEN ?4 IS NULL AND NOT EXISTS (SELECT 1 FROM records WHERE run_id = ?1 AND status = 'waiting')"
+        "   THEN 'answered' END,"
+        " wake_at = ?4, owner = NULL, lease_until = NULL, updated_at = ?5, records = MAX(records, ?6)"
+        " WHERE run_id = ?1 AND owner = ?2 AND epoch = ?3 RETURNING status",
+        params,
+    ).fetchone()
+    return None if row is None else row[0]
+
+
+_FINISH = (
+    "UPDATE runs SET status = ?1, result = ?2, error = ?3, owner = NULL, lease_until = NULL,"
+    " wake_at = NULL, updated_at = ?4, records = MAX(records, ?8) WHERE run_id = ?5 AND owner = ?6 AND epoch = ?7"
+)
+
+
+def finish(conn: sqlite3.Connection, params: tuple[Any, ...]) -> bool:
+    return conn.execute(_FINISH, params).rowcount == 1
+
+
+def answer(
+    conn: sqlite3.Connection, run_id: str, key: str, value: bytes, now: float, claimant: str | None, lease: float
+) -> Answered:
+    cur = conn.execute(
+        f"UPDATE records SET status = 'answered', value = :value, finished_at = {_CHANGED_AT}"
+        " WHERE run_id = :run_id AND kind = 'ask' AND name = :key AND status = 'waiting'",
+        {"value": value, "now": now, "run_id": run_id, "key": key},
+    )
+    if cur.rowcount == 0:
+        row = conn.execute(
+            "SELECT status FROM records WHERE run_id = ? AND kind = 'ask' AND name = ?", (run_id, key)
+        ).fetchone()
+        return Answered(None if row is None else row[0], False, None)
+    # The run is ready once no prompt waits. The answering process may take it at
+    # once (it has the workflow and room): one commit instead of two.
+    row = conn.execute(
+        "UPDATE runs SET status = CASE WHEN ?3 IS NULL THEN 'pending' ELSE 'running' END,"
+        " ready = CASE WHEN ?3 IS NULL THEN 'answered' END, owner = ?3,"
+        f" epoch = epoch + (?3 IS NOT NULL), lease_until = CASE WHEN ?3 IS NOT NULL THEN {NOW} + ?4 END, updated_at = ?1"
+        " WHERE run_id = ?2 AND status = 'waiting'"
+        " AND NOT EXISTS (SELECT 1 FROM records WHERE run_id = ?2 AND status = 'waiting')"
+        " RETURNING workflow, args, epoch, records",
+        (now, run_id, claimant, lease),
+    ).fetchone()
+    if row is None:
+        return Answered("waiting", False, None)
+    claimed = None if claimant is None else Claimed(run_id, row[0], row[1], row[2], "waiting", None, "answered", row[3])
+    return Answered("waiting", True, claimed)
+
+
+def reopen_prompt(conn: sqlite3.Connection, fence: Fence, key: str, now: float) -> bool:
+    return (
+        conn.execute(
+            f"UPDATE records SET status = 'waiting', value = NULL, finished_at = {_CHANGED_AT}"
+            f" WHERE run_id = :run_id AND kind = 'ask' AND name = :key AND status = 'answered' AND {_FENCED}",
+            {**fence._asdict(), "key": key, "now": now},
+        ).rowcount
+        == 1
+    )
+
+
+def complete_sleep(conn: sqlite3.Connection, fence: Fence, seq: int, now: float) -> bool:
+    return (
+        conn.execute(
+            f"UPDATE records SET status = 'completed', finished_at = {_CHANGED_AT}"
+            f" WHERE run_id = :run_id AND seq = :seq AND status = 'scheduled' AND {_FENCED}",
+            {**fence._asdict(), "seq": seq, "now": now},
+        ).rowcount
+        == 1
+    )
+
+
+def cancel(conn: sqlite3.Connection, run_id: str, now: float) -> tuple[str, str | None] | None:
+    row = conn.execute("SELECT status, owner FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+    if row is None or row[0] in FINAL:
+        return row
+    conn.execute(
+        "UPDATE runs SET status = 'cancelled', owner = NULL, lease_until = NULL, wake_at = NULL,"
+        " updated_at = ? WHERE run_id = ?",
+        (now, run_id),
+    )
+    conn.execute(
+        f"UPDATE records SET status = 'cancelled', finished_at = {_CHANGED_AT}"
+        " WHERE run_id = :run_id AND status = 'waiting'",
+        {"now": now, "run_id": run_id},
+    )
+    return row
+
+
+def release(conn: sqlite3.Connection, owner: str, run_id: str | None, now: float, records: int | None) -> int:
+    return conn.execute(
+        "UPDATE runs SET status = 'pending', ready = 'released', owner = NULL, lease_until = NULL, updated_at = ?1,"
+        " records = MAX(records, COALESCE(?4, 0)) WHERE owner = ?2 AND status = 'running' AND (?3 IS NULL OR run_id = ?3)",
+        (now, owner, run_id, records),
+    ).rowcount
+
+
+# These write with one statement (then at most read), or only read: alone in a
+# batch, each may commit on its own, without BEGIN/COMMIT.
+for _op in (flush, select_run, append, create_run, claim, renew, park, finish, reopen_prompt, complete_sleep, release):
+    _op.autocommit = True  # type: ignore[attr-defined]
+
+
+def in_one_statement(sql: str, single: Any, done: Any) -> Any:
+    """The batched form of `single`: its rows through one executemany, when every row applies.
+
+    If a row did not apply (a fence or a conflict said no), the batch is undone
+    to a savepoint and each row is applied alone, so each gets its own answer.
+    """
+
+    def many(conn: sqlite3.Connection, batch: list[tuple[Any, ...]]) -> list[Any]:
+        rows = [args[0] for args in batch]
+        conn.execute("SAVEPOINT batch")
+        if conn.executemany(sql, rows).rowcount == len(rows):
+            conn.execute("RELEASE batch")
+            return [done] * len(rows)
+        conn.execute("ROLLBACK TO batch")
+        conn.execute("RELEASE batch")
+        return [single(conn, row) for row in rows]
+
+    return many
+
+
+# Where many runs do the same at once (a thousand runs started, stepping,
+# finishing), the writer hands their consecutive writes over in one call.
+append.many = in_one_statement(_APPEND, append, True)  # type: ignore[attr-defined]
+create_run.many = in_one_statement(_CREATE_RUN, create_run, None)  # type: ignore[attr-defined]
+finish.many = in_one_statement(_FINISH, finish, True)  # type: ignore[attr-defined]
+# A step's record may even be committed from the event loop when the writer is idle
+# (the sequential case). Run creation and claims stay queued: when a thousand runs
+# start at once, they must share commits rather than take one each.
+append.direct = True  # type: ignore[attr-defined]
+
+
+def checkpoint(conn: sqlite3.Connection) -> None:
+    # PASSIVE: copies what it can without waiting for readers or writers.
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+
