@@ -685,7 +685,7 @@ def build_rows(samples: Samples, durabilities: list[str], sizes: Sizes) -> list[
         sync = fig("W1-sync")
         if sync["durable"] is not None:
             rows.append(Row(
-                f"W1   the same, plain-function steps", "µs/step", d, sync,
+                "W1   the same, plain-function steps", "µs/step", d, sync,
                 [Goal("durable(sync)/naive <= 1.15x", ratio(sync["durable"], w1["naive"]), 1.15, True, "x")],
                 ".1f", "W1",
             ))  # fmt: skip

@@ -16,74 +16,27 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import functools
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
-import msgspec
-import pydantic
-
-from .codec import Codec, encode, error_from_json, error_to_json
+from .calls import STOP_RANK, STORE_FAULTS, UTC, Calls, Stop, Suspend
+from .codec import error_from_json, error_to_json
 from .context import Context
-from .errors import (
-    DuplicatePromptKey,
-    EncodingError,
-    JournalError,
-    NondeterminismError,
-    NotInWorkflow,
-    SignatureChanged,
-    StoreUnavailable,
-    UnreadableRecord,
-)
-from .steps import StepSpec, run_attempts
-from .store.base import Fence, RecordRow, Recorded
+from .errors import EncodingError, JournalError, NondeterminismError, SignatureChanged, StoreUnavailable
+from .store.base import Fence, Recorded
 from .workflow import Workflow
 
 if TYPE_CHECKING:
     from .engine import Engine
 
-__all__ = ["HOLD_SECONDS", "Execution"]
+__all__ = ["Execution"]
 
 log = logging.getLogger("durable")
 
-# A sleep this short is waited in memory; a longer one unloads the run, which a
-# timer resumes by replay. Replaying is cheap, holding thousands of coroutines is not.
-HOLD_SECONDS = 2.0
 
-_DATETIME = Codec(dt.datetime)
-_UTC = dt.timezone.utc
-
-
-# Which reason to stop wins when several come: the lower, the stronger.
-_STOP_RANK = {"cancelled": 0, "lost": 1, "store": 2, "shutdown": 3}
-
-
-# What a store raises when it cannot do its part: never an outcome of the run.
-STORE_FAULTS = (StoreUnavailable, JournalError)
-
-
-class _Suspended(BaseException):
-    """Unwinds a workflow that must wait for an answer or a timer."""
-
-
-class _Stopped(BaseException):
-    """Unwinds a workflow whose run was cancelled, taken over, is being shut down, or whose store failed."""
-
-
-@functools.lru_cache(maxsize=512)
-def _adapter(tp: Any) -> pydantic.TypeAdapter[Any]:
-    return pydantic.TypeAdapter(tp)
-
-
-@functools.lru_cache(maxsize=512)
-def _schema(tp: Any) -> str:
-    """The JSON schema of an answer type, as stored with its prompt (pydantic rebuilds it at every call)."""
-    return encode(_adapter(tp).json_schema(), f"the JSON schema of {tp!r}").decode()
-
-
-class Execution:
+class Execution(Calls):
     """One run being executed by this process."""
 
     __slots__ = (
@@ -132,7 +85,7 @@ class Execution:
 
     def stop(self, reason: str) -> None:
         """Stop at the next ctx call: 'cancelled' or 'lost' (write nothing more), 'shutdown' (record what finishes)."""
-        if _STOP_RANK[reason] <= _STOP_RANK.get(self.stop_reason or "", 99):
+        if STOP_RANK[reason] <= STOP_RANK.get(self.stop_reason or "", 99):
             self.stop_reason = reason  # a run that is no longer ours outranks a graceful stop
         if not self.active:
             return
@@ -140,216 +93,6 @@ class Execution:
             self.task.cancel()  # whatever it computes now could not be recorded
         elif self.inflight == 0 and not self.parking:
             self.task.cancel()  # waiting in a short sleep or a non-durable await: nothing to finish
-
-    # --- ctx calls ---------------------------------------------------------
-
-    def take(self, kind: str, name: str | None = None) -> int:
-        """Take the next seq for a ctx call and match it against its record now, when it is called.
-
-        A mismatch found at the call (not when it is awaited) means no call made
-        after it, in this branch or another of a gather, ever starts. `name` None
-        is a prompt's default key, ``ask-<seq>``.
-        """
-        self._check(kind)
-        seq = self.next_seq
-        self.next_seq = seq + 1
-        record = self.recorded.get(seq)
-        if record is not None:
-            if name is None:
-                name = f"ask-{seq}"
-            if record.kind != kind or record.name != name:
-                self.violation = NondeterminismError(
-                    self.run_id, seq, f"{record.kind} {record.name!r}", f"{kind} {name!r}"
-                )
-                raise self.violation
-        return seq
-
-    def _check(self, call: str) -> None:
-        if not self.active:
-            raise NotInWorkflow(self.run_id, call)
-        if self.violation is not None:
-            raise self.violation
-        if self.stop_reason is not None:
-            raise _Stopped(self.stop_reason)
-        if self.suspending:
-            raise _Suspended
-
-    def _read(self, seq: int, record: Recorded, decode: Callable[[], Any]) -> Any:
-        """Decode a recorded value; one that no longer reads blocks the run (the code changed, or the journal)."""
-        try:
-            return decode()
-        except (EncodingError, msgspec.DecodeError, msgspec.ValidationError) as exc:
-            self.violation = UnreadableRecord(self.run_id, seq, f"{record.kind} {record.name!r}", str(exc))
-            raise self.violation from None
-
-    def _lost(self) -> NoReturn:
-        # The fence refused the write: the run was cancelled or taken over.
-        if self.stop_reason != "cancelled":
-            self.stop_reason = "lost"
-        raise _Stopped(self.stop_reason)
-
-    def _store_failed(self, exc: StoreUnavailable | JournalError) -> NoReturn:
-        # Not the workflow's business: the run stops here and stays resumable.
-        if self.stop_reason is None:
-            self.stop_reason = "store"
-            self.store_error = exc
-        raise _Stopped(self.stop_reason) from None
-
-    async def _write(self, pending: Any) -> Any:
-        """Await a store write; a storage fault stops the execution instead of reaching the workflow."""
-        try:
-            return await pending
-        except STORE_FAULTS as exc:
-            self._store_failed(exc)
-
-    def _begin(self) -> None:
-        self.inflight += 1
-
-    def _end(self) -> None:
-        self.inflight -= 1
-        if not self.inflight and self._settled is not None and not self._settled.done():
-            self._settled.set_result(None)
-
-    async def step(
-        self, seq: int, spec: StepSpec, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
-        self._check("step")
-        record = self.recorded.get(seq)
-        if record is not None:  # matched when the call was made
-            if record.status == "completed":
-                return self._read(seq, record, lambda: spec.codec.decode(record.value, spec.label))  # type: ignore[arg-type]
-            raise self._read(seq, record, lambda: error_from_json(record.error, spec.name))  # type: ignore[arg-type]
-        self._begin()
-        try:
-            started = self.clock()
-            if spec.plain:  # the common case, without the machinery of retries and timeouts
-                try:
-                    attempts, value, exc = 1, await fn(*args, **kwargs), None
-                except Exception as failure:
-                    attempts, value, exc = 1, None, failure
-            else:
-                attempts, value, exc = await run_attempts(spec, fn, args, kwargs)
-            if self.stop_reason is not None and self.stop_reason != "shutdown":
-                raise _Stopped(self.stop_reason)  # the run is no longer ours to write into
-            if self.violation is not None:
-                raise self.violation  # another branch met a mismatch: the journal stays as it was
-            # A graceful stop records what it let finish: the next owner must not run it again.
-            if exc is None:
-                blob, value = spec.codec.roundtrip(value, spec.label)
-                error = None
-            else:
-                blob, error = None, error_to_json(exc)
-            record = RecordRow(
-                seq, "step", spec.name, "failed" if exc else "completed", blob, error, attempts, started, self.clock(), None, None
-            )  # fmt: skip
-            try:
-                written = await self.store.append(self.fence, record)
-            except STORE_FAULTS as fault:
-                self._store_failed(fault)
-            if not written:
-                self._lost()
-            self.known += 1
-            if exc is not None:
-                raise error_from_json(error, spec.name) from exc  # type: ignore[arg-type]
-            return value
-        finally:
-            self._end()
-
-    async def sleep(self, seq: int, seconds: float | dt.timedelta) -> None:
-        self._check("sleep")
-        if isinstance(seconds, dt.timedelta):
-            seconds = seconds.total_seconds()
-        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
-            raise TypeError(f"ctx.sleep takes seconds (a number) or a timedelta, not {seconds!r}.")
-        record = self.recorded.get(seq)
-        if record is not None:
-            wake_at = self._read(seq, record, lambda: _DATETIME.decode(record.value, "a recorded wake-up time")).timestamp()  # type: ignore[arg-type]
-        else:
-            now = self.clock()
-            wake_at = now + max(0.0, float(seconds))
-            self._begin()
-            try:
-                ok = await self._write(self.store.append(self.fence, RecordRow(
-                    seq, "sleep", "sleep", "scheduled", encode(dt.datetime.fromtimestamp(wake_at, _UTC), "a wake-up time"),
-                    None, 1, now, None, None, None,
-                )))  # fmt: skip
-            finally:
-                self._end()
-            if not ok:
-                self._lost()
-            self.known += 1
-        while (remaining := wake_at - self.clock()) > 0:
-            if remaining > HOLD_SECONDS:
-                self.wake_at = wake_at if self.wake_at is None else min(self.wake_at, wake_at)
-                await self._suspend()
-            await asyncio.sleep(remaining)
-            if self.stop_reason is not None:
-                raise _Stopped(self.stop_reason)
-        if record is None or record.status == "scheduled":
-            self.store.complete_sleep_nowait(self.fence, seq, self.clock())
-
-    async def ask(self, seq: int, question: str, tp: Any, key: str | None) -> Any:
-        self._check("ask")
-        if key is None:
-            key = f"ask-{seq}"
-        if not isinstance(question, str):
-            raise TypeError(f"ctx.ask takes the question as a string, not {question!r}.")
-        if self.keys is None:
-            self.keys = set()
-        elif key in self.keys:
-            raise DuplicatePromptKey(self.run_id, key)
-        self.keys.add(key)
-        adapter = _adapter(tp)
-        record = self.recorded.get(seq)
-        if record is not None:
-            if record.status == "answered":
-                try:
-                    return adapter.validate_json(record.value)  # type: ignore[arg-type]
-                except pydantic.ValidationError as exc:
-                    await self._reopen(key, exc)
-        else:
-            schema = _schema(tp)
-            self._begin()
-            try:
-                ok = await self._write(self.store.append(
-                    self.fence, RecordRow(seq, "ask", key, "waiting", None, None, 1, self.clock(), None, question, schema)
-                ))  # fmt: skip
-            finally:
-                self._end()
-            if not ok:
-                self._lost()
-            self.known += 1
-        await self._suspend()
-
-    async def _suspend(self) -> NoReturn:
-        # Yield once first: parallel branches already started (asyncio.gather)
-        # get to make their own calls, so all of a run's prompts are asked together.
-        self.parking = True
-        try:
-            await asyncio.sleep(0)
-        except asyncio.CancelledError:
-            if self.stop_reason != "shutdown":
-                raise
-        self.suspending = True
-        raise _Suspended
-
-    async def _reopen(self, key: str, exc: pydantic.ValidationError) -> None:
-        # The answer matched the stored JSON schema but not the Python type (a
-        # constraint JSON schema cannot express): put the prompt back to waiting.
-        log.warning("run %s ✎ answer to %r does not fit its type; asking again: %s", self.run_id, key, exc)
-        if not await self._write(self.store.reopen_prompt(self.fence, key, self.clock())):
-            self._lost()
-
-    def now(self, seq: int) -> dt.datetime:
-        record = self.recorded.get(seq)
-        if record is not None:
-            return self._read(seq, record, lambda: _DATETIME.decode(record.value, "a recorded time"))  # type: ignore[arg-type]
-        ts = self.clock()
-        blob, value = _DATETIME.roundtrip(dt.datetime.fromtimestamp(ts, _UTC), "the current time")
-        # Not awaited: the writer commits in queue order, so this record is
-        # durable before anything the workflow records after using it.
-        self.store.append_nowait(self.fence, RecordRow(seq, "now", "now", "completed", blob, None, 1, ts, ts, None, None))
-        return value
 
     # --- driving the run -----------------------------------------------------
 
@@ -369,9 +112,9 @@ class Execution:
             self.decoded = None
             value = await self.workflow.fn(Context(self), *args, **kwargs)
             outcome = "completed"
-        except _Suspended:
+        except Suspend:
             outcome = "suspended"
-        except _Stopped:
+        except Stop:
             outcome = "stopped"
         except asyncio.CancelledError:
             if self.stop_reason is None:
@@ -424,7 +167,7 @@ class Execution:
         elif status == "waiting":
             log.info("run %s ⏸ %s waiting for an answer", run, name)
         elif status == "sleeping":
-            when = dt.datetime.fromtimestamp(self.wake_at or 0, _UTC).strftime("%Y-%m-%d %H:%M:%S")
+            when = dt.datetime.fromtimestamp(self.wake_at or 0, UTC).strftime("%Y-%m-%d %H:%M:%S")
             log.info("run %s ⏸ %s sleeping until %s UTC", run, name, when)
         elif status == "pending":
             log.info("run %s ⏸ %s unloaded, ready to resume", run, name)

@@ -7,25 +7,47 @@ import functools
 import inspect
 import random
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from .codec import Codec, return_codec
 from .errors import DefinitionError, StepTimeout
 from .threads import run_in_thread
 
-__all__ = ["StepSpec", "run_attempts", "step", "step_spec"]
+__all__ = ["StepSpec", "backoff", "run_attempts", "step", "step_spec"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 MAX_BACKOFF_SECONDS = 60.0
 
 
-class StepOptions:
-    __slots__ = ("backoff_seconds", "name", "retries", "timeout")
+Errors = tuple[type[BaseException], ...]
 
-    def __init__(self, name: str | None, retries: int, timeout: float | None, backoff_seconds: float) -> None:
+
+class StepOptions:
+    __slots__ = ("backoff_seconds", "name", "no_retry_on", "retries", "retry_on", "timeout")
+
+    def __init__(
+        self,
+        name: str | None,
+        retries: int,
+        timeout: float | None,
+        backoff_seconds: float,
+        retry_on: Errors = (Exception,),
+        no_retry_on: Errors = (),
+    ) -> None:
         self.name, self.retries, self.timeout, self.backoff_seconds = name, retries, timeout, backoff_seconds
+        self.retry_on, self.no_retry_on = retry_on, no_retry_on
+
+
+def _errors(option: str, given: Any) -> Errors:
+    """An exception class or a tuple of them, as a tuple; DefinitionError otherwise."""
+    found = given if isinstance(given, tuple) else (given,)
+    if not found or not all(isinstance(e, type) and issubclass(e, Exception) for e in found):
+        raise DefinitionError(
+            f"@durable.step({option}=...) takes an exception class or a tuple of them, not {given!r}."
+        )
+    return found
 
 
 def step(
@@ -35,14 +57,21 @@ def step(
     retries: int = 0,
     timeout: float | None = None,
     backoff_seconds: float = 1.0,
+    retry_on: type[Exception] | tuple[type[Exception], ...] = Exception,
+    no_retry_on: type[Exception] | tuple[type[Exception], ...] = (),
 ) -> Any:
     """Set how ctx.step runs a function: its journal name, retries, timeout and backoff.
 
     `retries=N` allows up to N more attempts after the first; the wait before
     attempt k+1 is ``backoff_seconds * 2**(k-1)``, capped at 60 s, with ±50 % jitter.
-    `timeout` bounds each attempt. An async function is cancelled at its timeout;
-    a plain function runs in a thread, which Python cannot stop: the attempt is
-    abandoned (its result ignored) while the thread finishes in the background.
+    Only errors of `retry_on` (default: any) and not of `no_retry_on` are
+    retried; any other fails the step at once (a declined card is not a timeout).
+    Each failed attempt and the time of the next are journaled before the wait,
+    so a crash never adds attempts (only an attempt in flight runs again, as any
+    step in flight does), and a wait longer than 2 s unloads the run like a
+    durable sleep. `timeout` bounds each attempt. An async function is cancelled
+    at its timeout; a plain function runs in a thread, which Python cannot stop:
+    the attempt is abandoned (its result ignored) while the thread finishes.
     """
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         raise DefinitionError(f"@durable.step(retries=...) takes a whole number >= 0, not {retries!r}.")
@@ -52,7 +81,10 @@ def step(
         raise DefinitionError(f"@durable.step(backoff_seconds=...) takes seconds >= 0, not {backoff_seconds!r}.")
     if name is not None and (not isinstance(name, str) or not name):
         raise DefinitionError(f"@durable.step(name=...) takes a non-empty string, not {name!r}.")
-    options = StepOptions(name, retries, None if timeout is None else float(timeout), float(backoff_seconds))
+    options = StepOptions(
+        name, retries, None if timeout is None else float(timeout), float(backoff_seconds),
+        _errors("retry_on", retry_on), _errors("no_retry_on", no_retry_on) if no_retry_on != () else (),
+    )  # fmt: skip
 
     def decorate(fn: F) -> F:
         if not callable(fn):
@@ -82,7 +114,10 @@ def step(
 class StepSpec:
     """Everything ctx.step needs to know about a step function, computed once."""
 
-    __slots__ = ("backoff_seconds", "codec", "is_async", "label", "name", "plain", "retries", "timeout", "__weakref__")
+    __slots__ = (
+        "backoff_seconds", "codec", "is_async", "label", "name", "no_retry_on", "plain", "retries", "retry_on",
+        "timeout", "__weakref__",
+    )  # fmt: skip
 
     def __init__(self, fn: Callable[..., Any]) -> None:
         target = fn.func if isinstance(fn, functools.partial) else fn
@@ -93,6 +128,8 @@ class StepSpec:
         self.retries = options.retries if options else 0
         self.timeout = options.timeout if options else None
         self.backoff_seconds = options.backoff_seconds if options else 1.0
+        self.retry_on: Errors = options.retry_on if options else (Exception,)
+        self.no_retry_on: Errors = options.no_retry_on if options else ()
         self.is_async = inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(
             getattr(target, "__call__", None)
         )
@@ -100,6 +137,11 @@ class StepSpec:
         self.label = f"the result of step {self.name!r}"  # names the value in an EncodingError
         # An async function tried once without a timeout: awaited directly.
         self.plain = self.is_async and self.retries == 0 and self.timeout is None and not isinstance(fn, functools.partial)
+
+
+    def retryable(self, exc: Exception) -> bool:
+        """Whether a failed attempt's error may be retried (retries left aside)."""
+        return isinstance(exc, self.retry_on) and not isinstance(exc, self.no_retry_on)
 
 
 _specs: weakref.WeakKeyDictionary[Any, StepSpec] = weakref.WeakKeyDictionary()
@@ -135,11 +177,28 @@ async def _attempt(spec: StepSpec, fn: Callable[..., Any], args: tuple[Any, ...]
     return result
 
 
+def backoff(spec: StepSpec, attempts: int) -> float:
+    """Seconds to wait after `attempts` failed attempts: exponential, capped, with ±50 % jitter."""
+    delay = min(MAX_BACKOFF_SECONDS, spec.backoff_seconds * 2 ** (attempts - 1))
+    return delay * random.uniform(0.5, 1.5)
+
+
 async def run_attempts(
-    spec: StepSpec, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    spec: StepSpec,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    first: int = 1,
+    between: Callable[[int, Exception, float], Awaitable[None]] | None = None,
 ) -> tuple[int, Any, Exception | None]:
-    """Run a step until it succeeds or its retries are spent: (attempts, value, final error)."""
-    attempts = 0
+    """Run a step until it succeeds, fails with an error not to retry, or its retries are spent.
+
+    Returns (attempts, value, final error). `first` is the number of this first
+    attempt (after a crash, the one after those journaled); `between(attempts,
+    error, delay)` waits before the next attempt (the caller journals it), else
+    it is a plain sleep.
+    """
+    attempts = first - 1
     while True:
         attempts += 1
         try:
@@ -159,7 +218,10 @@ async def run_attempts(
                 raise StepTimeout(spec.name, spec.timeout)
             return attempts, result, None
         except Exception as exc:
-            if attempts > spec.retries:
+            if attempts > spec.retries or not spec.retryable(exc):
                 return attempts, None, exc
-            delay = min(MAX_BACKOFF_SECONDS, spec.backoff_seconds * 2 ** (attempts - 1))
-            await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+            delay = backoff(spec, attempts)
+            if between is None:
+                await asyncio.sleep(delay)
+            else:
+                await between(attempts, exc, delay)

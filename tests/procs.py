@@ -150,6 +150,20 @@ async def leaver(ctx: durable.Context) -> list[str]:
     return [await ctx.step(work, "before"), await ctx.step(leave, "leave")]
 
 
+@durable.step(retries=2, backoff_seconds=1.5)
+def always_fails(name: str) -> str:
+    note(f"start {name}")
+    raise ConnectionError("the far end is down")
+
+
+@app.workflow
+async def retrier(ctx: durable.Context) -> str:
+    try:
+        return await ctx.step(always_fails, "attempt")
+    except ConnectionError:
+        return "gave up"
+
+
 async def main() -> None:
     async with app:
         args = (float(sys.argv[sys.argv.index("--seconds") + 1]),) if "--seconds" in sys.argv else ()

@@ -176,3 +176,16 @@ def test_sys_exit_or_ctrl_c_inside_a_step_exits_the_process_and_hands_the_run_ba
     assert [r[2].rsplit(".", 1)[-1] for r in records(db, "r1")] == ["work"]  # the leaving step is not recorded
     assert result_of(finish(spawn(db, log, "r1", "leaver"))) == ["before-ok", "stayed"]
     assert starts(log) == {"before": 1, "leave": 2}
+
+
+def test_a_crash_during_a_retry_backoff_adds_no_attempt(db: str, tmp_path: Path) -> None:
+    # retries=2: three attempts in all, whatever happens between them.
+    log = tmp_path / "side-effects.log"
+    proc = spawn(db, log, "r1", "retrier")
+    wait_until(lambda: log_lines(log).count("start attempt") == 1, what="the first attempt to fail")
+    wait_until(lambda: any(r[3] == "retrying" for r in records(db, "r1")), what="the retry to be journaled")
+    kill(proc)  # during the backoff
+    assert result_of(finish(spawn(db, log, "r1", "retrier"))) == "gave up"
+    assert log_lines(log).count("start attempt") == 3
+    (record,) = stored_records(db, "r1")
+    assert (record.status, record.attempts) == ("failed", 3)

@@ -9,7 +9,7 @@ import time
 import pytest
 
 import durable
-from helpers import make_app, records
+from helpers import eventually, make_app, records
 
 
 class PaymentDeclined(Exception):
@@ -311,3 +311,76 @@ async def test_a_step_that_swallows_its_cancellation_at_the_timeout_still_timed_
         assert await app.run(wf, run_id="r") == "timed out: stubborn"
         (record,) = (await app.get_run("r")).steps
     assert record.status == "failed" and record.error is not None and "StepTimeout" in record.error["type"]
+
+
+class CardDeclined(Exception):
+    pass
+
+
+async def test_errors_not_to_retry_fail_the_step_at_once(app: durable.App) -> None:
+    tries: list[str] = []
+
+    @durable.step(retries=5, backoff_seconds=0, no_retry_on=CardDeclined)
+    def charge() -> None:
+        tries.append("charge")
+        raise CardDeclined("declined")
+
+    @durable.step(retries=5, backoff_seconds=0, retry_on=ConnectionError)
+    def parse() -> None:
+        tries.append("parse")
+        raise ValueError("bad input")
+
+    @app.workflow
+    async def wf(ctx: durable.Context) -> list[str]:
+        outcomes = []
+        for fn in (charge, parse):
+            try:
+                await ctx.step(fn)
+            except Exception as exc:
+                outcomes.append(type(exc).__name__)
+        return outcomes
+
+    async with app:
+        assert await app.run(wf, run_id="r") == ["CardDeclined", "ValueError"]
+        assert [(s.status, s.attempts) for s in (await app.get_run("r")).steps] == [("failed", 1), ("failed", 1)]
+    assert tries == ["charge", "parse"]
+
+
+def test_retry_options_are_checked_when_declared() -> None:
+    with pytest.raises(durable.DefinitionError, match=r"retry_on=...\) takes an exception class or a tuple of them"):
+        durable.step(retry_on="ConnectionError")  # type: ignore[arg-type]
+    with pytest.raises(durable.DefinitionError, match="no_retry_on"):
+        durable.step(no_retry_on=(ValueError, 3))  # type: ignore[arg-type]
+
+
+async def test_a_long_backoff_unloads_the_run_and_a_timer_resumes_it(db: str) -> None:
+    now = [1_000_000.0]
+    app = make_app(db, clock=lambda: now[0])
+    tries: list[float] = []
+
+    @durable.step(retries=1, backoff_seconds=60)  # 30 to 60 s: far longer than a wait held in memory
+    async def flaky() -> str:
+        tries.append(now[0])
+        if len(tries) == 1:
+            raise ConnectionError("not yet")
+        return "ok"
+
+    @app.workflow
+    async def wf(ctx: durable.Context) -> str:
+        return await ctx.step(flaky)
+
+    async with app:
+        handle = await app.start(wf, run_id="r")
+        await eventually(lambda: _status(app, "r", "sleeping"), what="the run to unload for its backoff")
+        assert app.engine.executing("r") is None  # no coroutine held while it waits
+        (record,) = (await app.get_run("r")).steps
+        assert (record.status, record.attempts, record.error["type"]) == ("retrying", 1, "builtins:ConnectionError")
+        now[0] += 61
+        assert await handle.result(timeout=10) == "ok"
+        (record,) = (await app.get_run("r")).steps
+    assert (record.status, record.attempts, record.value) == ("completed", 2, "ok")
+    assert len(tries) == 2 and tries[1] - tries[0] >= 30
+
+
+async def _status(app: durable.App, run_id: str, status: str) -> bool:
+    return (await app.status(run_id)) == status

@@ -8,10 +8,8 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import pytest
 
 import durable
 from helpers import HERE, eventually, make_app, wait_until

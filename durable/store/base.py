@@ -81,6 +81,7 @@ class Recorded(NamedTuple):
     status: str
     value: bytes | None
     error: bytes | None
+    attempts: int
 
 
 class PromptRow(NamedTuple):
@@ -195,6 +196,15 @@ class Store(Protocol):
 
     def append_nowait(self, fence: Fence, record: RecordRow) -> None:
         """Add a record without waiting; writes made later commit after it."""
+        ...
+
+    async def replace(self, fence: Fence, record: RecordRow) -> bool:
+        """Add a record, or replace the run's record at its seq if that one is still 'retrying'; False if fenced out.
+
+        A step whose attempt failed with retries left records 'retrying' (its
+        attempt count, its last error, when the next attempt is due), and its
+        final record takes that one's place.
+        """
         ...
 
     async def park(self, fence: Fence, wake_at: float | None, now: float, records: int) -> str | None:

@@ -299,6 +299,9 @@ class PostgresStore:
     def append(self, fence: Fence, record: RecordRow) -> Any:
         return self._batcher.run(ops.append, (fence.run_id, *record, fence.owner, fence.epoch))
 
+    async def replace(self, fence: Fence, record: RecordRow) -> bool:
+        return await self._write(ops.replace, (fence.run_id, *record, fence.owner, fence.epoch))
+
     def append_nowait(self, fence: Fence, record: RecordRow) -> None:
         self._batcher.submit_nowait(ops.append, (fence.run_id, *record, fence.owner, fence.epoch))
 
@@ -349,13 +352,15 @@ class PostgresStore:
 
     async def load_replay(self, run_id: str) -> list[Recorded]:
         rows = await self._fetch(
-            "SELECT seq, kind, name, status, value, error FROM durable.records WHERE run_id = $1 ORDER BY seq", run_id
+            "SELECT seq, kind, name, status, value, error, attempts FROM durable.records WHERE run_id = $1 ORDER BY seq",
+            run_id,
         )
         return [Recorded(*r) for r in rows]
 
     async def changes(self, run_id: str, from_seq: int, changed_after: tuple[float, int]) -> list[RecordRow]:
         rows = await self._fetch(
-            f"SELECT {_RECORD} FROM durable.records WHERE run_id = $1 AND (seq >= $2 OR (kind IN ('ask', 'sleep')"
+            f"SELECT {_RECORD} FROM durable.records WHERE run_id = $1 AND ((seq >= $2 AND status <> 'retrying')"
+            " OR (kind IN ('ask', 'sleep')"
             " AND finished_at IS NOT NULL AND (finished_at > $3 OR (finished_at = $3 AND seq > $4))))",
             run_id, from_seq, *changed_after,
         )  # fmt: skip
@@ -447,7 +452,9 @@ async def _warm(conn: Any) -> None:
     # statement at its first use. Both happen here, when the connection is made,
     # rather than on a caller's first read.
     await conn.fetch(f"SELECT {ops.RUN} FROM durable.runs WHERE run_id = $1", "")
-    await conn.fetch("SELECT seq, kind, name, status, value, error FROM durable.records WHERE run_id = $1 ORDER BY seq", "")
+    await conn.fetch(
+        "SELECT seq, kind, name, status, value, error, attempts FROM durable.records WHERE run_id = $1 ORDER BY seq", ""
+    )
 
 
 async def _keep_session(conn: Any) -> None:

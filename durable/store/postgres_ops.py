@@ -37,6 +37,7 @@ __all__ = [
     "release",
     "renew",
     "reopen_prompt",
+    "replace",
     "select_run",
 ]
 
@@ -89,6 +90,18 @@ _APPEND_MANY = (
 
 async def append(conn: Any, params: tuple[Any, ...]) -> bool:
     return _count(await conn.execute(_APPEND, *params)) == 1
+
+
+_REPLACE = (
+    _APPEND
+    + " ON CONFLICT (run_id, seq) DO UPDATE SET status = excluded.status, value = excluded.value,"
+    " error = excluded.error, attempts = excluded.attempts, finished_at = excluded.finished_at"
+    " WHERE durable.records.status = 'retrying'"
+)
+
+
+async def replace(conn: Any, params: tuple[Any, ...]) -> bool:
+    return _count(await conn.execute(_REPLACE, *params)) == 1
 
 
 async def _append_many(conn: Any, batch: list[tuple[Any, ...]]) -> list[bool]:
@@ -342,5 +355,5 @@ async def cancel(conn: Any, run_id: str, now: float) -> tuple[str, str | None] |
 cancel.notifies = True  # type: ignore[attr-defined]  # the process executing it stops at once
 
 # One statement, committing on its own: no BEGIN/COMMIT when alone in a batch.
-for _op in (flush, select_run, append, complete_sleep, reopen_prompt, create_running, claim_ready, renew):
+for _op in (flush, select_run, append, replace, complete_sleep, reopen_prompt, create_running, claim_ready, renew):
     _op.autocommit = True  # type: ignore[attr-defined]

@@ -194,6 +194,9 @@ class SQLiteStore:
             raise self._closed()
         return writer.submit(ops.append, (fence.run_id, *record, fence.owner, fence.epoch))
 
+    async def replace(self, fence: Fence, record: RecordRow) -> bool:
+        return await self._write(ops.replace, (fence.run_id, *record, fence.owner, fence.epoch))
+
     def append_nowait(self, fence: Fence, record: RecordRow) -> None:
         if self._writer is None:
             raise RuntimeError("the store is closed")
@@ -246,13 +249,15 @@ class SQLiteStore:
 
     async def load_replay(self, run_id: str) -> list[Recorded]:
         rows = await self._fetch(
-            "SELECT seq, kind, name, status, value, error FROM records WHERE run_id = ? ORDER BY seq", (run_id,)
+            "SELECT seq, kind, name, status, value, error, attempts FROM records WHERE run_id = ? ORDER BY seq", (run_id,)
         )
         return list(map(Recorded._make, rows))
 
     async def changes(self, run_id: str, from_seq: int, changed_after: tuple[float, int]) -> list[RecordRow]:
         rows = await self._fetch(
-            f"SELECT {ops.RECORD} FROM records WHERE run_id = ?1 AND (seq >= ?2 OR (kind IN ('ask', 'sleep')"
+            # A step 'retrying' is not streamed until it is final (its record is replaced in place).
+            f"SELECT {ops.RECORD} FROM records WHERE run_id = ?1 AND ((seq >= ?2 AND status <> 'retrying')"
+            " OR (kind IN ('ask', 'sleep')"
             " AND finished_at IS NOT NULL AND (finished_at > ?3 OR (finished_at = ?3 AND seq > ?4))))",
             (run_id, from_seq, *changed_after),
         )

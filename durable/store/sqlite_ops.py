@@ -15,7 +15,8 @@ from .base import FINAL, Answered, Claimed, Fence, RunRow
 
 __all__ = [
     "CLAIMABLE", "RECORD", "RUN", "answer", "append", "cancel", "checkpoint", "claim", "claim_ready",
-    "complete_sleep", "create_run", "finish", "flush", "park", "release", "renew", "reopen_prompt", "select_run",
+    "complete_sleep", "create_run", "finish", "flush", "park", "release", "renew", "reopen_prompt", "replace",
+    "select_run",
 ]  # fmt: skip
 
 NOW = "((julianday('now') - 2440587.5) * 86400.0)"  # the store's clock, in seconds since the epoch
@@ -43,6 +44,18 @@ _APPEND = (
 
 def append(conn: sqlite3.Connection, params: tuple[Any, ...]) -> bool:
     return conn.execute(_APPEND, params).rowcount == 1
+
+
+_REPLACE = (
+    _APPEND
+    + " ON CONFLICT (run_id, seq) DO UPDATE SET status = excluded.status, value = excluded.value,"
+    " error = excluded.error, attempts = excluded.attempts, finished_at = excluded.finished_at"
+    " WHERE records.status = 'retrying'"
+)
+
+
+def replace(conn: sqlite3.Connection, params: tuple[Any, ...]) -> bool:
+    return conn.execute(_REPLACE, params).rowcount == 1
 
 
 _CREATE_RUN = (
@@ -233,7 +246,7 @@ def release(conn: sqlite3.Connection, owner: str, run_id: str | None, now: float
 
 # These write with one statement (then at most read), or only read: alone in a
 # batch, each may commit on its own, without BEGIN/COMMIT.
-for _op in (flush, select_run, append, create_run, claim, renew, park, finish, reopen_prompt, complete_sleep, release):
+for _op in (flush, select_run, append, replace, create_run, claim, renew, park, finish, reopen_prompt, complete_sleep, release):
     _op.autocommit = True  # type: ignore[attr-defined]
 
 

@@ -1,0 +1,339 @@
+"""Each ctx call, live and on replay: step (with its journaled retries), sleep, ask, now.
+
+:class:`Calls` is the part of an :class:`~durable.replay.Execution` that a
+workflow's ``ctx`` calls reach. A call takes its seq when it is made and is
+matched against the record at that seq then; a recorded call returns its
+record (decoded by its annotation), a new one does the work and commits its
+record before it returns.
+
+A call that must wait long (a prompt, a durable sleep, a retry's backoff)
+unloads the run: :class:`Suspend`, a ``BaseException`` a user's ``except
+Exception`` cannot swallow, unwinds the workflow; :class:`Stop` does the same
+for a run that is cancelled, lost, shutting down or whose store failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import functools
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import msgspec
+import pydantic
+
+from .codec import Codec, encode, error_from_json, error_to_json
+from .errors import (
+    DuplicatePromptKey,
+    EncodingError,
+    JournalError,
+    NondeterminismError,
+    NotInWorkflow,
+    StoreUnavailable,
+    UnreadableRecord,
+)
+from .steps import StepSpec, run_attempts
+from .store.base import Fence, RecordRow, Recorded
+
+if TYPE_CHECKING:
+    from .engine import Engine
+    from .store.base import Store
+
+__all__ = ["HOLD_SECONDS", "STOP_RANK", "STORE_FAULTS", "Calls", "Stop", "Suspend"]
+
+log = logging.getLogger("durable")
+
+# A sleep this short is waited in memory; a longer one unloads the run, which a
+# timer resumes by replay. Replaying is cheap, holding thousands of coroutines is not.
+HOLD_SECONDS = 2.0
+
+DATETIME = Codec(dt.datetime)
+UTC = dt.timezone.utc
+
+
+# Which reason to stop wins when several come: the lower, the stronger.
+STOP_RANK = {"cancelled": 0, "lost": 1, "store": 2, "shutdown": 3}
+
+
+# What a store raises when it cannot do its part: never an outcome of the run.
+STORE_FAULTS = (StoreUnavailable, JournalError)
+
+
+class Suspend(BaseException):
+    """Unwinds a workflow that must wait for an answer or a timer."""
+
+
+class Stop(BaseException):
+    """Unwinds a workflow whose run was cancelled, taken over, is being shut down, or whose store failed."""
+
+
+@functools.lru_cache(maxsize=512)
+def type_adapter(tp: Any) -> pydantic.TypeAdapter[Any]:
+    return pydantic.TypeAdapter(tp)
+
+
+@functools.lru_cache(maxsize=512)
+def answer_schema(tp: Any) -> str:
+    """The JSON schema of an answer type, as stored with its prompt (pydantic rebuilds it at every call)."""
+    return encode(type_adapter(tp).json_schema(), f"the JSON schema of {tp!r}").decode()
+
+
+class Calls:
+    """What a workflow's ctx calls do; the attributes are an Execution's."""
+
+    __slots__ = ()
+    engine: Engine
+    store: Store
+    clock: Callable[[], float]
+    fence: Fence
+    run_id: str
+    recorded: dict[int, Recorded]
+    known: int
+    next_seq: int
+    keys: set[str] | None
+    inflight: int
+    _settled: asyncio.Future[None] | None
+    wake_at: float | None
+    suspending: bool
+    parking: bool
+    stop_reason: str | None
+    store_error: StoreUnavailable | JournalError | None
+    violation: NondeterminismError | None
+    active: bool
+
+    def take(self, kind: str, name: str | None = None) -> int:
+        """Take the next seq for a ctx call and match it against its record now, when it is called.
+
+        A mismatch found at the call (not when it is awaited) means no call made
+        after it, in this branch or another of a gather, ever starts. `name` None
+        is a prompt's default key, ``ask-<seq>``.
+        """
+        self._check(kind)
+        seq = self.next_seq
+        self.next_seq = seq + 1
+        record = self.recorded.get(seq)
+        if record is not None:
+            if name is None:
+                name = f"ask-{seq}"
+            if record.kind != kind or record.name != name:
+                self.violation = NondeterminismError(
+                    self.run_id, seq, f"{record.kind} {record.name!r}", f"{kind} {name!r}"
+                )
+                raise self.violation
+        return seq
+
+    def _check(self, call: str) -> None:
+        if not self.active:
+            raise NotInWorkflow(self.run_id, call)
+        if self.violation is not None:
+            raise self.violation
+        if self.stop_reason is not None:
+            raise Stop(self.stop_reason)
+        if self.suspending:
+            raise Suspend
+
+    def _read(self, seq: int, record: Recorded, decode: Callable[[], Any]) -> Any:
+        """Decode a recorded value; one that no longer reads blocks the run (the code changed, or the journal)."""
+        try:
+            return decode()
+        except (EncodingError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+            self.violation = UnreadableRecord(self.run_id, seq, f"{record.kind} {record.name!r}", str(exc))
+            raise self.violation from None
+
+    def _lost(self) -> NoReturn:
+        # The fence refused the write: the run was cancelled or taken over.
+        if self.stop_reason != "cancelled":
+            self.stop_reason = "lost"
+        raise Stop(self.stop_reason)
+
+    def _store_failed(self, exc: StoreUnavailable | JournalError) -> NoReturn:
+        # Not the workflow's business: the run stops here and stays resumable.
+        if self.stop_reason is None:
+            self.stop_reason = "store"
+            self.store_error = exc
+        raise Stop(self.stop_reason) from None
+
+    async def _write(self, pending: Any) -> Any:
+        """Await a store write; a storage fault stops the execution instead of reaching the workflow."""
+        try:
+            return await pending
+        except STORE_FAULTS as exc:
+            self._store_failed(exc)
+
+    def _begin(self) -> None:
+        self.inflight += 1
+
+    def _end(self) -> None:
+        self.inflight -= 1
+        if not self.inflight and self._settled is not None and not self._settled.done():
+            self._settled.set_result(None)
+
+    async def step(
+        self, seq: int, spec: StepSpec, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        self._check("step")
+        record = self.recorded.get(seq)
+        if record is not None and record.status != "retrying":  # matched when the call was made
+            if record.status == "completed":
+                return self._read(seq, record, lambda: spec.codec.decode(record.value, spec.label))  # type: ignore[arg-type]
+            raise self._read(seq, record, lambda: error_from_json(record.error, spec.name))  # type: ignore[arg-type]
+        self._begin()
+        try:
+            started = self.clock()
+            if spec.plain and record is None:  # the common case, without the machinery of retries and timeouts
+                try:
+                    attempts, value, exc = 1, await fn(*args, **kwargs), None
+                except Exception as failure:
+                    attempts, value, exc = 1, None, failure
+            else:
+                first = 1
+                if record is not None:  # attempts were journaled before a crash or an unload: go on after them
+                    first = record.attempts + 1
+                    await self._wait_until(self._read(seq, record, lambda: DATETIME.decode(record.value, "a retry time")).timestamp())  # type: ignore[arg-type]
+                between = functools.partial(self._retry_later, seq, spec, started)
+                attempts, value, exc = await run_attempts(spec, fn, args, kwargs, first, between)
+            if self.stop_reason is not None and self.stop_reason != "shutdown":
+                raise Stop(self.stop_reason)  # the run is no longer ours to write into
+            if self.violation is not None:
+                raise self.violation  # another branch met a mismatch: the journal stays as it was
+            # A graceful stop records what it let finish: the next owner must not run it again.
+            if exc is None:
+                blob, value = spec.codec.roundtrip(value, spec.label)
+                error = None
+            else:
+                blob, error = None, error_to_json(exc)
+            final = RecordRow(
+                seq, "step", spec.name, "failed" if exc else "completed", blob, error, attempts, started, self.clock(), None, None
+            )  # fmt: skip
+            try:
+                # After a journaled retry, the final record takes the place of the 'retrying' one.
+                written = await (self.store.append if attempts == 1 else self.store.replace)(self.fence, final)
+            except STORE_FAULTS as fault:
+                self._store_failed(fault)
+            if not written:
+                self._lost()
+            self.known += 1 if attempts == 1 and record is None else 0
+            if exc is not None:
+                raise error_from_json(error, spec.name) from exc  # type: ignore[arg-type]
+            return value
+        finally:
+            self._end()
+
+    async def _retry_later(self, seq: int, spec: StepSpec, started: float, attempts: int, exc: Exception, delay: float) -> None:
+        """Journal a failed attempt and when the next is due, then wait for it (unloaded if it is far)."""
+        if self.stop_reason is not None and self.stop_reason != "shutdown":
+            raise Stop(self.stop_reason)
+        wake_at = self.clock() + delay
+        retrying = RecordRow(
+            seq, "step", spec.name, "retrying", encode(dt.datetime.fromtimestamp(wake_at, UTC), "a retry time"),
+            error_to_json(exc), attempts, started, None, None, None,
+        )  # fmt: skip
+        if not await self._write(self.store.replace(self.fence, retrying)):
+            self._lost()
+        if attempts == 1 and seq not in self.recorded:
+            self.known += 1  # the step's record exists from now on
+        log.info("run %s ↺ step %s failed (attempt %d: %s); next attempt in %.1fs", self.run_id, spec.name, attempts, type(exc).__name__, delay)
+        await self._wait_until(wake_at)
+
+    async def _wait_until(self, wake_at: float) -> None:
+        """Wait until `wake_at` by this App's clock: in memory if it is near, else unloaded (resumed by replay)."""
+        while (remaining := wake_at - self.clock()) > 0:
+            if remaining > HOLD_SECONDS:
+                self.wake_at = wake_at if self.wake_at is None else min(self.wake_at, wake_at)
+                await self._suspend()
+            await asyncio.sleep(remaining)
+            if self.stop_reason is not None:
+                raise Stop(self.stop_reason)
+
+    async def sleep(self, seq: int, seconds: float | dt.timedelta) -> None:
+        self._check("sleep")
+        if isinstance(seconds, dt.timedelta):
+            seconds = seconds.total_seconds()
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+            raise TypeError(f"ctx.sleep takes seconds (a number) or a timedelta, not {seconds!r}.")
+        record = self.recorded.get(seq)
+        if record is not None:
+            wake_at = self._read(seq, record, lambda: DATETIME.decode(record.value, "a recorded wake-up time")).timestamp()  # type: ignore[arg-type]
+        else:
+            now = self.clock()
+            wake_at = now + max(0.0, float(seconds))
+            self._begin()
+            try:
+                ok = await self._write(self.store.append(self.fence, RecordRow(
+                    seq, "sleep", "sleep", "scheduled", encode(dt.datetime.fromtimestamp(wake_at, UTC), "a wake-up time"),
+                    None, 1, now, None, None, None,
+                )))  # fmt: skip
+            finally:
+                self._end()
+            if not ok:
+                self._lost()
+            self.known += 1
+        await self._wait_until(wake_at)
+        if record is None or record.status == "scheduled":
+            self.store.complete_sleep_nowait(self.fence, seq, self.clock())
+
+    async def ask(self, seq: int, question: str, tp: Any, key: str | None) -> Any:
+        self._check("ask")
+        if key is None:
+            key = f"ask-{seq}"
+        if not isinstance(question, str):
+            raise TypeError(f"ctx.ask takes the question as a string, not {question!r}.")
+        if self.keys is None:
+            self.keys = set()
+        elif key in self.keys:
+            raise DuplicatePromptKey(self.run_id, key)
+        self.keys.add(key)
+        adapter = type_adapter(tp)
+        record = self.recorded.get(seq)
+        if record is not None:
+            if record.status == "answered":
+                try:
+                    return adapter.validate_json(record.value)  # type: ignore[arg-type]
+                except pydantic.ValidationError as exc:
+                    await self._reopen(key, exc)
+        else:
+            schema = answer_schema(tp)
+            self._begin()
+            try:
+                ok = await self._write(self.store.append(
+                    self.fence, RecordRow(seq, "ask", key, "waiting", None, None, 1, self.clock(), None, question, schema)
+                ))  # fmt: skip
+            finally:
+                self._end()
+            if not ok:
+                self._lost()
+            self.known += 1
+        await self._suspend()
+
+    async def _suspend(self) -> NoReturn:
+        # Yield once first: parallel branches already started (asyncio.gather)
+        # get to make their own calls, so all of a run's prompts are asked together.
+        self.parking = True
+        try:
+            await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            if self.stop_reason != "shutdown":
+                raise
+        self.suspending = True
+        raise Suspend
+
+    async def _reopen(self, key: str, exc: pydantic.ValidationError) -> None:
+        # The answer matched the stored JSON schema but not the Python type (a
+        # constraint JSON schema cannot express): put the prompt back to waiting.
+        log.warning("run %s ✎ answer to %r does not fit its type; asking again: %s", self.run_id, key, exc)
+        if not await self._write(self.store.reopen_prompt(self.fence, key, self.clock())):
+            self._lost()
+
+    def now(self, seq: int) -> dt.datetime:
+        record = self.recorded.get(seq)
+        if record is not None:
+            return self._read(seq, record, lambda: DATETIME.decode(record.value, "a recorded time"))  # type: ignore[arg-type]
+        ts = self.clock()
+        blob, value = DATETIME.roundtrip(dt.datetime.fromtimestamp(ts, UTC), "the current time")
+        # Not awaited: the writer commits in queue order, so this record is
+        # durable before anything the workflow records after using it.
+        self.store.append_nowait(self.fence, RecordRow(seq, "now", "now", "completed", blob, None, 1, ts, ts, None, None))
+        return value
+
