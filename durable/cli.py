@@ -34,6 +34,7 @@ __all__ = ["main"]
 T = TypeVar("T")
 
 PREVIEW_CHARS = 60
+STALE_PENDING_SECONDS = 10  # a pending run older than this is waiting for a worker that has its workflow
 STATUS_COLOURS = {
     "pending": "white",
     "running": "blue",
@@ -133,7 +134,11 @@ def ago(seconds: float) -> str:
 
 
 def since(at: dt.datetime) -> str:
-    return ago(time.time() - at.timestamp())
+    return ago(since_seconds(at))
+
+
+def since_seconds(at: dt.datetime) -> float:
+    return time.time() - at.timestamp()
 
 
 def instant(at: dt.datetime) -> str:
@@ -224,6 +229,13 @@ def runs(status: str | None, workflow: str | None, limit: int, as_json: bool, db
             ["run_id", "workflow", "status", "created", "updated"],
             [[r.run_id, r.workflow, styled_status(r.status), since(r.created_at), since(r.updated_at)] for r in found],
         )
+        stale = sorted({r.workflow for r in found if r.status == "pending" and since_seconds(r.updated_at) > STALE_PENDING_SECONDS})
+        if stale:
+            click.echo(
+                f"\nnote: runs of {', '.join(repr(w) for w in stale)} have been pending for over "
+                f"{STALE_PENDING_SECONDS} s: no worker with that workflow has taken them. "
+                "Start one: durable worker MODULE:APP (an App that registers the workflow)."
+            )
 
 
 @main.command()

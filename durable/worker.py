@@ -37,6 +37,8 @@ __all__ = ["Worker"]
 log = logging.getLogger("durable")
 
 MAX_BACKOFF_SECONDS = 5.0
+# How often, at most, the worker says which pending runs it cannot take (no process may have their workflow).
+UNKNOWN_EVERY_SECONDS = 60.0
 
 
 class Worker:
@@ -49,6 +51,7 @@ class Worker:
         self._next_wake: float | None = None
         self._last_renewal = time.monotonic()
         self._failing: str | None = None  # the store fault of the last pass, while it lasts
+        self._unknown_told: dict[str, float] = {}  # workflow name -> when the log last said its runs wait
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -108,11 +111,30 @@ class Worker:
         await engine.release_stranded()
         dead = [o for o in await engine.store.running_owners() if o != engine.owner and is_dead_here(o)]
         await engine.claim_ready(dead)
+        await self._tell_unknown()
         self._next_wake = await engine.store.next_wake()
         # A third of the lease: a busy process renews two more times before any other may take its runs.
         if engine.in_flight and time.monotonic() - self._last_renewal >= engine.lease_seconds / 3:
             self._last_renewal = time.monotonic()
             await engine.renew()
+
+
+    async def _tell_unknown(self) -> None:
+        """Say, now and then, that runs wait for a workflow this worker does not have (else they wait silently)."""
+        now = time.monotonic()
+        if self._unknown_told and now - min(self._unknown_told.values()) < UNKNOWN_EVERY_SECONDS:
+            return
+        known = self.engine.workflows
+        for name, count in (await self.engine.store.pending_workflows()).items():
+            if name in known or now - self._unknown_told.get(name, -1e9) < UNKNOWN_EVERY_SECONDS:
+                continue
+            self._unknown_told[name] = now
+            log.warning(
+                "worker: %d run%s of workflow %r %s pending, and this worker does not have that workflow "
+                "(it has: %s). A worker whose App registers it will take %s.",
+                count, "" if count == 1 else "s", name, "is" if count == 1 else "are",
+                ", ".join(sorted(known)) or "none", "it" if count == 1 else "them",
+            )  # fmt: skip
 
 
 async def _sleep_or_kick(kick: asyncio.Event, timeout: float) -> None:

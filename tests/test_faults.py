@@ -203,3 +203,29 @@ async def test_a_full_disk_never_fails_a_run(small_disk: Path, caplog: pytest.Lo
     assert "the disk is full" in caplog.text
     repeated = [i for i in set(executed) if executed.count(i) > 1]
     assert len(repeated) <= 1 and sorted(set(executed)) == list(range(30))
+
+
+async def test_closing_finishes_when_the_final_release_cannot_be_written(
+    db_file: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr("durable.store.sqlite.BUSY_TIMEOUT_MS", 300)
+    app = make_app(db_file, lease_seconds=1.0)
+    faulty = Faulty(app)
+    await app.open()
+    await app.start("six", run_id="r")
+    await faulty.at_gate.wait()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", LOCK_HOLDER, db_file], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert await asyncio.to_thread(holder.stdout.readline) == "locked\n"  # type: ignore[union-attr]
+        faulty.gate.set()
+        await asyncio.wait_for(app.close(), 20)  # must not hang: its writes fail, it logs, it closes
+    finally:
+        holder.communicate("\n", timeout=10)
+    assert "could not release this process's runs" in caplog.text or "could not be released" in caplog.text
+    # The run is not lost: the next App takes it over once the first one's lease has expired.
+    again = make_app(db_file)
+    Faulty(again).gate.set()
+    async with again:
+        assert await again.run("six", run_id="r") == [0, 1, 2, 3, 4, 5]

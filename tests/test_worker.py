@@ -8,8 +8,10 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pytest
 
 import durable
 from helpers import HERE, eventually, make_app, wait_until
@@ -300,3 +302,35 @@ async def test_a_dead_processs_run_is_taken_before_a_backlog_of_new_ones(db: str
 
 async def _all_done(app: durable.App, n: int) -> bool:
     return len(await app.list_runs(status="completed", limit=n + 1)) == n
+
+
+async def test_runs_of_a_workflow_nobody_registers_are_named_in_the_log_and_by_durable_runs(
+    db: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from click.testing import CliRunner
+
+    from durable.cli import main
+
+    caplog.set_level(logging.WARNING, logger="durable")
+    app = make_app(db)
+
+    @app.workflow
+    async def known(ctx: durable.Context) -> None:
+        pass
+
+    async with app:
+        await app.submit("forgotten", run_id="lost-1")
+        await app.submit("forgotten", run_id="lost-2")
+        await eventually(lambda: _logged(caplog, "of workflow 'forgotten'"), what="the warning")  # 1 or 2, as the pass saw them
+    assert "this worker does not have that workflow (it has: known)" in caplog.text
+    async with make_app(db, clock=lambda: time.time() - 60) as old:
+        await old.submit("forgotten", run_id="lost-3")
+    result = await asyncio.to_thread(CliRunner().invoke, main, ["runs", "--db", db])
+    assert result.exit_code == 0, result.output
+    assert "note: runs of 'forgotten' have been pending for over 10 s: no worker with that workflow has taken them" in result.output
+
+
+async def _logged(caplog: pytest.LogCaptureFixture, text: str) -> bool:
+    return text in caplog.text

@@ -274,6 +274,10 @@ class Store(Protocol):
         """Every owner that has runs 'running'."""
         ...
 
+    async def pending_workflows(self) -> dict[str, int]:
+        """Workflow name → how many of its runs are 'pending' (waiting for a worker that has it)."""
+        ...
+
     async def next_wake(self) -> float | None:
         """The earliest wake-up time of a sleeping run."""
         ...

@@ -399,6 +399,10 @@ class PostgresStore:
         rows = await self._fetch("SELECT DISTINCT owner FROM durable.runs WHERE status = 'running' AND owner IS NOT NULL")
         return [r[0] for r in rows]
 
+    async def pending_workflows(self) -> dict[str, int]:
+        rows = await self._fetch("SELECT workflow, count(*) FROM durable.runs WHERE status = 'pending' GROUP BY workflow")
+        return {r[0]: r[1] for r in rows}
+
     async def next_wake(self) -> float | None:
         rows = await self._fetch("SELECT MIN(wake_at) FROM durable.runs WHERE status = 'sleeping'")
         return rows[0][0]

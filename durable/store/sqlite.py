@@ -296,6 +296,10 @@ class SQLiteStore:
         rows = await self._fetch("SELECT DISTINCT owner FROM runs WHERE status = 'running' AND owner IS NOT NULL")
         return [r[0] for r in rows]
 
+    async def pending_workflows(self) -> dict[str, int]:
+        rows = await self._fetch("SELECT workflow, count(*) FROM runs WHERE status = 'pending' GROUP BY workflow")
+        return dict(rows)
+
     async def next_wake(self) -> float | None:
         rows = await self._fetch("SELECT MIN(wake_at) FROM runs WHERE status = 'sleeping'")
         return rows[0][0]
