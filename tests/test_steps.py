@@ -358,7 +358,7 @@ async def test_a_long_backoff_unloads_the_run_and_a_timer_resumes_it(db: str) ->
     app = make_app(db, clock=lambda: now[0])
     tries: list[float] = []
 
-    @durable.step(retries=1, backoff_seconds=60)  # 30 to 60 s: far longer than a wait held in memory
+    @durable.step(retries=1, backoff_seconds=60)  # 30 to 90 s with jitter: far longer than a wait held in memory
     async def flaky() -> str:
         tries.append(now[0])
         if len(tries) == 1:
@@ -375,7 +375,7 @@ async def test_a_long_backoff_unloads_the_run_and_a_timer_resumes_it(db: str) ->
         assert app.engine.executing("r") is None  # no coroutine held while it waits
         (record,) = (await app.get_run("r")).steps
         assert (record.status, record.attempts, record.error["type"]) == ("retrying", 1, "builtins:ConnectionError")
-        now[0] += 61
+        now[0] += 91  # past the longest backoff (60 s + 50 % jitter)
         assert await handle.result(timeout=10) == "ok"
         (record,) = (await app.get_run("r")).steps
     assert (record.status, record.attempts, record.value) == ("completed", 2, "ok")
