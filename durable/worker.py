@@ -125,6 +125,8 @@ class Worker:
         if self._unknown_told and now - min(self._unknown_told.values()) < UNKNOWN_EVERY_SECONDS:
             return
         known = self.engine.workflows
+        if not known:
+            return  # an App that registers no workflow is a client (a script that starts or answers runs)
         for name, count in (await self.engine.store.pending_workflows()).items():
             if name in known or now - self._unknown_told.get(name, -1e9) < UNKNOWN_EVERY_SECONDS:
                 continue

@@ -325,6 +325,10 @@ async def test_runs_of_a_workflow_nobody_registers_are_named_in_the_log_and_by_d
         await app.submit("forgotten", run_id="lost-2")
         await eventually(lambda: _logged(caplog, "of workflow 'forgotten'"), what="the warning")  # 1 or 2, as the pass saw them
     assert "this worker does not have that workflow (it has: known)" in caplog.text
+    caplog.clear()
+    async with make_app(db) as client:  # registers no workflow: a client, which has nothing to say about them
+        await client._worker._tell_unknown()  # the pass that warns, run at once
+    assert "does not have that workflow" not in caplog.text
     async with make_app(db, clock=lambda: time.time() - 60) as old:
         await old.submit("forgotten", run_id="lost-3")
     result = await asyncio.to_thread(CliRunner().invoke, main, ["runs", "--db", db])
