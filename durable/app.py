@@ -15,6 +15,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
+from .calls import ASKED
 from .codec import decode_any, encode, schema_violation
 from .engine import Engine
 from .errors import (
@@ -356,7 +357,7 @@ class App:
         return [Prompt.from_row(row) for row in await self._store.pending_prompts(run_id)]
 
     async def answer(self, run_id: str, key: str, value: Any) -> None:
-        """Record an answer once, validated against the prompt's schema; the run moves on.
+        """Record an answer once, validated against the prompt's schema (and type, when asked here); the run moves on.
 
         Raises PromptNotFound, PromptAlreadyAnswered, or InvalidAnswer (nothing written).
         """
@@ -375,7 +376,7 @@ class App:
             blob = encode(value, f"the answer to prompt {key!r}")
         except EncodingError as exc:
             raise InvalidAnswer(run_id, key, exc.reason) from None
-        problem = schema_violation(schema, decode_any(blob))
+        problem = schema_violation(schema, decode_any(blob)) or ASKED.problem(workflow_name, key, schema, blob)
         if problem is not None:
             raise InvalidAnswer(run_id, key, problem)
         before = await engine.answer(run_id, key, blob, workflow_name)

@@ -80,6 +80,42 @@ def answer_schema(tp: Any) -> str:
     return encode(type_adapter(tp).json_schema(), f"the JSON schema of {tp!r}").decode()
 
 
+class AskedTypes:
+    """The Python types of the prompts asked in this process, by (workflow, key, stored schema).
+
+    An answer given in a process that asked the prompt (the worker or server
+    that runs the workflow) is validated as that type before it is recorded: a
+    JSON schema cannot say everything a type checks (a validator, a pattern
+    pydantic does not export). Bounded: prompt keys made from data do not grow it.
+    """
+
+    LIMIT = 1024
+
+    def __init__(self) -> None:
+        self._types: dict[tuple[str, str, str], pydantic.TypeAdapter[Any]] = {}
+
+    def remember(self, workflow: str, key: str, schema: str, adapter: pydantic.TypeAdapter[Any]) -> None:
+        if len(self._types) >= self.LIMIT:
+            del self._types[next(iter(self._types))]
+        self._types[(workflow, key, schema)] = adapter
+
+    def problem(self, workflow: str, key: str, schema: str, blob: bytes) -> str | None:
+        """Why `blob` does not fit the prompt's Python type (None when it does, or the type is not known here)."""
+        adapter = self._types.get((workflow, key, schema))
+        if adapter is None:
+            return None
+        try:
+            adapter.validate_json(blob)
+        except pydantic.ValidationError as exc:
+            first = exc.errors()[0]
+            where = "".join(f"[{p!r}]" for p in first["loc"])
+            return f"{first['msg']}{f' at answer{where}' if where else ''}"
+        return None
+
+
+ASKED = AskedTypes()
+
+
 class Calls:
     """What a workflow's ctx calls do; the attributes are an Execution's."""
 
@@ -295,6 +331,7 @@ class Calls:
                     await self._reopen(key, exc)
         else:
             schema = answer_schema(tp)
+            ASKED.remember(self.workflow.name, key, schema, adapter)
             self._begin()
             try:
                 ok = await self._write(self.store.append(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import datetime as dt
 from typing import Literal
 
@@ -285,7 +286,7 @@ class Reason(pydantic.BaseModel):
         return value
 
 
-async def test_answer_that_fits_the_schema_but_not_the_type_reopens_the_prompt(app: durable.App) -> None:
+async def test_answer_that_fits_the_schema_but_not_the_type_is_refused_where_the_type_is_known(app: durable.App) -> None:
     @app.workflow
     async def wf(ctx: durable.Context) -> str:
         reason = await ctx.ask("Why?", type=Reason, key="why")
@@ -294,13 +295,44 @@ async def test_answer_that_fits_the_schema_but_not_the_type_reopens_the_prompt(a
     async with app:
         handle = await app.start(wf, run_id="r")
         await pending(app)
-        # a validator is not part of the JSON schema: the answer is taken, then refused by the type
-        await app.answer("r", "why", {"text": "BECAUSE"})
-        (again,) = await pending(app)
-        assert again.key == "why"
+        # a validator is not part of the JSON schema; this process asked the prompt, so it knows the type
+        with pytest.raises(durable.InvalidAnswer, match="no shouting") as caught:
+            await app.answer("r", "why", {"text": "BECAUSE"})
+        assert caught.value.key == "why"
+        (still,) = await pending(app)
+        assert (still.key, (await app.get_run("r")).steps[0].status) == ("why", "waiting")  # nothing recorded
+        await app.answer("r", "why", {"text": "because"})
+        assert await handle.result(timeout=10) == "because"
+
+
+async def test_answer_that_fits_the_schema_but_not_the_type_reopens_the_prompt_when_given_elsewhere(
+    app: durable.App, db: str
+) -> None:
+    @app.workflow
+    async def wf(ctx: durable.Context) -> str:
+        reason = await ctx.ask("Why?", type=Reason, key="why")
+        return reason.text
+
+    async with app:
+        handle = await app.start(wf, run_id="r")
+        await pending(app)
+        # `durable answer` in a process of its own knows only the stored schema: the answer is taken,
+        # then refused by the type when the run resumes, and the prompt is asked again
+        done = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "durable", "answer", "r", "why", '{"text": "BECAUSE"}', "--db", db,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        output, _ = await done.communicate()
+        assert done.returncode == 0, output.decode()
+        await eventually(lambda: _asked_again(app), what="the prompt to be asked again")
         await app.answer("r", "why", {"text": "because"})
         assert await handle.result(timeout=10) == "because"
         assert [(s.status, s.value) for s in (await app.get_run("r")).steps] == [("answered", {"text": "because"})]
+
+
+async def _asked_again(app: durable.App) -> bool:
+    run = await app.get_run("r")
+    return run.status == "waiting" and run.steps[0].status == "waiting"
 
 
 async def test_prompt_keys_default_by_position_and_must_be_unique(app: durable.App) -> None:
