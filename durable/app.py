@@ -311,6 +311,16 @@ class App:
         rows = await self._store.list_runs(status, workflow, limit)
         return [Run.from_row(row, []) for row in rows]
 
+    async def verify(self) -> list[str]:
+        """What is wrong with the journal, one finding per line; empty when nothing is.
+
+        The store's own check (on SQLite, ``PRAGMA quick_check`` over every page)
+        and every run holding fewer records than it committed. Reads only: a
+        damaged journal is never changed by it. Restore from a backup on findings.
+        """
+        self._require_open()
+        return await self._store.verify()
+
     async def cancel(self, run_id: str) -> None:
         """Stop a run for good (status 'cancelled'); raise RunAlreadyFinished if it ended otherwise."""
         status = await self._engine_now().cancel(run_id)

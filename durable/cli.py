@@ -27,7 +27,7 @@ from . import __version__
 from .app import STATUSES, App
 from .errors import DurableError, InvalidAnswer
 from .model import Prompt, Record, Run
-from .store import is_url
+from .store import is_url, redact
 
 __all__ = ["main"]
 
@@ -316,6 +316,24 @@ def answer(run_id: str, key: str, value: str, db: str) -> None:
 
     with_app(db, give)
     click.echo(f"answered {key} of run {run_id}")
+
+
+@main.command()
+@db_option
+def doctor(db: str) -> None:
+    """Check the journal: the store's integrity check and every run's record count (exit 1 on findings)."""
+    findings: list[str] = with_app(db, lambda app: app.verify(), read_only=True)
+    where = redact(db)
+    if not findings:
+        click.echo(f"{where}: ok (integrity check passed; every run has all the records it committed)")
+        return
+    for finding in findings:
+        click.echo(f"{where}: {finding}")
+    raise Failure(
+        f"{len(findings)} finding{'s' if len(findings) != 1 else ''} in {where}: the journal is damaged. "
+        "Stop every process that uses it and restore it from a backup; runs that lost records stay blocked "
+        "rather than run completed steps again."
+    )
 
 
 @main.command()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -241,3 +242,41 @@ async def test_a_value_damaged_in_place_blocks_the_run_and_never_fails_it(db_fil
 
 async def _status_is(app: durable.App, run_id: str, status: str) -> bool:
     return (await app.status(run_id)) == status
+
+
+def doctor(db: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "durable", "doctor", "--db", db], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+async def test_durable_doctor_finds_lost_records_and_damaged_pages_and_changes_nothing(db_file: str) -> None:
+    app = await parked_bulky_run(db_file)
+    healthy = await asyncio.to_thread(doctor, db_file)
+    assert (healthy.returncode, healthy.stdout.strip()) == (
+        0,
+        f"{db_file}: ok (integrity check passed; every run has all the records it committed)",
+    )
+    conn = sqlite3.connect(db_file)
+    conn.execute("DELETE FROM records WHERE run_id = 'r' AND seq = 7")
+    conn.commit()
+    conn.close()
+    lost = await asyncio.to_thread(doctor, db_file)
+    assert lost.returncode == 1
+    assert "run 'r' committed 201 records but only 200 are left" in lost.stdout
+    assert "restore it from a backup" in lost.stderr
+    zero(db_file, "leaf")
+    before = Path(db_file).read_bytes()
+    damaged = await asyncio.to_thread(doctor, db_file)
+    assert damaged.returncode == 1
+    assert "SQLite's integrity check (PRAGMA quick_check)" in damaged.stdout, damaged.stdout + damaged.stderr
+    assert Path(db_file).read_bytes() == before  # looked at, never written
+    del app
+
+
+async def test_durable_doctor_finds_a_value_damaged_in_place_which_sqlite_does_not_check(db_file: str) -> None:
+    await parked_bulky_run(db_file)
+    zero(db_file, "overflow")
+    found = await asyncio.to_thread(doctor, db_file)
+    assert found.returncode == 1
+    assert "run 'r': the value recorded at seq" in found.stdout and "is not the JSON durable wrote" in found.stdout

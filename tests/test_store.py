@@ -7,6 +7,7 @@ connections, so their writes race as two processes' would.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any
@@ -355,3 +356,32 @@ async def test_a_run_keeps_a_lower_bound_of_its_committed_records(pair: tuple[St
     assert await b.release("B", 4.0, "r", records=2) == 1  # never lowered
     row = await b.load_run("r")
     assert row is not None and row.records == 3
+
+
+async def test_verify_names_each_run_that_holds_fewer_records_than_it_committed(pair: tuple[Store, Store]) -> None:
+    a, b = pair
+    for run_id in ("whole", "short"):
+        fence = await running(a, run_id)
+        for seq in range(3):
+            await a.append(fence, step(seq))
+        assert await a.park(fence, 99.0, 2.0, 3) == "sleeping"
+    assert await b.verify() == []
+    # Lose one record as a damaged page or a deleted -wal file would (behind the store's back).
+    await a._write(lambda conn: _delete_record(conn, "short", 1))  # type: ignore[attr-defined]
+    (finding,) = await b.verify()
+    assert "run 'short' committed 3 records but only 2 are left" in finding
+
+
+async def test_verify_names_each_record_whose_value_is_not_the_json_written(pair: tuple[Store, Store]) -> None:
+    a, b = pair
+    fence = await running(a, "r")
+    await a.append(fence, step(0))
+    await a.append(fence, step(1, b"\0" * 40))  # as a page zeroed in place reads back
+    assert await b.verify() == ["run 'r': the value recorded at seq 1 is not the JSON durable wrote"]
+
+
+def _delete_record(conn: Any, run_id: str, seq: int) -> Any:
+    """On the store's writer connection: SQLite's (a call) or PostgreSQL's (awaited by the store)."""
+    if isinstance(conn, sqlite3.Connection):
+        return conn.execute("DELETE FROM records WHERE run_id = ? AND seq = ?", (run_id, seq))
+    return conn.execute("DELETE FROM durable.records WHERE run_id = $1 AND seq = $2", run_id, seq)

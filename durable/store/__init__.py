@@ -7,6 +7,8 @@ The engine sees only the :class:`~.base.Store` interface.
 
 from __future__ import annotations
 
+import urllib.parse
+
 from .base import Store
 
 __all__ = ["Store", "is_url", "make_store", "redact"]
@@ -28,6 +30,15 @@ def redact(target: str) -> str:
         return target
     user = userinfo.split(":", 1)[0]
     return f"{scheme}://{user}:***@{host}"
+
+
+def split_url(url: str) -> tuple[str, dict[str, str]]:
+    """Separate durable's own options (pool_size, statement_cache_size) from the URL the driver gets."""
+    parts = urllib.parse.urlsplit(url)
+    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    ours = {k: v for k, v in query if k in ("pool_size", "statement_cache_size")}
+    rest = urllib.parse.urlencode([(k, v) for k, v in query if k not in ours])
+    return urllib.parse.urlunsplit(parts._replace(query=rest)), ours
 
 
 def make_store(target: str, durability: str = "normal", read_only: bool = False) -> Store:

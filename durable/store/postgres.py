@@ -25,13 +25,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import urllib.parse
 from collections.abc import Sequence
 from typing import Any
 
 from ..errors import JournalError, StoreUnavailable
 from . import postgres_ops as ops
-from .base import FINAL, Answered, Claimed, Fence, PromptRow, RecordRow, Recorded, RunRow
+from . import redact, split_url
+from .base import (
+    FINAL, LOST_RECORDS, VALUES_AFTER, Answered, Claimed, Fence, PromptRow, RecordRow, Recorded, RunRow,
+    damaged_values, lost_records,
+)
 from .batch import Batcher, Item, Outcome, runs_of
 
 try:
@@ -40,6 +43,8 @@ except ModuleNotFoundError:  # pragma: no cover - the extra is missing
     asyncpg = None
 
 __all__ = ["PostgresStore"]
+
+_VALUES_AFTER = VALUES_AFTER.format(schema="durable.", after="($1, $2)")
 
 log = logging.getLogger("durable")
 
@@ -64,14 +69,14 @@ class PostgresStore:
     def __init__(self, url: str, durability: str = "normal", read_only: bool = False, pool_size: int = 10) -> None:
         if asyncpg is None:
             raise JournalError(
-                _redact(url), "PostgreSQL support needs the postgres extra: pip install 'durable[postgres]'"
+                redact(url), "PostgreSQL support needs the postgres extra: pip install 'durable[postgres]'"
             )
         if durability not in ("normal", "full"):
             raise ValueError(f"durability must be 'normal' or 'full', not {durability!r}")
-        self.target = _redact(url)
+        self.target = redact(url)
         self.durability = durability
         self.read_only = read_only
-        self._dsn, options = _split_url(url)
+        self._dsn, options = split_url(url)
         self._pool_size = int(options.get("pool_size", pool_size))
         self._statement_cache = int(options.get("statement_cache_size", 100))
         self._pool: Any = None
@@ -403,6 +408,11 @@ class PostgresStore:
         rows = await self._fetch("SELECT workflow, count(*) FROM durable.runs WHERE status = 'pending' GROUP BY workflow")
         return {r[0]: r[1] for r in rows}
 
+    async def verify(self) -> list[str]:
+        # The server checks its own pages (data checksums, when the cluster has them); this is durable's part.
+        lost = lost_records([tuple(r) for r in await self._fetch(LOST_RECORDS.format(schema="durable."))])
+        return lost + await damaged_values(lambda run_id, seq: self._fetch(_VALUES_AFTER, run_id, seq))
+
     async def next_wake(self) -> float | None:
         rows = await self._fetch("SELECT MIN(wake_at) FROM durable.runs WHERE status = 'sleeping'")
         return rows[0][0]
@@ -479,18 +489,3 @@ async def _rollback(conn: Any) -> None:
         await conn.execute("ROLLBACK")
     except Exception:
         pass  # the connection is gone: so is the transaction
-
-
-def _split_url(url: str) -> tuple[str, dict[str, str]]:
-    """Separate durable's own options (pool_size, statement_cache_size) from the URL asyncpg gets."""
-    parts = urllib.parse.urlsplit(url)
-    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
-    ours = {k: v for k, v in query if k in ("pool_size", "statement_cache_size")}
-    rest = urllib.parse.urlencode([(k, v) for k, v in query if k not in ours])
-    return urllib.parse.urlunsplit(parts._replace(query=rest)), ours
-
-
-def _redact(url: str) -> str:
-    from . import redact
-
-    return redact(url)

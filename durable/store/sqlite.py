@@ -22,12 +22,16 @@ import aiosqlite
 
 from ..errors import JournalError, StoreUnavailable
 from . import sqlite_ops as ops
-from .base import FINAL, Answered, Claimed, Fence, PromptRow, RecordRow, Recorded, RunRow
+from .base import (
+    FINAL, LOST_RECORDS, VALUES_AFTER, Answered, Claimed, Fence, PromptRow, RecordRow, Recorded, RunRow,
+    damaged_values, lost_records,
+)
 from .sqlite_schema import BUSY_TIMEOUT_MS, open_read_only, prepare, read_only_location
 from .sqlite_writer import Writer, is_busy
 
 __all__ = ["SQLiteStore"]
 
+_VALUES_AFTER = VALUES_AFTER.format(schema="", after="(?, ?)")
 DURABILITY = {"normal": "NORMAL", "full": "FULL"}
 # How often wait_for_change asks SQLite whether another connection committed.
 CHANGE_CHECK_SECONDS = 0.05
@@ -299,6 +303,17 @@ class SQLiteStore:
     async def pending_workflows(self) -> dict[str, int]:
         rows = await self._fetch("SELECT workflow, count(*) FROM runs WHERE status = 'pending' GROUP BY workflow")
         return dict(rows)
+
+    async def verify(self) -> list[str]:
+        # quick_check reads every page and checks its structure (not index contents: that is integrity_check).
+        try:
+            found = [row for (row,) in await self._fetch("PRAGMA quick_check")]
+        except JournalError as damage:  # a page so damaged that the check itself cannot go on
+            return [f"SQLite's integrity check (PRAGMA quick_check) could not finish: {damage.reason}"]
+        if found != ["ok"]:  # damaged pages: counting records over them would only fail on them
+            return [f"SQLite's integrity check (PRAGMA quick_check): {row}" for row in found]
+        values = await damaged_values(lambda run_id, seq: self._fetch(_VALUES_AFTER, (run_id, seq)))
+        return lost_records(await self._fetch(LOST_RECORDS.format(schema=""))) + values
 
     async def next_wake(self) -> float | None:
         rows = await self._fetch("SELECT MIN(wake_at) FROM runs WHERE status = 'sleeping'")
