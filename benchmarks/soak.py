@@ -38,6 +38,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -170,8 +171,8 @@ async def soak(args: argparse.Namespace, db: str, tmp: Path) -> dict[str, int]:
         stop.set()
         await answers
         fleet.stop_all()
-        runs = {r.run_id: r for r in await control.list_runs(limit=100_000)}
-        journal = await journal_tokens(control, submitted)
+        runs = {run_id: await control.get_run(run_id) for run_id in submitted}
+    journal = journal_tokens(runs.values())
     executions = collections.defaultdict(list)  # run:step -> [(token, pid, start, end)]
     for line in log.read_text().splitlines():
         key, token, pid, start, end = line.split()
@@ -217,17 +218,14 @@ async def unfinished(control: durable.App) -> int:
 UNFINISHED = ("pending", "running", "sleeping", "waiting", "blocked")
 
 
-async def journal_tokens(control: durable.App, run_ids: list[str]) -> dict[str, tuple[str, float]]:
+def journal_tokens(runs: Iterable[durable.Run]) -> dict[str, tuple[str, float]]:
     """run:step -> (the recorded execution's token, when its record was committed)."""
     out = {}
-    for run_id in run_ids:
-        step = 0
-        for record in (await control.get_run(run_id)).steps:
-            if record.kind != "step":
-                continue
+    for run in runs:
+        steps = [record for record in run.steps if record.kind == "step"]
+        for step, record in enumerate(steps):
             assert record.finished_at is not None
-            out[f"{run_id}:{step}"] = (record.value, record.finished_at.timestamp())
-            step += 1
+            out[f"{run.run_id}:{step}"] = (record.value, record.finished_at.timestamp())
     return out
 
 
