@@ -6,7 +6,8 @@
 Every route calls one or two App methods and holds no logic of its own. Errors
 are ``{"error": "<ExceptionName>", "detail": "<message>"}``: 400 malformed JSON,
 401 missing token, 404 unknown workflow/run/prompt, 409 conflicts (a second
-answer), 422 invalid arguments, answers or request shapes. When
+answer), 413 a body over the limit, 422 invalid arguments, answers or request
+shapes, 503 the journal cannot be used for now (StoreUnavailable). When
 ``DURABLE_TOKEN`` is set, every request needs ``Authorization: Bearer <token>``.
 """
 
@@ -48,6 +49,7 @@ from .errors import (
     RunAlreadyFinished,
     RunIdInUse,
     RunNotFound,
+    StoreUnavailable,
     UnsafeBind,
     WorkflowNotFound,
 )
@@ -68,6 +70,7 @@ ERROR_STATUS: dict[type[DurableError], int] = {
     InvalidAnswer: 422,
     InvalidArguments: 422,
     EncodingError: 422,
+    StoreUnavailable: 503,  # the journal fails for now (full disk, lock, lost connection): try again later
 }
 
 

@@ -229,3 +229,37 @@ async def test_closing_finishes_when_the_final_release_cannot_be_written(
     Faulty(again).gate.set()
     async with again:
         assert await again.run("six", run_id="r") == [0, 1, 2, 3, 4, 5]
+
+
+async def test_an_http_call_that_must_write_while_the_store_fails_gets_503_and_nothing_is_written(
+    db_file: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import httpx
+    from asgi_lifespan import LifespanManager
+
+    from durable.http import create_app
+
+    monkeypatch.setattr("durable.store.sqlite.BUSY_TIMEOUT_MS", 300)
+    app = make_app(db_file)
+
+    @app.workflow
+    async def hello(ctx: durable.Context) -> str:
+        return "hello"
+
+    async with LifespanManager(create_app(app)) as manager:
+        transport = httpx.ASGITransport(app=manager.app)  # type: ignore[arg-type]
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            holder = subprocess.Popen(
+                [sys.executable, "-c", LOCK_HOLDER, db_file], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+            )
+            try:
+                assert await asyncio.to_thread(holder.stdout.readline) == "locked\n"  # type: ignore[union-attr]
+                refused = await client.post("/workflows/hello/runs", json={"run_id": "h"})
+            finally:
+                holder.communicate("\n", timeout=10)
+            assert refused.status_code == 503, refused.text
+            assert refused.json()["error"] == "StoreUnavailable"
+            assert "locked" in refused.json()["detail"] and db_file in refused.json()["detail"]
+            assert (await client.get("/runs/h")).status_code == 404  # nothing was written
+            started = await client.post("/workflows/hello/runs", json={"run_id": "h"})
+            assert started.status_code == 202, started.text
