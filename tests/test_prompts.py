@@ -286,15 +286,26 @@ class Reason(pydantic.BaseModel):
         return value
 
 
-async def test_answer_that_fits_the_schema_but_not_the_type_is_refused_where_the_type_is_known(app: durable.App) -> None:
+def why(app: durable.App) -> durable.App:
+    """Register `wf`: it asks for a Reason (whose validator the JSON schema cannot carry) and returns its text."""
+
     @app.workflow
     async def wf(ctx: durable.Context) -> str:
         reason = await ctx.ask("Why?", type=Reason, key="why")
         return reason.text
 
-    async with app:
-        handle = await app.start(wf, run_id="r")
-        await pending(app)
+    return app
+
+
+async def start_why(app: durable.App) -> durable.RunHandle:
+    handle = await app.start("wf", run_id="r")
+    await pending(app)
+    return handle
+
+
+async def test_answer_that_fits_the_schema_but_not_the_type_is_refused_where_the_type_is_known(app: durable.App) -> None:
+    async with why(app):
+        handle = await start_why(app)
         # a validator is not part of the JSON schema; this process asked the prompt, so it knows the type
         with pytest.raises(durable.InvalidAnswer, match="no shouting") as caught:
             await app.answer("r", "why", {"text": "BECAUSE"})
@@ -308,14 +319,8 @@ async def test_answer_that_fits_the_schema_but_not_the_type_is_refused_where_the
 async def test_answer_that_fits_the_schema_but_not_the_type_reopens_the_prompt_when_given_elsewhere(
     app: durable.App, db: str
 ) -> None:
-    @app.workflow
-    async def wf(ctx: durable.Context) -> str:
-        reason = await ctx.ask("Why?", type=Reason, key="why")
-        return reason.text
-
-    async with app:
-        handle = await app.start(wf, run_id="r")
-        await pending(app)
+    async with why(app):
+        handle = await start_why(app)
         # `durable answer` in a process of its own knows only the stored schema: the answer is taken,
         # then refused by the type when the run resumes, and the prompt is asked again
         done = await asyncio.create_subprocess_exec(
