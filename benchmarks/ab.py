@@ -61,6 +61,7 @@ def main() -> int:
     parser.add_argument("head", nargs="?", default="HEAD")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--durability", choices=["normal", "full"], default="normal")
+    parser.add_argument("--workloads", default=",".join(WORKLOADS), help=f"of {', '.join(WORKLOADS)} (default all)")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -68,8 +69,11 @@ def main() -> int:
         return 0
     if args.base is None:
         parser.error("name the BASE commit to compare with")
+    workloads = args.workloads.split(",")
+    if not set(workloads) <= set(WORKLOADS):
+        parser.error(f"--workloads takes some of {', '.join(WORKLOADS)}")
     revs = {"base": args.base, "head": args.head}
-    samples: dict[tuple[str, str], list[float]] = {(r, w): [] for r in revs for w in WORKLOADS}
+    samples: dict[tuple[str, str], list[float]] = {(r, w): [] for r in revs for w in workloads}
     with tempfile.TemporaryDirectory(prefix="durable-ab-") as tmp:
         trees = {}
         for name, rev in revs.items():
@@ -80,7 +84,7 @@ def main() -> int:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", trees[name], rev], check=True,
                            capture_output=True)  # fmt: skip
         try:
-            order = [(w, r) for w in WORKLOADS for r in revs]
+            order = [(w, r) for w in workloads for r in revs]
             for rep in range(args.repeat):
                 shift = rep % len(order)
                 for workload, name in order[shift:] + order[:shift]:
@@ -104,7 +108,8 @@ def main() -> int:
     )  # fmt: skip
     print(f"\nSQLite A/B, durability {args.durability}, median of {args.repeat} (fresh process and file each)")
     print(f"{'workload':<10} {'unit':<8} {'base ' + base_id:>14} {'head ' + head_id:>14} {'head/base':>10}")
-    for workload, unit in WORKLOADS.items():
+    for workload in workloads:
+        unit = WORKLOADS[workload]
         b = statistics.median(samples[("base", workload)])
         h = statistics.median(samples[("head", workload)])
         print(f"{workload:<10} {unit:<8} {b:>14,.2f} {h:>14,.2f} {h / b:>10.2f}")

@@ -80,6 +80,10 @@ def answer_schema(tp: Any) -> str:
     return encode(type_adapter(tp).json_schema(), f"the JSON schema of {tp!r}").decode()
 
 
+# What decoding a recorded value raises when it no longer reads as its type.
+UNREADABLE = (EncodingError, msgspec.DecodeError, msgspec.ValidationError)
+
+
 class AskedTypes:
     """The Python types of the prompts asked in this process, by (workflow, key, stored schema).
 
@@ -146,7 +150,8 @@ class Calls:
         after it, in this branch or another of a gather, ever starts. `name` None
         is a prompt's default key, ``ask-<seq>``.
         """
-        self._check(kind)
+        if not self.active or self.violation is not None or self.stop_reason is not None or self.suspending:
+            self._check(kind)  # raises: the common case is one test, not a call
         seq = self.next_seq
         self.next_seq = seq + 1
         record = self.recorded.get(seq)
@@ -174,9 +179,12 @@ class Calls:
         """Decode a recorded value; one that no longer reads blocks the run (the code changed, or the journal)."""
         try:
             return decode()
-        except (EncodingError, msgspec.DecodeError, msgspec.ValidationError) as exc:
-            self.violation = UnreadableRecord(self.run_id, seq, f"{record.kind} {record.name!r}", str(exc))
-            raise self.violation from None
+        except UNREADABLE as exc:
+            self._unreadable(seq, record, exc)
+
+    def _unreadable(self, seq: int, record: Recorded, exc: Exception) -> NoReturn:
+        self.violation = UnreadableRecord(self.run_id, seq, f"{record.kind} {record.name!r}", str(exc))
+        raise self.violation from None
 
     def _lost(self) -> NoReturn:
         # The fence refused the write: the run was cancelled or taken over.
@@ -209,12 +217,17 @@ class Calls:
     async def step(
         self, seq: int, spec: StepSpec, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        self._check("step")
+        if not self.active or self.violation is not None or self.stop_reason is not None or self.suspending:
+            self._check("step")
         record = self.recorded.get(seq)
         if record is not None and record.status != "retrying":  # matched when the call was made
-            if record.status == "completed":
-                return self._read(seq, record, lambda: spec.codec.decode(record.value, spec.label))  # type: ignore[arg-type]
-            raise self._read(seq, record, lambda: error_from_json(record.error, spec.name))  # type: ignore[arg-type]
+            try:  # inline, not through _read: this is the whole cost of a replayed step
+                if record.status == "completed":
+                    return spec.codec.decode(record.value, spec.label)  # type: ignore[arg-type]
+                error = error_from_json(record.error, spec.name)  # type: ignore[arg-type]
+            except UNREADABLE as exc:
+                self._unreadable(seq, record, exc)
+            raise error
         self._begin()
         try:
             started = self.clock()
