@@ -314,9 +314,10 @@ class App:
     async def verify(self) -> list[str]:
         """What is wrong with the journal, one finding per line; empty when nothing is.
 
-        The store's own check (on SQLite, ``PRAGMA quick_check`` over every page)
-        and every run holding fewer records than it committed. Reads only: a
-        damaged journal is never changed by it. Restore from a backup on findings.
+        The store's own check (on SQLite, ``PRAGMA quick_check`` over every page),
+        every run holding fewer records than it committed, and every recorded
+        value and error decoded. Reads only: a damaged journal is never changed
+        by it. Restore from a backup on findings.
         """
         self._require_open()
         return await self._store.verify()

@@ -255,7 +255,7 @@ async def test_durable_doctor_finds_lost_records_and_damaged_pages_and_changes_n
     healthy = await asyncio.to_thread(doctor, db_file)
     assert (healthy.returncode, healthy.stdout.strip()) == (
         0,
-        f"{db_file}: ok (integrity check passed; every run has all the records it committed)",
+        f"{db_file}: ok (integrity check passed; every run has all the records it committed; every value reads)",
     )
     conn = sqlite3.connect(db_file)
     conn.execute("DELETE FROM records WHERE run_id = 'r' AND seq = 7")
