@@ -263,7 +263,8 @@ class Calls:
                 self._store_failed(fault)
             if not written:
                 self._lost()
-            self.known += 1 if attempts == 1 and record is None else 0
+            if attempts == 1 and record is None:
+                self.known += 1  # a retried step was counted when its first attempt was journaled
             if exc is not None:
                 raise error_from_json(error, spec.name) from exc  # type: ignore[arg-type]
             return value

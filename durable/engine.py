@@ -195,8 +195,8 @@ class Engine:
         claimed = await self.store.claim_ready(
             self.owner, list(self.workflows), dead_owners, room, self.lease_seconds, self.clock()
         )
-        fresh = [c for c in claimed if self._mark(c.run_id)]
-        contested = [c for c in claimed if c not in fresh]
+        marked = {c.run_id for c in claimed if self._mark(c.run_id)}
+        fresh, contested = [c for c in claimed if c.run_id in marked], [c for c in claimed if c.run_id not in marked]
         try:
             await asyncio.gather(
                 *(self.resume(c, _reason(c, dead_owners)) for c in fresh),

@@ -10,16 +10,17 @@ store worked again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 import durable
-from helpers import eventually, make_app
+from helpers import eventually, make_app, tmpfs
 
 LOCK_HOLDER = """
 import sqlite3, sys, time
@@ -31,10 +32,24 @@ conn.execute("COMMIT")
 """
 
 
+@contextlib.asynccontextmanager
+async def locked_by_another_program(path: str) -> AsyncIterator[None]:
+    """The SQLite file held in an exclusive lock by another process for as long as the block runs."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", LOCK_HOLDER, path], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert await asyncio.to_thread(holder.stdout.readline) == "locked\n"  # type: ignore[union-attr]
+        yield
+    finally:
+        holder.communicate("\n", timeout=10)  # the other program lets go
+
+
 class Faulty:
     """A workflow of six steps; step 2 waits at a gate, so a fault can be put in place while it runs."""
 
     def __init__(self, app: durable.App) -> None:
+        self.app = app
         self.executed: list[int] = []
         self.caught: list[BaseException] = []
         self.gate = asyncio.Event()
@@ -59,6 +74,12 @@ class Faulty:
                     raise
             return out
 
+    async def start(self) -> durable.RunHandle:
+        """Start run 'r' and return once it waits at the gate in step 2: the moment to put a fault in place."""
+        handle = await self.app.start("six", run_id="r")
+        await self.at_gate.wait()
+        return handle
+
     def ran_once_but_the_one_in_flight(self) -> bool:
         return all(self.executed.count(i) == 1 for i in range(6) if i != 2) and self.executed.count(2) in (1, 2)
 
@@ -71,18 +92,11 @@ async def test_a_file_locked_past_the_busy_timeout_stops_the_run_and_it_resumes(
     app = make_app(db_file)
     faulty = Faulty(app)
     async with app:
-        handle = await app.start("six", run_id="r")
-        await faulty.at_gate.wait()
-        holder = subprocess.Popen(
-            [sys.executable, "-c", LOCK_HOLDER, db_file], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-        )
-        try:
-            assert await asyncio.to_thread(holder.stdout.readline) == "locked\n"  # type: ignore[union-attr]
+        handle = await faulty.start()
+        async with locked_by_another_program(db_file):
             faulty.gate.set()  # step 2 finishes; its record cannot be written while the lock is held
             await eventually(lambda: _logged(caplog, "stopped: the store failed"), what="the execution to stop")
             assert (await app.status("r")) == "running"  # neither failed nor done: stranded until the store works
-        finally:
-            holder.communicate("\n", timeout=10)  # the other program lets go
         assert await handle.result(timeout=30) == [0, 1, 2, 3, 4, 5]
     assert faulty.caught == []
     assert faulty.ran_once_but_the_one_in_flight()
@@ -101,8 +115,7 @@ async def test_a_table_locked_past_the_command_timeout_stops_the_run_and_it_resu
     app = make_app(store)
     faulty = Faulty(app)
     async with app:
-        handle = await app.start("six", run_id="r")
-        await faulty.at_gate.wait()
+        handle = await faulty.start()
         other = await asyncpg.connect(store)
         try:
             transaction = other.transaction()
@@ -128,8 +141,7 @@ async def test_lost_postgresql_connections_never_fail_a_run(store: str, caplog: 
     app = make_app(store)
     faulty = Faulty(app)
     async with app:
-        handle = await app.start("six", run_id="r")
-        await faulty.at_gate.wait()
+        handle = await faulty.start()
         admin = await asyncpg.connect(store)
         try:  # every other session on the database: the App's writer, pool and listener
             killed = await admin.fetchval(
@@ -154,19 +166,8 @@ def _logged(caplog: pytest.LogCaptureFixture, text: str) -> asyncio.Future[bool]
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 4 MB tmpfs of its own (root only)."""
-    import os
-
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    mount = tmp_path / "small"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
+    with tmpfs(tmp_path / "small", "4m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
 
 
 async def test_a_full_disk_never_fails_a_run(small_disk: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -212,17 +213,10 @@ async def test_closing_finishes_when_the_final_release_cannot_be_written(
     app = make_app(db_file, lease_seconds=1.0)
     faulty = Faulty(app)
     await app.open()
-    await app.start("six", run_id="r")
-    await faulty.at_gate.wait()
-    holder = subprocess.Popen(
-        [sys.executable, "-c", LOCK_HOLDER, db_file], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert await asyncio.to_thread(holder.stdout.readline) == "locked\n"  # type: ignore[union-attr]
+    await faulty.start()
+    async with locked_by_another_program(db_file):
         faulty.gate.set()
         await asyncio.wait_for(app.close(), 20)  # must not hang: its writes fail, it logs, it closes
-    finally:
-        holder.communicate("\n", timeout=10)
     assert "could not release this process's runs" in caplog.text or "could not be released" in caplog.text
     # The run is not lost: the next App takes it over once the first one's lease has expired.
     again = make_app(db_file)
@@ -249,14 +243,8 @@ async def test_an_http_call_that_must_write_while_the_store_fails_gets_503_and_n
     async with LifespanManager(create_app(app)) as manager:
         transport = httpx.ASGITransport(app=manager.app)  # type: ignore[arg-type]
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            holder = subprocess.Popen(
-                [sys.executable, "-c", LOCK_HOLDER, db_file], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-            )
-            try:
-                assert await asyncio.to_thread(holder.stdout.readline) == "locked\n"  # type: ignore[union-attr]
+            async with locked_by_another_program(db_file):
                 refused = await client.post("/workflows/hello/runs", json={"run_id": "h"})
-            finally:
-                holder.communicate("\n", timeout=10)
             assert refused.status_code == 503, refused.text
             assert refused.json()["error"] == "StoreUnavailable"
             assert "locked" in refused.json()["detail"] and db_file in refused.json()["detail"]

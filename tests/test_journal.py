@@ -13,7 +13,7 @@ import pytest
 
 import durable
 from durable.store.sqlite_schema import APPLICATION_ID, SCHEMA_VERSION
-from helpers import eventually, make_app
+from helpers import eventually, make_app, tmpfs
 
 
 async def test_new_file_gets_the_schema_in_wal_mode(db_file: str) -> None:
@@ -123,18 +123,9 @@ async def test_a_newer_journal_is_refused_before_anything_is_written(db_file: st
 
 @pytest.fixture
 def read_only_mount(tmp_path: Path) -> Iterator[Path]:
-    import os
-
-    if os.geteuid() != 0:
-        pytest.skip("mounting a read-only tmpfs needs root")
-    mount = tmp_path / "ro"
-    mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)], capture_output=True).returncode:
-        pytest.skip("cannot mount a tmpfs here")
-    try:
+    """A tmpfs of its own, to be remounted read-only (root only)."""
+    with tmpfs(tmp_path / "ro", "8m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
 
 
 async def test_a_journal_on_a_read_only_mount_can_be_read_and_says_why_it_cannot_be_written(read_only_mount: Path) -> None:
