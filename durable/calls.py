@@ -156,14 +156,45 @@ class Calls:
         self.next_seq = seq + 1
         record = self.recorded.get(seq)
         if record is not None:
-            if name is None:
-                name = f"ask-{seq}"
-            if record.kind != kind or record.name != name:
+            key = f"ask-{seq}" if name is None else name
+            if record.kind != kind or record.name != key:
+                if record.kind == "patch":
+                    return self.take(kind, name)  # the marker of a patch the code no longer asks about: passed over
                 self.violation = NondeterminismError(
-                    self.run_id, seq, f"{record.kind} {record.name!r}", f"{kind} {name!r}"
+                    self.run_id, seq, f"{record.kind} {record.name!r}", f"{kind} {key!r}"
                 )
                 raise self.violation
         return seq
+
+    def patched(self, patch_id: str) -> bool:
+        """Whether this run takes the new path of a code change (see Context.patched).
+
+        A patch takes a seq only where it says True: a run that went past this
+        point before the patch existed has another record here, gets False and
+        keeps its seqs. Markers of patches the code no longer asks about (retired
+        ones) are passed over, here and by take().
+        """
+        if not self.active or self.violation is not None or self.stop_reason is not None or self.suspending:
+            self._check("patched")
+        seq = self.next_seq
+        while (record := self.recorded.get(seq)) is not None:
+            if record.kind != "patch":
+                self.old_path(patch_id)
+                return False  # recorded before the patch existed: the old path, nothing taken
+            seq += 1
+            if record.name == patch_id:
+                self.next_seq = seq
+                return True
+        self.next_seq = seq + 1
+        self.new_record(seq)
+        self.store.append_nowait(self.fence, RecordRow(seq, "patch", patch_id, "completed", None, None, 1, self.clock(), self.clock(), None, None))
+        return True
+
+    def old_path(self, patch_id: str) -> None:
+        """A patch said False: this run keeps the old code's path (what check() reports)."""
+
+    def new_record(self, seq: int) -> None:
+        """A call at `seq` has no record: it starts new work (check() stops here)."""
 
     def _check(self, call: str) -> None:
         if not self.active:

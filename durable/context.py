@@ -83,6 +83,23 @@ class Context:
         ex = self._ex
         return ex.ask(ex.take("ask", key), question, type, key)
 
+    def patched(self, patch_id: str) -> bool:
+        """Whether this run takes the new path of a code change named `patch_id`.
+
+        True when the run reaches this point with the new code (a marker is
+        recorded, so its replays say True too); False when the run had already
+        gone past this point before the patch existed, so it replays the old
+        path without a NondeterminismError. Old runs keep their seq numbers.
+
+        Example:
+            if ctx.patched("fraud-check"):
+                await ctx.step(check_fraud, order)   # new runs only
+            await ctx.step(charge, order)            # recorded runs replay as before
+        """
+        if not isinstance(patch_id, str) or not patch_id:
+            raise TypeError(f"ctx.patched takes a non-empty string naming the patch, not {patch_id!r}.")
+        return self._ex.patched(patch_id)
+
     def now(self) -> dt.datetime:
         """The current UTC time, recorded on first execution and identical on replay."""
         ex = self._ex
