@@ -27,7 +27,7 @@ from .errors import (
     UnsafeBind,
     WorkflowNotFound,
 )
-from .model import Prompt, Record, Run
+from .model import CheckResult, Prompt, Record, Run
 from .steps import step
 
 __version__ = "0.1.0"
@@ -35,6 +35,7 @@ __version__ = "0.1.0"
 __all__ = [
     "App",
     "AppNotOpen",
+    "CheckResult",
     "Context",
     "DefinitionError",
     "DuplicatePromptKey",

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 from .calls import ASKED
+from .check import check_runs
 from .codec import decode_any, encode, schema_violation
 from .engine import Engine
 from .errors import (
@@ -29,7 +30,7 @@ from .errors import (
     RunIdInUse,
     WorkflowNotFound,
 )
-from .model import Cursor, Prompt, Record, Run
+from .model import CheckResult, Cursor, Prompt, Record, Run
 from .store import make_store, redact
 from .store.base import FINAL, STATUSES, RunRow, Store
 from .worker import Worker
@@ -196,6 +197,15 @@ class App:
             raise WorkflowNotFound(name, list(self._workflows))
         return found
 
+    def reader(self, path: str | os.PathLike[str] | None = None) -> App:
+        """An App with this App's workflows that opens `path` (default: this App's journal) read-only.
+
+        For `check()` against a live journal, or a copy of a production one, without writing to it.
+        """
+        reader = App(self.path if path is None else path, clock=self._clock, read_only=True)
+        reader._workflows, reader._by_fn = self._workflows, self._by_fn
+        return reader
+
     # --- lifecycle -------------------------------------------------------
 
     async def open(self) -> None:
@@ -321,6 +331,17 @@ class App:
         """
         self._require_open()
         return await self._store.verify()
+
+    async def check(self, *, include_ended: bool = False) -> list[CheckResult]:
+        """Replay every unfinished run (every run with `include_ended`) against this App's code; one verdict each.
+
+        Nothing is executed and nothing is written: each replay stops where the
+        run would do new work. Verdicts: ``ok``, ``blocked`` (at a seq, with the
+        recorded and the new call) or ``unknown-workflow``. Open the App with
+        ``read_only=True`` to check a live journal or a copy of one.
+        """
+        self._require_open()
+        return await check_runs(self._store, self._workflows, all_runs=include_ended, clock=self._clock)
 
     async def cancel(self, run_id: str) -> None:
         """Stop a run for good (status 'cancelled'); raise RunAlreadyFinished if it ended otherwise."""

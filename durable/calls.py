@@ -179,19 +179,20 @@ class Calls:
         seq = self.next_seq
         while (record := self.recorded.get(seq)) is not None:
             if record.kind != "patch":
-                self.old_path(patch_id)
+                self.took_path(patch_id, False)
                 return False  # recorded before the patch existed: the old path, nothing taken
             seq += 1
             if record.name == patch_id:
                 self.next_seq = seq
+                self.took_path(patch_id, True)
                 return True
         self.next_seq = seq + 1
         self.new_record(seq)
         self.store.append_nowait(self.fence, RecordRow(seq, "patch", patch_id, "completed", None, None, 1, self.clock(), self.clock(), None, None))
         return True
 
-    def old_path(self, patch_id: str) -> None:
-        """A patch said False: this run keeps the old code's path (what check() reports)."""
+    def took_path(self, patch_id: str, new: bool) -> None:
+        """A patch recorded in this run said `new` (what check() reports: runs left on an old path)."""
 
     def new_record(self, seq: int) -> None:
         """A call at `seq` has no record: it starts new work (check() stops here)."""

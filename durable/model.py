@@ -10,7 +10,7 @@ import msgspec
 from .codec import decode_any, from_timestamp
 from .store.base import PromptRow, RecordRow, RunRow
 
-__all__ = ["Cursor", "Prompt", "Record", "Run"]
+__all__ = ["CheckResult", "Cursor", "Prompt", "Record", "Run"]
 
 
 class Record(msgspec.Struct, frozen=True, kw_only=True):
@@ -100,6 +100,22 @@ class Prompt(msgspec.Struct, frozen=True, kw_only=True):
             workflow=row.workflow,
             seq=row.seq,
         )
+
+
+class CheckResult(msgspec.Struct, frozen=True, kw_only=True):
+    """What replaying one stored run against this App's code found (see App.check).
+
+    `verdict` is ``"ok"``, ``"blocked"`` (at `seq`, with the recorded and the
+    new call in `detail`) or ``"unknown-workflow"``; `patches` maps each
+    ``ctx.patched`` id the replay met to whether the run takes its new path.
+    """
+
+    run_id: str
+    workflow: str
+    verdict: str
+    seq: int | None = None
+    detail: str = ""
+    patches: dict[str, bool] = {}
 
 
 class Cursor(msgspec.Struct, frozen=True):

@@ -145,3 +145,34 @@ def tmpfs(mount: Path, size: str) -> Iterator[Path]:
         yield mount
     finally:
         subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def journal_state(target: str) -> dict[str, Any]:
+    """Everything a journal holds, to compare before and after a call that must write nothing.
+
+    SQLite: the bytes of the file and of its -wal (an empty -wal, which a reader
+    of a WAL journal may create, holds nothing). PostgreSQL: the row count and a
+    digest of the rows of every table in the durable schema.
+    """
+    if not is_url(target):
+        files = {suffix: Path(target + suffix) for suffix in ("", "-wal")}
+        return {suffix: path.read_bytes() for suffix, path in files.items() if path.exists() and path.stat().st_size}
+
+    async def digest() -> dict[str, Any]:
+        import asyncpg
+
+        conn = await asyncpg.connect(target, timeout=10)
+        try:
+            tables = [r[0] for r in await conn.fetch(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'durable' ORDER BY 1"
+            )]  # fmt: skip
+            return {
+                table: tuple(await conn.fetchrow(
+                    f"SELECT count(*), md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) FROM durable.{table} AS t"
+                ))  # fmt: skip
+                for table in tables
+            }
+        finally:
+            await conn.close()
+
+    return run_sync(digest())
