@@ -17,8 +17,10 @@ from .errors import (
     PromptNotFound,
     RunAlreadyFinished,
     RunCancelled,
+    RunExists,
     RunIdInUse,
     RunNotFound,
+    SeqOutOfRange,
     SignatureChanged,
     StepFailed,
     StepTimeout,
@@ -26,6 +28,7 @@ from .errors import (
     UnreadableRecord,
     UnsafeBind,
     WorkflowNotFound,
+    WrongRunStatus,
 )
 from .model import CheckResult, Prompt, Record, Run
 from .steps import step
@@ -53,9 +56,11 @@ __all__ = [
     "Run",
     "RunAlreadyFinished",
     "RunCancelled",
+    "RunExists",
     "RunHandle",
     "RunIdInUse",
     "RunNotFound",
+    "SeqOutOfRange",
     "SignatureChanged",
     "StepFailed",
     "StepTimeout",
@@ -63,5 +68,6 @@ __all__ = [
     "UnreadableRecord",
     "UnsafeBind",
     "WorkflowNotFound",
+    "WrongRunStatus",
     "step",
 ]

@@ -8,6 +8,7 @@ The App checks arguments and turns rows into the public `Run`, `Record` and
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import os
 import time
@@ -15,6 +16,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
+from . import operate
 from .calls import ASKED
 from .check import check_runs
 from .codec import decode_any, encode, schema_violation
@@ -311,7 +313,7 @@ class App:
     async def get_run(self, run_id: str) -> Run:
         """The run with its journal records; raise RunNotFound if there is none."""
         row = await self._engine_now().load(run_id)
-        return Run.from_row(row, await self._store.load_records(run_id))
+        return Run.from_row(row, await self._store.load_records(run_id), await self._store.load_set_aside(run_id))
 
     async def list_runs(self, status: str | None = None, workflow: str | None = None, limit: int = 100) -> list[Run]:
         """Runs, newest first, optionally of one status or workflow (without their records)."""
@@ -342,6 +344,49 @@ class App:
         """
         self._require_open()
         return await check_runs(self._store, self._workflows, all_runs=include_ended, clock=self._clock)
+
+    async def retry(self, run_id: str) -> RunHandle:
+        """Resume a 'failed' or 'blocked' run (after fixing its code) from where it stopped.
+
+        The recorded failure (the run's error, and the records of the step whose
+        failure it was) is set aside, kept but no longer replayed; earlier records
+        replay and execution goes on. Raises WrongRunStatus for another status.
+        """
+        await operate.retry(self._engine_now(), run_id)
+        return RunHandle(self, run_id)
+
+    async def fork(self, run_id: str, *, at_seq: int, new_run_id: str | None = None) -> RunHandle:
+        """A new run of the same workflow and arguments whose journal is a copy of the records before `at_seq`.
+
+        The fork replays those and executes from `at_seq` on (with the code of
+        the worker that takes it): to debug a run, or re-run its tail.
+        """
+        new_run_id = _check_run_id(new_run_id)
+        await operate.fork(self._engine_now(), run_id, new_run_id, at_seq)
+        return RunHandle(self, new_run_id, created=True)
+
+    async def pause(self, run_id: str) -> None:
+        """Stop a run at its next ctx call and keep it 'paused' (unloaded, claimed by no worker) until resume().
+
+        Steps in flight finish and are recorded. Answers to its prompts are
+        recorded and wait for it. Its timers keep their times: one that falls due
+        while the run is paused fires when it is resumed.
+        """
+        await operate.pause(self._engine_now(), run_id)
+
+    async def resume(self, run_id: str) -> None:
+        """Let a paused run go on where it was (waiting, sleeping, or resumed by a worker)."""
+        await operate.resume(self._engine_now(), run_id)
+
+    async def prune(
+        self, *, older_than: float | dt.timedelta, status: tuple[str, ...] = ("completed", "failed", "cancelled")
+    ) -> int:
+        """Delete ended runs (of `status`) last updated more than `older_than` seconds ago, with their records.
+
+        Never an unfinished run. Deletes in small batches, each its own short
+        commit; on SQLite the space goes back to the file system. Returns the count.
+        """
+        return await operate.prune(self._engine_now(), older_than, status)
 
     async def cancel(self, run_id: str) -> None:
         """Stop a run for good (status 'cancelled'); raise RunAlreadyFinished if it ended otherwise."""

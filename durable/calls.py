@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from .engine import Engine
     from .store.base import Store
 
-__all__ = ["HOLD_SECONDS", "STOP_RANK", "STORE_FAULTS", "Calls", "Stop", "Suspend"]
+__all__ = ["GRACEFUL", "HOLD_SECONDS", "STOP_RANK", "STORE_FAULTS", "Calls", "Stop", "Suspend", "failing_step"]
 
 log = logging.getLogger("durable")
 
@@ -54,7 +54,9 @@ UTC = dt.timezone.utc
 
 
 # Which reason to stop wins when several come: the lower, the stronger.
-STOP_RANK = {"cancelled": 0, "lost": 1, "store": 2, "shutdown": 3}
+STOP_RANK = {"cancelled": 0, "lost": 1, "store": 2, "paused": 3, "shutdown": 4}
+# Stops that let steps in flight finish and record them: the next execution must not run them again.
+GRACEFUL = frozenset({"paused", "shutdown"})
 
 
 # What a store raises when it cannot do its part: never an outcome of the run.
@@ -118,6 +120,27 @@ class AskedTypes:
 
 
 ASKED = AskedTypes()
+
+
+def from_step(error: BaseException, seq: int) -> BaseException:
+    """Mark the error a step raises into the workflow with the step's seq (what retry() sets aside)."""
+    try:
+        error.__durable_step_seq__ = seq  # type: ignore[attr-defined]
+    except AttributeError:  # an exception type with __slots__
+        pass
+    return error
+
+
+def failing_step(exc: BaseException) -> int | None:
+    """The seq of the step whose error failed the run: the error itself, or what it was raised from."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        seq = getattr(exc, "__durable_step_seq__", None)
+        if seq is not None:
+            return seq
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return None
 
 
 class Calls:
@@ -259,7 +282,7 @@ class Calls:
                 error = error_from_json(record.error, spec.name)  # type: ignore[arg-type]
             except UNREADABLE as exc:
                 self._unreadable(seq, record, exc)
-            raise error
+            raise from_step(error, seq)
         self._begin()
         try:
             started = self.clock()
@@ -275,7 +298,7 @@ class Calls:
                     await self._wait_until(self._read(seq, record, lambda: DATETIME.decode(record.value, "a retry time")).timestamp())  # type: ignore[arg-type]
                 between = functools.partial(self._retry_later, seq, spec, started)
                 attempts, value, exc = await run_attempts(spec, fn, args, kwargs, first, between)
-            if self.stop_reason is not None and self.stop_reason != "shutdown":
+            if self.stop_reason is not None and self.stop_reason not in GRACEFUL:
                 raise Stop(self.stop_reason)  # the run is no longer ours to write into
             if self.violation is not None:
                 raise self.violation  # another branch met a mismatch: the journal stays as it was
@@ -298,14 +321,14 @@ class Calls:
             if attempts == 1 and record is None:
                 self.known += 1  # a retried step was counted when its first attempt was journaled
             if exc is not None:
-                raise error_from_json(error, spec.name) from exc  # type: ignore[arg-type]
+                raise from_step(error_from_json(error, spec.name), seq) from exc  # type: ignore[arg-type]
             return value
         finally:
             self._end()
 
     async def _retry_later(self, seq: int, spec: StepSpec, started: float, attempts: int, exc: Exception, delay: float) -> None:
         """Journal a failed attempt and when the next is due, then wait for it (unloaded if it is far)."""
-        if self.stop_reason is not None and self.stop_reason != "shutdown":
+        if self.stop_reason is not None and self.stop_reason not in GRACEFUL:
             raise Stop(self.stop_reason)
         wake_at = self.clock() + delay
         retrying = RecordRow(
@@ -397,7 +420,7 @@ class Calls:
         try:
             await asyncio.sleep(0)
         except asyncio.CancelledError:
-            if self.stop_reason != "shutdown":
+            if self.stop_reason not in GRACEFUL:
                 raise
         self.suspending = True
         raise Suspend

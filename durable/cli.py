@@ -102,6 +102,16 @@ def show(run_id: str, as_json: bool, db: str) -> None:
         for r in run.steps
     ]
     echo_table(["seq", "kind", "name", "status", "attempts", "value"], rows)
+    if run.set_aside:
+        click.echo()
+        click.echo("set aside by retries (kept, not replayed):")
+        echo_table(
+            ["seq", "kind", "name", "status", "at", "error"],
+            [
+                ["" if r.seq < 0 else str(r.seq), r.kind, r.name, styled_status(r.status), instant(r.finished_at or r.started_at), record_value(r)]
+                for r in run.set_aside
+            ],
+        )
 
 
 @main.command()

@@ -32,6 +32,7 @@ STATUS_COLOURS = {
     "running": "blue",
     "sleeping": "cyan",
     "waiting": "yellow",
+    "paused": "bright_yellow",
     "blocked": "magenta",
     "completed": "green",
     "failed": "red",

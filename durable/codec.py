@@ -164,21 +164,30 @@ class StoredError(msgspec.Struct, omit_defaults=True):
     message: str
     traceback: str = ""
     args: list[Any] | None = None
+    step_seq: int | None = None  # a run's error: the seq of the step whose failure it is (what retry sets aside)
 
 
 _error_decoder = msgspec.json.Decoder(StoredError)
 
 
-def error_to_json(exc: BaseException) -> bytes:
-    """Store an exception as JSON: its type, message, traceback and (if encodable) its args."""
+def error_to_json(exc: BaseException, step_seq: int | None = None) -> bytes:
+    """Store an exception as JSON: its type, message, traceback, (if encodable) its args, and the step it came from."""
     tb = "".join(traceback.format_exception(exc))
     cls = type(exc)
     try:
         args = msgspec.json.decode(_encoder.encode(list(exc.args)))
     except (TypeError, ValueError, OverflowError, NotImplementedError):
         args = None
-    stored = StoredError(f"{cls.__module__}:{cls.__qualname__}", str(exc), tb, args)
+    stored = StoredError(f"{cls.__module__}:{cls.__qualname__}", str(exc), tb, args, step_seq)
     return _encoder.encode(stored)
+
+
+def failed_step(blob: bytes) -> int | None:
+    """The seq of the step whose failure a stored run error is, if it is one."""
+    try:
+        return _error_decoder.decode(blob).step_seq
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
 
 
 def error_from_json(blob: bytes, step: str) -> BaseException:

@@ -17,7 +17,7 @@ from typing import Any
 
 from .codec import decode_any, error_from_json, error_to_json
 from .errors import AppNotOpen, JournalError, RunCancelled, RunIdInUse, RunNotFound, StoreUnavailable
-from .owner import Owner, describe_owner, is_dead_here
+from .owner import Owner, is_dead_here, resume_reason as _reason
 from .replay import Execution
 from .store.base import FINAL, Claimed, Fence, Recorded, RunRow, Store
 from .workflow import Workflow
@@ -142,7 +142,7 @@ class Engine:
                 raise RunIdInUse(run_id, existing.workflow, workflow.name)
             if existing.status in FINAL:
                 return False, existing
-            if existing.owner != self.owner:  # else claimed by this engine's worker while we looked: wait for it
+            if existing.status != "paused" and existing.owner != self.owner:  # paused: wait for its resume  # else claimed by this engine's worker while we looked: wait for it
                 await self._take(existing, "rerun")  # None: another live process executes it
         except asyncio.CancelledError:
             # A queued create or claim commits even though our caller gave up on it.
@@ -332,12 +332,16 @@ class Engine:
             self._stop_lost(launched, await self.store.held(self.owner))
 
     @staticmethod
-    def _stop_lost(launched: list[Execution], held: dict[str, int]) -> None:
+    def _stop_lost(launched: list[Execution], held: dict[str, tuple[int, bool]]) -> None:
         # Only runs launched before the read: their claims are committed, so visible to it.
         for execution in launched:
-            if held.get(execution.run_id) != execution.fence.epoch and execution.active and execution.stop_reason in (None, "shutdown"):
-                # Whatever it computes now could not be recorded: interrupt it at once.
-                execution.stop("lost")
+            epoch, paused = held.get(execution.run_id, (None, False))
+            if not execution.active or execution.stop_reason not in (None, "shutdown", "paused"):
+                continue
+            if epoch != execution.fence.epoch:
+                execution.stop("lost")  # whatever it computes now could not be recorded: interrupt it at once
+            elif paused:
+                execution.stop("paused")  # paused from another process: unload it at its next ctx call
 
     # --- answers and cancels --------------------------------------------------------------
 
@@ -484,16 +488,3 @@ class Engine:
         self.closed = True
         self.notify()
 
-
-def _reason(claimed: Claimed, dead_owners: list[str]) -> str:
-    """Why a run is being resumed, in words for the log."""
-    if claimed.status == "sleeping":
-        return "timer due"
-    if claimed.status == "running":
-        if claimed.owner is None:
-            return "recovered"
-        why = "which died" if claimed.owner in dead_owners else "whose lease expired"
-        return f"recovered from {describe_owner(claimed.owner)}, {why}"
-    return {"answered": "prompt answered", "released": "released by a stopped worker", "submitted": "submitted"}.get(
-        claimed.ready or "", "ready"
-    )

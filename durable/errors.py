@@ -9,6 +9,9 @@
     ├── RunIdInUse              the run_id belongs to a run of another workflow
     ├── RunCancelled            the run was cancelled
     ├── RunAlreadyFinished      the run ended, so it cannot be cancelled
+    ├── WrongRunStatus          the run's status does not allow it (retry a completed run, resume a running one)
+    ├── RunExists               a new run was asked for under a run_id that is taken (fork)
+    ├── SeqOutOfRange           a seq given for a run is past the end of its journal (fork's at_seq)
     ├── NondeterminismError     replay met a different call than the one recorded
     │   ├── SignatureChanged    a run's recorded arguments no longer fit its workflow
     │   └── UnreadableRecord    a recorded value no longer reads back as its type
@@ -46,8 +49,10 @@ __all__ = [
     "PromptNotFound",
     "RunAlreadyFinished",
     "RunCancelled",
+    "RunExists",
     "RunIdInUse",
     "RunNotFound",
+    "SeqOutOfRange",
     "SignatureChanged",
     "StepFailed",
     "StepTimeout",
@@ -55,6 +60,7 @@ __all__ = [
     "UnreadableRecord",
     "UnsafeBind",
     "WorkflowNotFound",
+    "WrongRunStatus",
 ]
 
 
@@ -171,6 +177,43 @@ class RunAlreadyFinished(DurableError):
 
     def describe(self) -> str:
         return f"Run {self.run_id!r} already ended with status {self.status!r}; there is nothing to cancel."
+
+
+class WrongRunStatus(DurableError):
+    """The run's status does not allow the operation asked for (retry, pause, resume)."""
+
+    def __init__(self, run_id: str, status: str, action: str, allowed: str, hint: str) -> None:
+        super().__init__(run_id, status, action, allowed, hint)
+        self.run_id, self.status, self.action, self.allowed, self.hint = run_id, status, action, allowed, hint
+
+    def describe(self) -> str:
+        return f"Run {self.run_id!r} is {self.status}: only {self.allowed} runs can be {self.action}. {self.hint}"
+
+
+class SeqOutOfRange(DurableError, ValueError):
+    """A seq given for a run (fork's at_seq) is past the end of its journal."""
+
+    def __init__(self, run_id: str, at_seq: int, end: int) -> None:
+        super().__init__(run_id, at_seq, end)
+        self.run_id, self.at_seq, self.end = run_id, at_seq, end
+
+    def describe(self) -> str:
+        last = f"records up to seq {self.end - 1}" if self.end else "no records"
+        return (
+            f"Run {self.run_id!r} has {last}; at_seq={self.at_seq} must be between 0 and {self.end} "
+            f"({self.end} copies every record)."
+        )
+
+
+class RunExists(DurableError):
+    """A new run was asked for under a run_id that is taken."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(run_id)
+        self.run_id = run_id
+
+    def describe(self) -> str:
+        return f"A run {self.run_id!r} already exists; nothing was written. Choose another run_id, or leave it out for a fresh one."
 
 
 class NondeterminismError(DurableError):

@@ -26,12 +26,11 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 import uvicorn
-from fastapi import APIRouter, Body, Depends, FastAPI, Header, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Body, Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from fastapi.staticfiles import StaticFiles
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -47,13 +46,20 @@ from .errors import (
     PromptAlreadyAnswered,
     PromptNotFound,
     RunAlreadyFinished,
+    RunExists,
     RunIdInUse,
     RunNotFound,
+    SeqOutOfRange,
     StoreUnavailable,
     UnsafeBind,
     WorkflowNotFound,
+    WrongRunStatus,
 )
 from .http_edges import BodyLimit, QuietDisconnects
+from .http_models import (
+    Answer, Answered, Cancelled, DurableApp, Fork, Health, PromptOut, RunId, RunOut, RunStarted, StartRun,
+    WorkflowOut, errors, errors_as_json, out,
+)
 from .model import Cursor
 
 __all__ = ["UnsafeBind", "create_app", "serve"]
@@ -67,6 +73,9 @@ ERROR_STATUS: dict[type[DurableError], int] = {
     PromptAlreadyAnswered: 409,
     RunIdInUse: 409,
     RunAlreadyFinished: 409,
+    WrongRunStatus: 409,  # retry a completed run, resume one that is not paused
+    RunExists: 409,
+    SeqOutOfRange: 422,
     InvalidAnswer: 422,
     InvalidArguments: 422,
     EncodingError: 422,
@@ -74,125 +83,8 @@ ERROR_STATUS: dict[type[DurableError], int] = {
 }
 
 
-# --- request and response bodies ----------------------------------------------------
-
-
-class Model(BaseModel):
-    # Responses leave out what they do not name, so a field the engine adds later is no error.
-    model_config = ConfigDict(populate_by_name=True)
-
-
-class RequestBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")  # a misspelt field is refused, not ignored
-
-
-class ErrorOut(Model):
-    error: str = Field(description="The error's name, e.g. PromptAlreadyAnswered.")
-    detail: str = Field(description="What happened and what to do next.")
-
-
-class Health(Model):
-    status: Literal["ok"] = "ok"
-
-
-class WorkflowOut(Model):
-    name: str
-    description: str | None = None
-    args_schema: dict[str, Any] = Field(description="JSON schema of the workflow's keyword arguments.")
-
-
-class StartRun(RequestBody):
-    args: list[Any] = Field(default_factory=list, description="Positional arguments of the workflow.")
-    kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of the workflow.")
-    run_id: str | None = Field(default=None, min_length=1, description="Default: a new random id.")
-
-
-class RunStarted(Model):
-    run_id: str
-    status: str
-
-
-class RecordOut(Model):
-    seq: int
-    kind: str = Field(description="step, sleep, ask or now.")
-    name: str = Field(description="The step's name, or the prompt's key.")
-    status: str
-    value: Any = None
-    error: dict[str, Any] | None = None
-    attempts: int
-    started_at: AwareDatetime
-    finished_at: AwareDatetime | None = None
-    question: str | None = None
-    answer_schema: dict[str, Any] | None = Field(default=None, alias="schema")
-
-
-class RunOut(Model):
-    run_id: str
-    workflow: str
-    status: str = Field(description=", ".join(STATUSES))
-    args: list[Any]
-    kwargs: dict[str, Any]
-    result: Any = None
-    error: dict[str, Any] | None = None
-    created_at: AwareDatetime
-    updated_at: AwareDatetime
-    wake_at: AwareDatetime | None = None
-    steps: list[RecordOut] = Field(default_factory=list, description="The journal (empty in listings).")
-
-
-class PromptOut(Model):
-    run_id: str
-    key: str
-    question: str
-    answer_schema: dict[str, Any] = Field(alias="schema", description="JSON schema the answer must match.")
-    created_at: AwareDatetime
-    workflow: str
-    seq: int
-
-
-class Answer(RequestBody):
-    value: Any = Field(description="The answer, any JSON value matching the prompt's schema.")
-
-
-class Answered(Model):
-    run_id: str
-    key: str
-    value: Any = None
-
-
-class Cancelled(Model):
-    run_id: str
-    status: Literal["cancelled"] = "cancelled"
-
-
-def out(value: Any) -> Any:
-    """A msgspec Struct (or list of them) as plain JSON types, for a pydantic response model to check."""
-    return msgspec.to_builtins(value)
-
 
 # --- routes ---------------------------------------------------------------------------
-
-
-def durable_app(request: Request) -> App:
-    return request.app.state.durable
-
-
-DurableApp = Annotated[App, Depends(durable_app)]
-RunId = Annotated[str, Path(description="The run's id.")]
-
-
-def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """The OpenAPI of a route's error responses."""
-    return {code: {"model": ErrorOut, "description": http.HTTPStatus(code).phrase} for code in codes}
-
-
-def errors_as_json(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """The same for an event stream, whose errors are JSON too (FastAPI would say text/event-stream)."""
-    schema = {"$ref": "#/components/schemas/ErrorOut"}
-    return {
-        code: {"description": http.HTTPStatus(code).phrase, "content": {"application/json": {"schema": schema}}}
-        for code in codes
-    }
 
 
 router = APIRouter(responses=errors(401))  # when DURABLE_TOKEN is set
@@ -283,6 +175,34 @@ async def cancel_run(run_id: RunId, app: DurableApp) -> Any:
     """Stop a run for good."""
     await app.cancel(run_id)
     return Cancelled(run_id=run_id)
+
+
+@router.post("/runs/{run_id}/retry", response_model=RunStarted, responses=errors(404, 409))
+async def retry_run(run_id: RunId, app: DurableApp) -> Any:
+    """Resume a failed or blocked run from where it stopped (after a fix): its failure is set aside, the failed step runs again."""
+    await app.retry(run_id)
+    return RunStarted(run_id=run_id, status=await app.status(run_id))
+
+
+@router.post("/runs/{run_id}/fork", response_model=RunStarted, status_code=202, responses=errors(400, 404, 409, 422))
+async def fork_run(run_id: RunId, body: Fork, app: DurableApp) -> Any:
+    """Start a new run of the same workflow and arguments with a copy of this run's records before `at_seq`."""
+    handle = await app.fork(run_id, at_seq=body.at_seq, new_run_id=body.new_run_id)
+    return RunStarted(run_id=handle.run_id, status=await app.status(handle.run_id))
+
+
+@router.post("/runs/{run_id}/pause", response_model=RunStarted, responses=errors(404, 409))
+async def pause_run(run_id: RunId, app: DurableApp) -> Any:
+    """Stop a run at its next ctx call and keep it paused (no worker takes it) until it is resumed."""
+    await app.pause(run_id)
+    return RunStarted(run_id=run_id, status=await app.status(run_id))
+
+
+@router.post("/runs/{run_id}/resume", response_model=RunStarted, responses=errors(404, 409))
+async def resume_run(run_id: RunId, app: DurableApp) -> Any:
+    """Let a paused run go on."""
+    await app.resume(run_id)
+    return RunStarted(run_id=run_id, status=await app.status(run_id))
 
 
 @router.get("/prompts", response_model=list[PromptOut], responses=errors(422))

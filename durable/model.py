@@ -59,9 +59,10 @@ class Run(msgspec.Struct, frozen=True, kw_only=True):
     updated_at: dt.datetime
     wake_at: dt.datetime | None = None
     steps: list[Record] = []
+    set_aside: list[Record] = []  # what retries set aside: the run's errors (kind 'run') and failed step records
 
     @classmethod
-    def from_row(cls, row: RunRow, records: list[RecordRow]) -> Run:
+    def from_row(cls, row: RunRow, records: list[RecordRow], set_aside: list[RecordRow] = ()) -> Run:  # type: ignore[assignment]
         stored = decode_any(row.args)
         return cls(
             run_id=row.run_id,
@@ -75,6 +76,7 @@ class Run(msgspec.Struct, frozen=True, kw_only=True):
             updated_at=from_timestamp(row.updated_at),  # type: ignore[arg-type]
             wake_at=from_timestamp(row.wake_at),
             steps=[Record.from_row(r) for r in records],
+            set_aside=[Record.from_row(r) for r in set_aside],
         )
 
 

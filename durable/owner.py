@@ -20,8 +20,12 @@ import functools
 import os
 import secrets
 import socket
+from typing import TYPE_CHECKING
 
-__all__ = ["Owner", "describe_owner", "is_dead_here"]
+if TYPE_CHECKING:
+    from .store.base import Claimed
+
+__all__ = ["Owner", "describe_owner", "is_dead_here", "resume_reason"]
 
 
 def _boot_id() -> str:
@@ -116,3 +120,20 @@ def is_dead_here(owner: str) -> bool:
     if start:
         return process_start(pid) != start
     return not _exists(pid)
+
+
+def resume_reason(claimed: Claimed, dead_owners: list[str]) -> str:
+    """Why a run is being resumed, in words for the log."""
+    if claimed.status == "sleeping":
+        return "timer due"
+    if claimed.status == "running":
+        if claimed.owner is None:
+            return "recovered"
+        why = "which died" if claimed.owner in dead_owners else "whose lease expired"
+        return f"recovered from {describe_owner(claimed.owner)}, {why}"
+    return {
+        "answered": "prompt answered", "released": "released by a stopped worker", "submitted": "submitted",
+        "retried": "retried", "forked": "forked", "resumed": "resumed after a pause",
+    }.get(
+        claimed.ready or "", "ready"
+    )  # fmt: skip

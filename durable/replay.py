@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .calls import STOP_RANK, STORE_FAULTS, UTC, Calls, Stop, Suspend
+from .calls import GRACEFUL, STOP_RANK, STORE_FAULTS, UTC, Calls, Stop, Suspend, failing_step
 from .codec import error_from_json, error_to_json
 from .context import Context
 from .errors import EncodingError, JournalError, NondeterminismError, SignatureChanged, StoreUnavailable
@@ -84,12 +84,12 @@ class Execution(Calls):
         self.task: asyncio.Task[None] = None  # type: ignore[assignment]  # set by Engine.launch
 
     def stop(self, reason: str) -> None:
-        """Stop at the next ctx call: 'cancelled' or 'lost' (write nothing more), 'shutdown' (record what finishes)."""
+        """Stop at the next ctx call: 'cancelled' or 'lost' (write nothing more), 'shutdown' or 'paused' (record what finishes)."""
         if STOP_RANK[reason] <= STOP_RANK.get(self.stop_reason or "", 99):
             self.stop_reason = reason  # a run that is no longer ours outranks a graceful stop
         if not self.active:
             return
-        if reason != "shutdown":
+        if reason not in GRACEFUL:
             self.task.cancel()  # whatever it computes now could not be recorded
         elif self.inflight == 0 and not self.parking:
             self.task.cancel()  # waiting in a short sleep or a non-durable await: nothing to finish
@@ -173,6 +173,8 @@ class Execution(Calls):
             log.info("run %s ⏸ %s unloaded, ready to resume", run, name)
         elif self.stop_reason == "shutdown":
             log.info("run %s ⇠ %s released for another worker (shutdown)", run, name)
+        elif self.stop_reason == "paused":
+            log.info("run %s ⏯ %s paused", run, name)
         elif self.stop_reason == "cancelled":
             log.info("run %s ■ %s cancelled", run, name)
         elif self.stop_reason == "store":
@@ -218,7 +220,7 @@ class Execution(Calls):
                 ok = await store.finish(fence, "completed", blob, None, now, self.known)
                 self.status = "completed" if ok else None
                 return
-        error = error_to_json(value)
+        error = error_to_json(value, failing_step(value))
         self.error = error_from_json(error, self.workflow.name)
         self.error.__cause__ = value
         ok = await store.finish(fence, "failed", None, error, now, self.known)

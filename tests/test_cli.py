@@ -486,7 +486,10 @@ def test_python_m_durable_help_lists_the_commands() -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("Usage: durable [OPTIONS] COMMAND [ARGS]...")
     commands = re.findall(r"^  (\w+) ", done.stdout.split("Commands:")[1], re.MULTILINE)
-    assert commands == ["answer", "cancel", "doctor", "prompts", "runs", "serve", "show", "worker"]
+    assert commands == [
+        "answer", "cancel", "check", "doctor", "fork", "pause", "prompts", "prune", "resume", "retry", "runs", "serve",
+        "show", "worker",
+    ]
 
 
 def test_the_durable_script_lists_prompts(journal: str) -> None:

@@ -209,8 +209,8 @@ async def test_renew_extends_the_leases_of_held_runs_and_names_them(pair: tuple[
     await a.create_run("r", "wf", b"{}", "A", 0.3, 1.0)
     await a.create_run("s", "wf", b"{}", "A", 0.3, 1.0)
     await b.claim("s", "running", "A", "B", LEASE, 2.0, owner_dead=True)
-    assert await a.renew("A", LEASE) == {"r": 1}
-    assert await a.held("A") == {"r": 1}
+    assert await a.renew("A", LEASE) == {"r": (1, False)}
+    assert await a.held("A") == {"r": (1, False)}
     await asyncio.sleep(0.5)
     assert await b.claim_ready("B", ["wf"], [], 10, LEASE, 2.0) == []  # r's lease was renewed
     assert await b.running_owners() in (["A", "B"], ["B", "A"])

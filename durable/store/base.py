@@ -79,7 +79,19 @@ VALUES_AFTER = (
     "SELECT run_id, seq, value, error FROM {schema}records WHERE (run_id, seq) > {after} ORDER BY run_id, seq LIMIT 1000"
 )
 
-STATUSES = ("pending", "running", "sleeping", "waiting", "blocked", "completed", "failed", "cancelled")
+# The failed step records retry() sets aside, given the seq of the step whose failure failed the run
+# ({seq}): that step's, and those of steps that failed as late or later (no code could handle them,
+# the run was already failing: other branches of a gather). Earlier failures stay: the code may have
+# caught them and gone on.
+UNHANDLED = (
+    "kind = 'step' AND status = 'failed' AND (seq = {seq} OR (finished_at, seq) > ("
+    "SELECT finished_at, seq FROM {records} WHERE run_id = {run_id} AND seq = {seq}))"
+)
+
+# A set-aside record read in the shape of a RecordRow (it has no question or schema).
+SET_ASIDE = "seq, kind, name, status, value, error, attempts, started_at, finished_at, NULL, NULL"
+
+STATUSES = ("pending", "running", "sleeping", "waiting", "paused", "blocked", "completed", "failed", "cancelled")
 FINAL = frozenset({"completed", "failed", "cancelled"})
 
 
@@ -223,12 +235,15 @@ class Store(Protocol):
         """
         ...
 
-    async def renew(self, owner: str, lease_seconds: float) -> dict[str, int]:
-        """Extend the lease of every run `owner` executes, in one statement; return run_id → epoch held."""
+    async def renew(self, owner: str, lease_seconds: float) -> dict[str, tuple[int, bool]]:
+        """Extend the lease of every run `owner` executes, in one statement; return run_id → (epoch held, paused)."""
         ...
 
     async def release(self, owner: str, now: float, run_id: str | None = None, records: int | None = None) -> int:
-        """Hand the running runs of `owner` (or one of them, with its record count) back as 'pending', for any worker."""
+        """Hand the running runs of `owner` (or one of them, with its record count) back as 'pending', for any worker.
+
+        A run paused while `owner` executed it stays 'paused', now without an owner.
+        """
         ...
 
     # --- fenced writes of an executing run ----------------------------------------------
@@ -251,7 +266,7 @@ class Store(Protocol):
         ...
 
     async def park(self, fence: Fence, wake_at: float | None, now: float, records: int) -> str | None:
-        """Unload a run: 'waiting' (a prompt waits), 'sleeping' (until wake_at) or 'pending'; None if fenced out.
+        """Unload a run: 'paused' (if it was paused), 'waiting' (a prompt waits), 'sleeping' (until wake_at) or 'pending'; None if fenced out.
 
         `records`: how many of the run's records are known committed (kept as RunRow.records).
         """
@@ -287,11 +302,53 @@ class Store(Protocol):
         """Return once every write submitted before this call has been applied."""
         ...
 
+    # --- operators' writes -----------------------------------------------------------------
+
+    async def retry(self, run_id: str, now: float) -> tuple[str, int] | None:
+        """Make a 'failed' or 'blocked' run 'pending' again; (status before, records set aside), None if no such run.
+
+        The run's error, and the records of the step whose failure it was, move
+        to the set-aside records (kept, never replayed): that step runs again. A
+        run in another status is left as it is.
+        """
+        ...
+
+    async def fork(self, run_id: str, new_run_id: str, at_seq: int, now: float) -> str:
+        """A new 'pending' run of the same workflow and arguments, with the records before `at_seq` copied.
+
+        Returns 'forked', 'missing' (no run `run_id`) or 'exists' (`new_run_id` is taken; nothing written).
+        """
+        ...
+
+    async def pause(self, run_id: str, now: float) -> tuple[str, str | None] | None:
+        """Make a run that has not ended 'paused' (no claim takes it); its (status, owner) before, None if no such run.
+
+        An executing run keeps its owner and epoch: steps in flight are still
+        recorded, and the owner unloads it at its next ctx call (park, release).
+        """
+        ...
+
+    async def resume(self, run_id: str, now: float) -> tuple[str, str] | None:
+        """Let a 'paused' run go on: (status before, status after), None if no such run."""
+        ...
+
+    async def prune(self, before: float, statuses: Sequence[str], limit: int) -> int:
+        """Delete up to `limit` runs of `statuses` (ended ones) updated before `before`, with all they own; how many."""
+        ...
+
+    async def reclaim(self) -> None:
+        """Give the space of deleted rows back, a bounded batch per commit (SQLite: incremental vacuum)."""
+        ...
+
     # --- reads ---------------------------------------------------------------------------
 
     async def load_run(self, run_id: str) -> RunRow | None: ...
 
     async def load_records(self, run_id: str) -> list[RecordRow]: ...
+
+    async def load_set_aside(self, run_id: str) -> list[RecordRow]:
+        """What retry() set aside for a run, oldest first: its errors (kind 'run', seq -1) and failed step records."""
+        ...
 
     async def load_replay(self, run_id: str) -> list[Recorded]:
         """A run's records as replay reads them, in seq order."""
@@ -309,8 +366,8 @@ class Store(Protocol):
         """A prompt's (status, schema, workflow), or None if the run never asked it."""
         ...
 
-    async def held(self, owner: str) -> dict[str, int]:
-        """The runs `owner` executes now: run_id → epoch."""
+    async def held(self, owner: str) -> dict[str, tuple[int, bool]]:
+        """The runs `owner` executes now: run_id → (epoch, whether it was paused and must stop)."""
         ...
 
     async def running_owners(self) -> list[str]:

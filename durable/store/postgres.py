@@ -29,13 +29,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import JournalError, StoreUnavailable
+from . import postgres_admin as admin
 from . import postgres_ops as ops
 from . import redact, split_url
 from .base import (
-    FINAL, LOST_RECORDS, VALUES_AFTER, Answered, Claimed, Fence, PromptRow, RecordRow, Recorded, RunRow,
+    FINAL, LOST_RECORDS, SET_ASIDE, VALUES_AFTER, Answered, Claimed, Fence, PromptRow, RecordRow, Recorded, RunRow,
     damaged_values, lost_records,
 )
 from .batch import Batcher, Item, Outcome, runs_of
+from .postgres_schema import keep_session, warm
 
 try:
     import asyncpg
@@ -124,8 +126,8 @@ class PostgresStore:
                     "application_name": "durable",
                     **({"default_transaction_read_only": "on"} if self.read_only else {}),
                 },
-                reset=_keep_session,
-                init=_warm,
+                reset=keep_session,
+                init=warm,
             )
         except Exception as exc:
             raise self._classify(exc) from None
@@ -293,7 +295,7 @@ class PostgresStore:
             return []
         return await self._write(ops.claim_ready, claimant, list(workflows), list(dead_owners), limit, lease_seconds, now)
 
-    async def renew(self, owner: str, lease_seconds: float) -> dict[str, int]:
+    async def renew(self, owner: str, lease_seconds: float) -> dict[str, tuple[int, bool]]:
         return await self._write(ops.renew, owner, lease_seconds)
 
     async def release(self, owner: str, now: float, run_id: str | None = None, records: int | None = None) -> int:
@@ -337,6 +339,26 @@ class PostgresStore:
     async def flush(self) -> None:
         await self._write(ops.flush)
 
+    # --- operators' writes -------------------------------------------------------------------
+
+    async def retry(self, run_id: str, now: float) -> tuple[str, int] | None:
+        return await self._write(admin.retry, run_id, now)
+
+    async def fork(self, run_id: str, new_run_id: str, at_seq: int, now: float) -> str:
+        return await self._write(admin.fork, run_id, new_run_id, at_seq, now)
+
+    async def pause(self, run_id: str, now: float) -> tuple[str, str | None] | None:
+        return await self._write(admin.pause, run_id, now)
+
+    async def resume(self, run_id: str, now: float) -> tuple[str, str] | None:
+        return await self._write(admin.resume, run_id, now)
+
+    async def prune(self, before: float, statuses: Sequence[str], limit: int) -> int:
+        return await self._write(admin.prune, before, list(statuses), limit)
+
+    async def reclaim(self) -> None:
+        pass  # autovacuum gives deleted rows' space back to the tables
+
     # --- reads -----------------------------------------------------------------------------------
 
     async def _fetch(self, sql: str, *args: Any) -> list[Any]:
@@ -353,6 +375,10 @@ class PostgresStore:
 
     async def load_records(self, run_id: str) -> list[RecordRow]:
         rows = await self._fetch(f"SELECT {_RECORD} FROM durable.records WHERE run_id = $1 ORDER BY seq", run_id)
+        return [RecordRow(*r) for r in rows]
+
+    async def load_set_aside(self, run_id: str) -> list[RecordRow]:
+        rows = await self._fetch(f"SELECT {SET_ASIDE} FROM durable.set_aside WHERE run_id = $1 ORDER BY id", run_id)
         return [RecordRow(*r) for r in rows]
 
     async def load_replay(self, run_id: str) -> list[Recorded]:
@@ -396,9 +422,12 @@ class PostgresStore:
         )  # fmt: skip
         return tuple(rows[0]) if rows else None  # type: ignore[return-value]
 
-    async def held(self, owner: str) -> dict[str, int]:
-        rows = await self._fetch("SELECT run_id, epoch FROM durable.runs WHERE owner = $1 AND status = 'running'", owner)
-        return {r[0]: r[1] for r in rows}
+    async def held(self, owner: str) -> dict[str, tuple[int, bool]]:
+        rows = await self._fetch(
+            "SELECT run_id, epoch, status = 'paused' FROM durable.runs WHERE owner = $1 AND status IN ('running', 'paused')",
+            owner,
+        )  # fmt: skip
+        return {r[0]: (r[1], r[2]) for r in rows}
 
     async def running_owners(self) -> list[str]:
         rows = await self._fetch("SELECT DISTINCT owner FROM durable.runs WHERE status = 'running' AND owner IS NOT NULL")
@@ -458,24 +487,6 @@ class PostgresStore:
                     conn.terminate()
             await asyncio.sleep(pause)
             pause = min(pause * 2, 5.0)
-
-
-async def _warm(conn: Any) -> None:
-    # A new server backend loads its catalog caches (the tables, their indexes)
-    # at its first statements, about a millisecond; and asyncpg prepares each
-    # statement at its first use. Both happen here, when the connection is made,
-    # rather than on a caller's first read.
-    await conn.fetch(f"SELECT {ops.RUN} FROM durable.runs WHERE run_id = $1", "")
-    await conn.fetch(
-        "SELECT seq, kind, name, status, value, error, attempts FROM durable.records WHERE run_id = $1 ORDER BY seq", ""
-    )
-
-
-async def _keep_session(conn: Any) -> None:
-    # The pool's connections only ever read: they set nothing, LISTEN to nothing and
-    # take no advisory lock, so the RESET ALL asyncpg sends at each release (a round
-    # trip per read) has nothing to reset.
-    pass
 
 
 def _fails_batch(exc: Any) -> bool:

@@ -225,19 +225,22 @@ async def claim_ready(
     return [Claimed(*row) for row in rows]
 
 
-async def renew(conn: Any, owner: str, lease: float) -> dict[str, int]:
+async def renew(conn: Any, owner: str, lease: float) -> dict[str, tuple[int, bool]]:
     rows = await conn.fetch(
-        f"UPDATE durable.runs SET lease_until = {NOW} + $2 WHERE owner = $1 AND status = 'running' RETURNING run_id, epoch",
+        f"UPDATE durable.runs SET lease_until = {NOW} + $2 WHERE owner = $1 AND status IN ('running', 'paused')"
+        " RETURNING run_id, epoch, status = 'paused'",
         owner, lease,
     )  # fmt: skip
-    return {r[0]: r[1] for r in rows}
+    return {r[0]: (r[1], r[2]) for r in rows}
 
 
 async def release(conn: Any, owner: str, run_id: str | None, now: float, records: int | None) -> int:
     status = await conn.execute(
-        "UPDATE durable.runs SET status = 'pending', ready = 'released', owner = NULL, lease_until = NULL,"
+        # A run paused while it executed here stays paused, now unloaded.
+        "UPDATE durable.runs SET status = CASE WHEN status = 'paused' THEN 'paused' ELSE 'pending' END,"
+        " ready = CASE WHEN status = 'paused' THEN NULL ELSE 'released' END, owner = NULL, lease_until = NULL,"
         " updated_at = $3, records = GREATEST(records, COALESCE($4::integer, 0))"
-        " WHERE owner = $1 AND status = 'running' AND ($2::text IS NULL OR run_id = $2)",
+        " WHERE owner = $1 AND status IN ('running', 'paused') AND ($2::text IS NULL OR run_id = $2)",
         owner, run_id, now, records,
     )  # fmt: skip
     return _count(status)
@@ -259,10 +262,10 @@ async def park(
     ) is None:
         return None
     return await conn.fetchval(
-        "UPDATE durable.runs SET status = CASE"
+        "UPDATE durable.runs SET status = CASE WHEN status = 'paused' THEN 'paused'"
         "   WHEN EXISTS (SELECT 1 FROM durable.records WHERE run_id = $1 AND status = 'waiting') THEN 'waiting'"
         "   WHEN $2::float8 IS NOT NULL THEN 'sleeping' ELSE 'pending' END,"
-        " ready = CASE WHEN $2::float8 IS NULL"
+        " ready = CASE WHEN $2::float8 IS NULL AND status <> 'paused'"
         "   AND NOT EXISTS (SELECT 1 FROM durable.records WHERE run_id = $1 AND status = 'waiting') THEN 'answered' END,"
         " wake_at = $2, owner = NULL, lease_until = NULL, updated_at = $3, records = GREATEST(records, $4)"
         " WHERE run_id = $1 RETURNING status",

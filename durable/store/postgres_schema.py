@@ -13,8 +13,9 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import JournalError
+from .postgres_ops import RUN
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "check_readable", "migrate"]
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "check_readable", "keep_session", "migrate", "warm"]
 
 # pg_advisory_xact_lock key: "durable" in ASCII, as one bigint.
 MIGRATION_LOCK = 0x64757261626C65
@@ -57,6 +58,23 @@ MIGRATIONS: list[list[str]] = [
         )""",
         "CREATE INDEX records_waiting ON durable.records (run_id) WHERE status = 'waiting'",
         "CREATE UNIQUE INDEX records_prompt_key ON durable.records (run_id, name) WHERE kind = 'ask'",
+    ],
+    [  # version 2: what retry() sets aside (a run's error, the records of the step that failed it), kept for audit
+        """CREATE TABLE durable.set_aside (
+            id           bigserial PRIMARY KEY,
+            run_id       text NOT NULL,
+            seq          integer NOT NULL,
+            kind         text NOT NULL,
+            name         text NOT NULL,
+            status       text NOT NULL,
+            value        bytea,
+            error        bytea,
+            attempts     integer NOT NULL,
+            started_at   double precision NOT NULL,
+            finished_at  double precision,
+            set_aside_at double precision NOT NULL
+        )""",
+        "CREATE INDEX set_aside_by_run ON durable.set_aside (run_id, seq)",
     ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -111,3 +129,21 @@ async def check_readable(conn: Any, target: str) -> None:
             f"its schema is version {stored}, this durable reads version {SCHEMA_VERSION}. "
             + ("Upgrade durable." if newer else "Open it once with write access, which migrates it."),
         )
+
+
+async def warm(conn: Any) -> None:
+    # A new server backend loads its catalog caches (the tables, their indexes)
+    # at its first statements, about a millisecond; and asyncpg prepares each
+    # statement at its first use. Both happen here, when the connection is made,
+    # rather than on a caller's first read.
+    await conn.fetch(f"SELECT {RUN} FROM durable.runs WHERE run_id = $1", "")
+    await conn.fetch(
+        "SELECT seq, kind, name, status, value, error, attempts FROM durable.records WHERE run_id = $1 ORDER BY seq", ""
+    )
+
+
+async def keep_session(conn: Any) -> None:
+    # The pool's connections only ever read: they set nothing, LISTEN to nothing and
+    # take no advisory lock, so the RESET ALL asyncpg sends at each release (a round
+    # trip per read) has nothing to reset.
+    pass

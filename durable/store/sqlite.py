@@ -21,9 +21,10 @@ from typing import Any
 import aiosqlite
 
 from ..errors import JournalError, StoreUnavailable
+from . import sqlite_admin as admin
 from . import sqlite_ops as ops
 from .base import (
-    FINAL, LOST_RECORDS, VALUES_AFTER, Answered, Claimed, Fence, PromptRow, RecordRow, Recorded, RunRow,
+    FINAL, LOST_RECORDS, SET_ASIDE, VALUES_AFTER, Answered, Claimed, Fence, PromptRow, RecordRow, Recorded, RunRow,
     damaged_values, lost_records,
 )
 from .sqlite_schema import BUSY_TIMEOUT_MS, open_read_only, prepare, read_only_location
@@ -35,6 +36,8 @@ _VALUES_AFTER = VALUES_AFTER.format(schema="", after="(?, ?)")
 DURABILITY = {"normal": "NORMAL", "full": "FULL"}
 # How often wait_for_change asks SQLite whether another connection committed.
 CHANGE_CHECK_SECONDS = 0.05
+# How many free pages one commit of reclaim() gives back (4 MiB of 4 KiB pages).
+RECLAIM_PAGES = 1024
 
 
 class SQLiteStore:
@@ -186,7 +189,7 @@ class SQLiteStore:
             raise self._classify(exc) from None
         return await self._write(ops.claim_ready, claimant, names, dead, limit, lease_seconds, now)
 
-    async def renew(self, owner: str, lease_seconds: float) -> dict[str, int]:
+    async def renew(self, owner: str, lease_seconds: float) -> dict[str, tuple[int, bool]]:
         return await self._write(ops.renew, owner, lease_seconds)
 
     async def release(self, owner: str, now: float, run_id: str | None = None, records: int | None = None) -> int:
@@ -233,6 +236,27 @@ class SQLiteStore:
     async def flush(self) -> None:
         await self._write(ops.flush)
 
+    # operators' writes
+
+    async def retry(self, run_id: str, now: float) -> tuple[str, int] | None:
+        return await self._write(admin.retry, run_id, now)
+
+    async def fork(self, run_id: str, new_run_id: str, at_seq: int, now: float) -> str:
+        return await self._write(admin.fork, run_id, new_run_id, at_seq, now)
+
+    async def pause(self, run_id: str, now: float) -> tuple[str, str | None] | None:
+        return await self._write(admin.pause, run_id, now)
+
+    async def resume(self, run_id: str, now: float) -> tuple[str, str] | None:
+        return await self._write(admin.resume, run_id, now)
+
+    async def prune(self, before: float, statuses: Sequence[str], limit: int) -> int:
+        return await self._write(admin.prune, before, list(statuses), limit)
+
+    async def reclaim(self) -> None:
+        while await self._write(admin.reclaim, RECLAIM_PAGES):
+            await asyncio.sleep(0)  # one batch of pages per commit: other writes go in between
+
     # reads
 
     async def _fetch(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
@@ -249,6 +273,10 @@ class SQLiteStore:
 
     async def load_records(self, run_id: str) -> list[RecordRow]:
         rows = await self._fetch(f"SELECT {ops.RECORD} FROM records WHERE run_id = ? ORDER BY seq", (run_id,))
+        return list(map(RecordRow._make, rows))
+
+    async def load_set_aside(self, run_id: str) -> list[RecordRow]:
+        rows = await self._fetch(f"SELECT {SET_ASIDE} FROM set_aside WHERE run_id = ? ORDER BY id", (run_id,))
         return list(map(RecordRow._make, rows))
 
     async def load_replay(self, run_id: str) -> list[Recorded]:
@@ -292,9 +320,11 @@ class SQLiteStore:
         )
         return tuple(rows[0]) if rows else None  # type: ignore[return-value]
 
-    async def held(self, owner: str) -> dict[str, int]:
-        rows = await self._fetch("SELECT run_id, epoch FROM runs WHERE owner = ? AND status = 'running'", (owner,))
-        return dict(rows)
+    async def held(self, owner: str) -> dict[str, tuple[int, bool]]:
+        rows = await self._fetch(
+            "SELECT run_id, epoch, status = 'paused' FROM runs WHERE owner = ? AND status IN ('running', 'paused')", (owner,)
+        )
+        return {run_id: (epoch, bool(paused)) for run_id, epoch, paused in rows}
 
     async def running_owners(self) -> list[str]:
         rows = await self._fetch("SELECT DISTINCT owner FROM runs WHERE status = 'running' AND owner IS NOT NULL")

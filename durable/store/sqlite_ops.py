@@ -133,23 +133,24 @@ def claim_ready(
     return [Claimed(r[0], r[1], r[2], r[3] + 1, r[4], r[5], r[6], r[7]) for r in rows]
 
 
-def renew(conn: sqlite3.Connection, owner: str, lease: float) -> dict[str, int]:
+def renew(conn: sqlite3.Connection, owner: str, lease: float) -> dict[str, tuple[int, bool]]:
     rows = conn.execute(
-        f"UPDATE runs SET lease_until = {NOW} + ? WHERE owner = ? AND status = 'running' RETURNING run_id, epoch",
+        f"UPDATE runs SET lease_until = {NOW} + ? WHERE owner = ? AND status IN ('running', 'paused')"
+        " RETURNING run_id, epoch, status = 'paused'",
         (lease, owner),
     ).fetchall()
-    return dict(rows)
+    return {run_id: (epoch, bool(paused)) for run_id, epoch, paused in rows}
 
 
 def park(conn: sqlite3.Connection, params: tuple[Any, ...]) -> str | None:
     # Decided inside the transaction: an answer that arrived while the run was
     # still executing must not leave it 'waiting' for an answer it already has.
     row = conn.execute(
-        "UPDATE runs SET status = CASE"
+        "UPDATE runs SET status = CASE WHEN status = 'paused' THEN 'paused'"
         "   WHEN EXISTS (SELECT 1 FROM records WHERE run_id = ?1 AND status = 'waiting') THEN 'waiting'"
         "   WHEN ?4 IS NOT NULL THEN 'sleeping' ELSE 'pending' END,"
-        " ready = CASE WHEN ?4 IS NULL AND NOT EXISTS (SELECT 1 FROM records WHERE run_id = ?1 AND status = 'waiting')"
-        "   THEN 'answered' END,"
+        " ready = CASE WHEN ?4 IS NULL AND status <> 'paused'"
+        "   AND NOT EXISTS (SELECT 1 FROM records WHERE run_id = ?1 AND status = 'waiting') THEN 'answered' END,"
         " wake_at = ?4, owner = NULL, lease_until = NULL, updated_at = ?5, records = MAX(records, ?6)"
         " WHERE run_id = ?1 AND owner = ?2 AND epoch = ?3 RETURNING status",
         params,
@@ -238,8 +239,11 @@ def cancel(conn: sqlite3.Connection, run_id: str, now: float) -> tuple[str, str 
 
 def release(conn: sqlite3.Connection, owner: str, run_id: str | None, now: float, records: int | None) -> int:
     return conn.execute(
-        "UPDATE runs SET status = 'pending', ready = 'released', owner = NULL, lease_until = NULL, updated_at = ?1,"
-        " records = MAX(records, COALESCE(?4, 0)) WHERE owner = ?2 AND status = 'running' AND (?3 IS NULL OR run_id = ?3)",
+        # A run paused while it executed here stays paused, now unloaded.
+        "UPDATE runs SET status = CASE WHEN status = 'paused' THEN 'paused' ELSE 'pending' END,"
+        " ready = CASE WHEN status = 'paused' THEN NULL ELSE 'released' END, owner = NULL, lease_until = NULL,"
+        " updated_at = ?1, records = MAX(records, COALESCE(?4, 0))"
+        " WHERE owner = ?2 AND status IN ('running', 'paused') AND (?3 IS NULL OR run_id = ?3)",
         (now, owner, run_id, records),
     ).rowcount
 

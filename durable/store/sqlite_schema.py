@@ -62,6 +62,23 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE runs ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE runs ADD COLUMN records INTEGER NOT NULL DEFAULT 0",
     ],
+    [  # version 3: what retry() sets aside (a run's error, the records of the step that failed it), kept for audit
+        """CREATE TABLE set_aside (
+            id           INTEGER PRIMARY KEY,
+            run_id       TEXT NOT NULL,
+            seq          INTEGER NOT NULL,
+            kind         TEXT NOT NULL,
+            name         TEXT NOT NULL,
+            status       TEXT NOT NULL,
+            value        BLOB,
+            error        BLOB,
+            attempts     INTEGER NOT NULL,
+            started_at   REAL NOT NULL,
+            finished_at  REAL,
+            set_aside_at REAL NOT NULL
+        )""",
+        "CREATE INDEX set_aside_by_run ON set_aside (run_id, seq)",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -83,6 +100,9 @@ def prepare(path: str) -> None:
             check_identity(conn, path)
         finally:
             conn.execute("COMMIT")
+        if conn.execute("PRAGMA page_count").fetchone()[0] == 0:
+            # A new file: pages freed by prune() can be given back (incremental vacuum); set before anything is written.
+            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
         mode = _enable_wal(conn)
         if mode.lower() != "wal":
             raise JournalError(path, f"SQLite refused WAL mode (it kept {mode!r}). Use a file on a local disk.")

@@ -4,7 +4,7 @@
 "use strict";
 
 const REFRESH_MS = 2000;
-const ENDED = new Set(["completed", "failed", "cancelled", "blocked"]);
+const ENDED = new Set(["completed", "failed", "cancelled", "blocked"]); // blocked: until retried or cancelled
 
 const state = {
   filter: "",
@@ -305,7 +305,7 @@ function renderRun() {
       { className: "run-head" },
       h("h2", { className: "mono" }, run.run_id),
       h("span", { id: "run-status" }, badge(run.status)),
-      ENDED.has(run.status) ? null : h("button", { type: "button", className: "cancel", onclick: cancelRun }, "Cancel run"),
+      h("span", { className: "actions" }, runActions(run)),
     ),
     h("dl", { className: "facts" }, facts.map(([k, v]) => [h("dt", {}, k), h("dd", { className: k === "workflow" ? "" : "mono" }, v)])),
     run.error ? h("p", { className: "error run-error" }, errorText(run.error)) : null,
@@ -359,10 +359,26 @@ async function selectRun(runId) {
   if (state.run && state.selected === runId) watchRun(runId);
 }
 
-async function cancelRun() {
-  if (!state.run || !confirm(`Cancel run ${state.run.run_id}? It will not run again.`)) return;
+function runActions(run) {
+  // What an operator may do to the run in its status: the same rules as `durable retry|pause|resume|cancel`.
+  const button = (label, action, className, ask) =>
+    h("button", { type: "button", className, onclick: () => act(action, ask) }, label);
+  return [
+    run.status === "failed" || run.status === "blocked"
+      ? button("Retry", "retry", "retry", `Retry run ${run.run_id}? Its failure is set aside and the failed step runs again.`)
+      : null,
+    run.status === "paused" ? button("Resume", "resume", "resume", null) : null,
+    !ENDED.has(run.status) && run.status !== "paused" ? button("Pause", "pause", "pause", null) : null,
+    !ENDED.has(run.status) || run.status === "blocked"
+      ? button("Cancel run", "cancel", "cancel", `Cancel run ${run.run_id}? It will not run again.`)
+      : null,
+  ].filter(Boolean);
+}
+
+async function act(action, ask) {
+  if (!state.run || (ask && !confirm(ask))) return;
   try {
-    await api("POST", `runs/${encodeURIComponent(state.run.run_id)}/cancel`);
+    await api("POST", `runs/${encodeURIComponent(state.run.run_id)}/${action}`);
   } catch (err) {
     alert(err.message);
   }
