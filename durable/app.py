@@ -27,6 +27,7 @@ from .errors import (
     EncodingError,
     InvalidAnswer,
     PromptAlreadyAnswered,
+    PromptExpired,
     PromptNotFound,
     RunAlreadyFinished,
     RunIdInUse,
@@ -99,6 +100,10 @@ class App:
         read_only: only look: the journal is opened without writing anything to
             it (a read-only file or mount works), and no worker runs. Calls that
             would write raise JournalError.
+        replay_every_step: for tests: after each new record the run is unloaded
+            and replayed from its start before it goes on, so nondeterministic
+            code (a random branch, a key made from the time) fails at once with
+            NondeterminismError instead of after a crash in production.
 
     Example:
         app = durable.App("shop.db")
@@ -121,9 +126,11 @@ class App:
         shutdown_grace_seconds: float = 10.0,
         max_concurrent_runs: int = 100,
         read_only: bool = False,
+        replay_every_step: bool = False,
     ) -> None:
         self.path = os.fspath(path) if path is not None else os.environ.get("DURABLE_DB") or "durable.db"
         self.read_only = read_only
+        self.replay_every_step = replay_every_step
         self._store: Store = make_store(self.path, durability, read_only)
         self._clock: Callable[[], float] = clock or time.time
         self.poll_interval = poll_interval
@@ -222,12 +229,15 @@ class App:
             lease_seconds=self.lease_seconds,
             max_concurrent_runs=self.max_concurrent_runs,
             poll_interval=self.poll_interval,
+            replay_every_step=self.replay_every_step,
         )
         worker = Worker(engine)
         engine.kick = worker.kick
         self._engine, self._worker = engine, worker
         if not self.read_only:
             worker.start()
+            if hasattr(self._clock, "attach"):  # a test clock: moving it wakes this worker (durable.testing)
+                self._clock.attach(worker)
 
     async def close(self) -> None:
         """Stop the worker, let steps in flight finish and record them (within the grace period), release runs, close."""
@@ -241,6 +251,8 @@ class App:
                 await engine.shutdown(self.shutdown_grace_seconds)
             engine.closed = True
         finally:
+            if hasattr(self._clock, "detach"):
+                self._clock.detach(worker)
             self._engine = self._worker = None
             await self._store.close()
 
@@ -431,7 +443,8 @@ class App:
     async def prompts(self, run_id: str | None = None) -> list[Prompt]:
         """Pending prompts, oldest first, of all runs or of one."""
         self._require_open()
-        return [Prompt.from_row(row) for row in await self._store.pending_prompts(run_id)]
+        now = self._clock()  # a prompt past its deadline takes no answer, even before the worker closes it
+        return [Prompt.from_row(row) for row in await self._store.pending_prompts(run_id) if not row.deadline or row.deadline > now]
 
     async def answer(self, run_id: str, key: str, value: Any) -> None:
         """Record an answer once, validated against the prompt's schema (and type, when asked here); the run moves on.
@@ -445,6 +458,8 @@ class App:
         status, schema, workflow_name = found
         if status == "answered":
             raise PromptAlreadyAnswered(run_id, key)
+        if status == "expired":
+            raise PromptExpired(run_id, key)
         if status != "waiting":
             raise PromptNotFound(run_id, key)
         if (depth := nesting(value, MAX_ANSWER_DEPTH)) > MAX_ANSWER_DEPTH:
@@ -459,6 +474,8 @@ class App:
         before = await engine.answer(run_id, key, blob, workflow_name)
         if before == "answered":
             raise PromptAlreadyAnswered(run_id, key)
+        if before == "expired":
+            raise PromptExpired(run_id, key)
         if before != "waiting":
             raise PromptNotFound(run_id, key)
         engine.notify()

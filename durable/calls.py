@@ -31,6 +31,7 @@ from .errors import (
     JournalError,
     NondeterminismError,
     NotInWorkflow,
+    PromptExpired,
     StoreUnavailable,
     UnreadableRecord,
 )
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
     from .engine import Engine
     from .store.base import Store
 
-__all__ = ["GRACEFUL", "HOLD_SECONDS", "STOP_RANK", "STORE_FAULTS", "Calls", "Stop", "Suspend", "failing_step"]
+__all__ = ["GRACEFUL", "HOLD_SECONDS", "NO_DEFAULT", "STOP_RANK", "STORE_FAULTS", "Calls", "Stop", "Suspend", "failing_step"]
 
 log = logging.getLogger("durable")
 
@@ -81,6 +82,9 @@ def answer_schema(tp: Any) -> str:
     """The JSON schema of an answer type, as stored with its prompt (pydantic rebuilds it at every call)."""
     return encode(type_adapter(tp).json_schema(), f"the JSON schema of {tp!r}").decode()
 
+
+# ctx.ask(default=...) not given: an expired prompt raises PromptExpired.
+NO_DEFAULT: Any = type("NoDefault", (), {"__repr__": lambda self: "<no default>"})()
 
 # What decoding a recorded value raises when it no longer reads as its type.
 UNREADABLE = (EncodingError, msgspec.DecodeError, msgspec.ValidationError)
@@ -159,12 +163,14 @@ class Calls:
     inflight: int
     _settled: asyncio.Future[None] | None
     wake_at: float | None
+    deadline: float | None
     suspending: bool
     parking: bool
     stop_reason: str | None
     store_error: StoreUnavailable | JournalError | None
     violation: NondeterminismError | None
     active: bool
+    replay_each: bool
 
     def take(self, kind: str, name: str | None = None) -> int:
         """Take the next seq for a ctx call and match it against its record now, when it is called.
@@ -212,6 +218,8 @@ class Calls:
         self.next_seq = seq + 1
         self.new_record(seq)
         self.store.append_nowait(self.fence, RecordRow(seq, "patch", patch_id, "completed", None, None, 1, self.clock(), self.clock(), None, None))
+        if self.replay_each:
+            self._replay_from_start()
         return True
 
     def took_path(self, patch_id: str, new: bool) -> None:
@@ -320,6 +328,8 @@ class Calls:
                 self._lost()
             if attempts == 1 and record is None:
                 self.known += 1  # a retried step was counted when its first attempt was journaled
+            if self.replay_each:
+                self._replay_from_start()
             if exc is not None:
                 raise from_step(error_from_json(error, spec.name), seq) from exc  # type: ignore[arg-type]
             return value
@@ -345,7 +355,7 @@ class Calls:
     async def _wait_until(self, wake_at: float) -> None:
         """Wait until `wake_at` by this App's clock: in memory if it is near, else unloaded (resumed by replay)."""
         while (remaining := wake_at - self.clock()) > 0:
-            if remaining > HOLD_SECONDS:
+            if remaining > self.engine.hold_seconds:
                 self.wake_at = wake_at if self.wake_at is None else min(self.wake_at, wake_at)
                 await self._suspend()
             await asyncio.sleep(remaining)
@@ -375,11 +385,15 @@ class Calls:
             if not ok:
                 self._lost()
             self.known += 1
+            if self.replay_each:
+                self._replay_from_start()
         await self._wait_until(wake_at)
         if record is None or record.status == "scheduled":
             self.store.complete_sleep_nowait(self.fence, seq, self.clock())
 
-    async def ask(self, seq: int, question: str, tp: Any, key: str | None) -> Any:
+    async def ask(
+        self, seq: int, question: str, tp: Any, key: str | None, timeout: float | None = None, default: Any = None
+    ) -> Any:
         self._check("ask")
         if key is None:
             key = f"ask-{seq}"
@@ -398,20 +412,41 @@ class Calls:
                     return adapter.validate_json(record.value)  # type: ignore[arg-type]
                 except pydantic.ValidationError as exc:
                     await self._reopen(key, exc)
+            elif record.status == "expired":
+                return self._expired(key, default)
+            elif record.status == "waiting" and record.deadline is not None:
+                if record.deadline > self.clock():
+                    self._wake_for(record.deadline)
+                elif await self._write(self.store.expire_prompt(self.fence, key, self.clock())):
+                    return self._expired(key, default)
+                # else answered at the last moment (or the run is no longer ours): unloaded, and replayed to read it
         else:
             schema = answer_schema(tp)
             ASKED.remember(self.workflow.name, key, schema, adapter)
+            now = self.clock()
+            deadline = None if timeout is None else now + timeout
             self._begin()
             try:
                 ok = await self._write(self.store.append(
-                    self.fence, RecordRow(seq, "ask", key, "waiting", None, None, 1, self.clock(), None, question, schema)
+                    self.fence, RecordRow(seq, "ask", key, "waiting", None, None, 1, now, None, question, schema, deadline)
                 ))  # fmt: skip
             finally:
                 self._end()
             if not ok:
                 self._lost()
             self.known += 1
+            if deadline is not None:
+                self._wake_for(deadline)
         await self._suspend()
+
+    def _wake_for(self, deadline: float) -> None:
+        """The run unloads waiting for a prompt with this deadline: the worker wakes it then."""
+        self.deadline = deadline if self.deadline is None else min(self.deadline, deadline)
+
+    def _expired(self, key: str, default: Any) -> Any:
+        if default is NO_DEFAULT:
+            raise PromptExpired(self.run_id, key)
+        return default
 
     async def _suspend(self) -> NoReturn:
         # Yield once first: parallel branches already started (asyncio.gather)
@@ -441,5 +476,12 @@ class Calls:
         # Not awaited: the writer commits in queue order, so this record is
         # durable before anything the workflow records after using it.
         self.store.append_nowait(self.fence, RecordRow(seq, "now", "now", "completed", blob, None, 1, ts, ts, None, None))
+        if self.replay_each:
+            self._replay_from_start()
         return value
+
+    def _replay_from_start(self) -> NoReturn:
+        """App(replay_every_step=True): unload the run now, so that it is replayed from its start before it goes on."""
+        self.parking = self.suspending = True
+        raise Suspend
 

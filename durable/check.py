@@ -38,6 +38,8 @@ class _Offline:
     """What a Checking needs of an engine: a store to read (never written) and a clock."""
 
     closing = False
+    replay_every_step = False
+    hold_seconds = 0.0
 
     def __init__(self, store: Store, clock: Callable[[], float]) -> None:
         self.store, self.clock = store, clock
@@ -82,13 +84,13 @@ class Checking(Execution):
             self._stop_at(seq, "a timer")  # its current wait; a later record means it was done
         # A recorded sleep is passed at once: a check waits for nothing.
 
-    async def ask(self, seq: int, question: str, tp: Any, key: str | None) -> Any:
+    async def ask(self, seq: int, question: str, tp: Any, key: str | None, *options: Any) -> Any:
         record = self.recorded.get(seq)
         if record is None:
             self._stop_at(seq)
         if record.status == "waiting":
             self._stop_at(seq, f"an answer to prompt {record.name!r}")
-        return await super().ask(seq, question, tp, key)
+        return await super().ask(seq, question, tp, key, *options)
 
     async def _reopen(self, key: str, exc: pydantic.ValidationError) -> None:
         seq = next(s for s, r in self.recorded.items() if r.kind == "ask" and r.name == key)

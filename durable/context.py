@@ -6,7 +6,8 @@ import datetime as dt
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .steps import step_spec
+from .calls import NO_DEFAULT
+from .steps import STUBS, step_spec
 
 if TYPE_CHECKING:
     from .replay import Execution
@@ -56,6 +57,8 @@ class Context:
         """
         ex = self._ex
         spec = step_spec(fn)
+        if STUBS:  # durable.testing.stub: the stub's outcome is recorded instead of calling fn
+            fn = STUBS.get(fn, fn)
         return ex.step(ex.take("step", spec.name), spec, fn, args, kwargs)
 
     def sleep(self, seconds: float | dt.timedelta) -> Awaitable[None]:
@@ -63,25 +66,41 @@ class Context:
         ex = self._ex
         return ex.sleep(ex.take("sleep", "sleep"), seconds)
 
-    def ask(self, question: str, *, type: Any = str, key: str | None = None) -> Awaitable[Any]:
+    def ask(
+        self,
+        question: str,
+        *,
+        type: Any = str,
+        key: str | None = None,
+        timeout: float | dt.timedelta | None = None,
+        default: Any = NO_DEFAULT,
+    ) -> Awaitable[Any]:
         """Ask a person; wait (unloaded, holding no memory) until an answer is recorded.
 
         Args:
             question: the text shown to whoever answers.
             type: the answer's type; its JSON schema is recorded and answers are validated against it.
             key: how answerers name this prompt (default ``ask-<seq>``); unique within a run.
+            timeout: seconds (or a timedelta) after which the prompt expires unanswered: it
+                leaves the inbox, takes no answer, and the worker resumes the run.
+            default: what an expired prompt returns; without one, it raises PromptExpired.
         Returns:
-            The answer, validated as `type`.
+            The answer, validated as `type` (or `default`, once expired).
         Raises:
             DuplicatePromptKey: another prompt of this run has the same key.
+            PromptExpired: the timeout passed with no answer and no default was given.
 
         Example:
-            ok = await ctx.ask(f"Approve order {order_id}?", type=bool, key="approve")
+            ok = await ctx.ask(f"Approve order {order_id}?", type=bool, key="approve", timeout=86400, default=False)
         """
         if key is not None and (not isinstance(key, str) or not key):
             raise TypeError(f"ctx.ask(key=...) takes a non-empty string, not {key!r}.")
+        if isinstance(timeout, dt.timedelta):
+            timeout = timeout.total_seconds()
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0):
+            raise TypeError(f"ctx.ask(timeout=...) takes seconds >= 0 or a timedelta, not {timeout!r}.")
         ex = self._ex
-        return ex.ask(ex.take("ask", key), question, type, key)
+        return ex.ask(ex.take("ask", key), question, type, key, timeout, default)
 
     def patched(self, patch_id: str) -> bool:
         """Whether this run takes the new path of a code change named `patch_id`.

@@ -15,12 +15,13 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .codec import decode_any, error_from_json, error_to_json
-from .errors import AppNotOpen, JournalError, RunCancelled, RunIdInUse, RunNotFound, StoreUnavailable
+from .calls import HOLD_SECONDS
+from .codec import error_to_json
+from .errors import AppNotOpen, JournalError, RunIdInUse, RunNotFound, StoreUnavailable
 from .owner import Owner, is_dead_here, resume_reason as _reason
 from .replay import Execution
 from .store.base import FINAL, Claimed, Fence, Recorded, RunRow, Store
-from .workflow import Workflow
+from .workflow import Workflow, ended_outcome
 
 __all__ = ["Engine"]
 
@@ -42,6 +43,7 @@ class Engine:
         lease_seconds: float,
         max_concurrent_runs: int,
         poll_interval: float,
+        replay_every_step: bool = False,
     ) -> None:
         self.store = store
         self.workflows = workflows  # the App's registry, read here
@@ -49,6 +51,9 @@ class Engine:
         self.lease_seconds = lease_seconds
         self.max_concurrent_runs = max_concurrent_runs
         self.poll_interval = poll_interval
+        self.replay_every_step = replay_every_step  # tests: unload and replay after every new record
+        # A test clock moves only when told to: every durable wait unloads the run, and moving the clock fires it.
+        self.hold_seconds = 0.0 if getattr(clock, "virtual", False) else HOLD_SECONDS
         self.owner = Owner().id  # taken when the App opens: never shared with a parent before fork()
         self.closing = False  # take on no more runs
         self.closed = False  # shut down: waiting for an outcome here is over
@@ -164,7 +169,10 @@ class Engine:
         return True
 
     def _adopt_later(self, run_id: str) -> None:
-        task = asyncio.ensure_future(self._adopt(run_id))
+        self._claim_later(run_id, self._adopt(run_id))
+
+    def _claim_later(self, run_id: str, claim: Any) -> None:
+        task = asyncio.ensure_future(claim)
         self._claims[task] = run_id  # close() waits for it; it counts against max_concurrent_runs
         task.add_done_callback(self._claim_done)
 
@@ -296,7 +304,18 @@ class Engine:
             log.error("run %s: recording its outcome failed", execution.run_id, exc_info=task.exception())
         if execution.status in ("sleeping", "pending") or self.saturated or execution.stop_reason == "store":
             self.kick()
+        if self.replay_every_step and execution.status in ("waiting", "sleeping") and execution.known > len(execution.recorded):
+            # Its new records are replayed now, not at the next answer or timer.
+            self._claim_later(execution.run_id, self._replay_parked(execution.run_id))
         self.notify()
+
+    async def _replay_parked(self, run_id: str) -> None:
+        row = await self.store.load_run(run_id)
+        if row is not None and row.status in ("waiting", "sleeping") and self._mark(run_id):
+            try:
+                await self._take(row, "replay_every_step")
+            finally:
+                self._unmark(run_id)
 
     async def release(self, run_id: str, records: int | None = None) -> None:
         """Hand a run this process holds back to any worker; if the store fails, the worker retries."""
@@ -449,21 +468,11 @@ class Engine:
                 return self.ending(row)
             if self.busy(run_id):
                 continue
-            try:
-                await asyncio.wait_for(changed.wait(), self.poll_interval)
-            except TimeoutError:
-                pass
+            await self.wait_changed(changed, self.poll_interval)
 
     def ending(self, row: RunRow) -> Any:
         """The result of an ended (or blocked) run, or its error raised."""
-        if row.status == "completed":
-            workflow = self.workflows.get(row.workflow)
-            if workflow is None:
-                return decode_any(row.result)
-            return workflow.result_codec.decode(row.result, f"the result of workflow {row.workflow!r}")  # type: ignore[arg-type]
-        if row.status == "cancelled":
-            raise RunCancelled(row.run_id)
-        raise error_from_json(row.error, row.workflow)  # type: ignore[arg-type]
+        return ended_outcome(row, self.workflows.get(row.workflow))
 
     # --- shutting down -------------------------------------------------------------------------
 

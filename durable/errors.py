@@ -21,6 +21,7 @@
     ├── DuplicatePromptKey      two prompts of one run share a key
     ├── PromptNotFound          no pending prompt with that key
     ├── PromptAlreadyAnswered   the prompt has its answer already
+    ├── PromptExpired           the prompt's timeout passed unanswered (in the workflow, and to a late answerer)
     ├── InvalidAnswer           the answer does not match the prompt's schema
     ├── AppNotOpen              the App is used outside ``async with app:``
     ├── JournalError            the journal cannot be used: corrupt, foreign, too new, or unreachable by its URL
@@ -46,6 +47,7 @@ __all__ = [
     "NondeterminismError",
     "NotInWorkflow",
     "PromptAlreadyAnswered",
+    "PromptExpired",
     "PromptNotFound",
     "RunAlreadyFinished",
     "RunCancelled",
@@ -342,6 +344,20 @@ class PromptAlreadyAnswered(DurableError):
         return (
             f"Prompt {self.key!r} of run {self.run_id!r} has already been answered; "
             "the first answer stands. See it with `durable show RUN_ID`."
+        )
+
+
+class PromptExpired(DurableError):
+    """A prompt's timeout passed with no answer: raised in the workflow (when it gave no default), and to a late answerer."""
+
+    def __init__(self, run_id: str, key: str) -> None:
+        super().__init__(run_id, key)
+        self.run_id, self.key = run_id, key
+
+    def describe(self) -> str:
+        return (
+            f"Prompt {self.key!r} of run {self.run_id!r} expired: its timeout passed with no answer, so it takes "
+            "none any more. Give ctx.ask a default= to go on without one."
         )
 
 

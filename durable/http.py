@@ -44,6 +44,7 @@ from .errors import (
     InvalidAnswer,
     InvalidArguments,
     PromptAlreadyAnswered,
+    PromptExpired,
     PromptNotFound,
     RunAlreadyFinished,
     RunExists,
@@ -71,6 +72,7 @@ ERROR_STATUS: dict[type[DurableError], int] = {
     RunNotFound: 404,
     PromptNotFound: 404,
     PromptAlreadyAnswered: 409,
+    PromptExpired: 409,  # its timeout passed: it takes no answer
     RunIdInUse: 409,
     RunAlreadyFinished: 409,
     WrongRunStatus: 409,  # retry a completed run, resume one that is not paused

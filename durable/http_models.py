@@ -67,6 +67,7 @@ class RecordOut(Model):
     finished_at: AwareDatetime | None = None
     question: str | None = None
     answer_schema: dict[str, Any] | None = Field(default=None, alias="schema")
+    expires_at: AwareDatetime | None = None
 
 
 class RunOut(Model):
@@ -92,6 +93,7 @@ class PromptOut(Model):
     created_at: AwareDatetime
     workflow: str
     seq: int
+    expires_at: AwareDatetime | None = Field(default=None, description="When it stops taking answers (its timeout).")
 
 
 class Answer(RequestBody):

@@ -14,7 +14,7 @@ __all__ = ["CheckResult", "Cursor", "Prompt", "Record", "Run"]
 
 
 class Record(msgspec.Struct, frozen=True, kw_only=True):
-    """One journal entry: a step, sleep, prompt (kind 'ask') or clock reading (kind 'now')."""
+    """One journal entry: a step, sleep, prompt (kind 'ask'), clock reading (kind 'now') or patch marker (kind 'patch')."""
 
     seq: int
     kind: str
@@ -27,6 +27,7 @@ class Record(msgspec.Struct, frozen=True, kw_only=True):
     finished_at: dt.datetime | None = None
     question: str | None = None
     schema: dict[str, Any] | None = None
+    expires_at: dt.datetime | None = None  # a prompt's deadline (ctx.ask(timeout=...))
 
     @classmethod
     def from_row(cls, row: RecordRow) -> Record:
@@ -42,6 +43,7 @@ class Record(msgspec.Struct, frozen=True, kw_only=True):
             finished_at=from_timestamp(row.finished_at),
             question=row.question,
             schema=decode_any(row.schema.encode()) if row.schema else None,
+            expires_at=from_timestamp(row.deadline),
         )
 
 
@@ -90,6 +92,7 @@ class Prompt(msgspec.Struct, frozen=True, kw_only=True):
     created_at: dt.datetime
     workflow: str
     seq: int
+    expires_at: dt.datetime | None = None  # ctx.ask(timeout=...): when it stops taking answers
 
     @classmethod
     def from_row(cls, row: PromptRow) -> Prompt:
@@ -101,6 +104,7 @@ class Prompt(msgspec.Struct, frozen=True, kw_only=True):
             created_at=from_timestamp(row.created_at),  # type: ignore[arg-type]
             workflow=row.workflow,
             seq=row.seq,
+            expires_at=from_timestamp(row.deadline),
         )
 
 

@@ -126,6 +126,8 @@ def resume_reason(claimed: Claimed, dead_owners: list[str]) -> str:
     """Why a run is being resumed, in words for the log."""
     if claimed.status == "sleeping":
         return "timer due"
+    if claimed.status == "waiting":
+        return "a prompt's timeout passed"
     if claimed.status == "running":
         if claimed.owner is None:
             return "recovered"

@@ -41,8 +41,8 @@ class Execution(Calls):
 
     __slots__ = (
         "engine", "store", "clock", "fence", "workflow", "run_id", "args", "decoded", "recorded", "known", "next_seq", "keys",
-        "inflight", "_settled", "wake_at", "suspending", "parking", "stop_reason", "store_error", "violation", "active",
-        "status", "result", "error", "task",
+        "inflight", "_settled", "wake_at", "deadline", "suspending", "parking", "stop_reason", "store_error", "violation", "active",
+        "status", "result", "error", "task", "replay_each",
     )  # fmt: skip
 
     def __init__(
@@ -71,7 +71,8 @@ class Execution(Calls):
         self.keys: set[str] | None = None  # prompt keys asked so far (most runs ask none)
         self.inflight = 0
         self._settled: asyncio.Future[None] | None = None  # awaited by drive() while calls are in flight
-        self.wake_at: float | None = None
+        self.wake_at: float | None = None  # the earliest durable timer it waits for (unloaded 'sleeping')
+        self.deadline: float | None = None  # the earliest deadline of the prompts it waits for
         self.suspending = False
         self.parking = False  # about to unload: shutdown lets it finish parking
         self.stop_reason: str | None = None  # 'cancelled', 'lost', 'shutdown' or 'store'
@@ -82,6 +83,7 @@ class Execution(Calls):
         self.result: Any = None
         self.error: BaseException | None = None
         self.task: asyncio.Task[None] = None  # type: ignore[assignment]  # set by Engine.launch
+        self.replay_each = engine.replay_every_step
 
     def stop(self, reason: str) -> None:
         """Stop at the next ctx call: 'cancelled' or 'lost' (write nothing more), 'shutdown' or 'paused' (record what finishes)."""
@@ -209,7 +211,7 @@ class Execution(Calls):
             self.status = None
             return
         if outcome == "suspended":
-            self.status = await store.park(fence, self.wake_at, now, self.known)
+            self.status = await store.park(fence, self.wake_at, now, self.known, self.deadline)
             return
         if outcome == "completed":
             try:

@@ -14,11 +14,14 @@ from .codec import Codec, return_codec
 from .errors import DefinitionError, StepTimeout
 from .threads import run_in_thread
 
-__all__ = ["StepSpec", "backoff", "run_attempts", "step", "step_spec"]
+__all__ = ["STUBS", "StepSpec", "backoff", "run_attempts", "step", "step_spec"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 MAX_BACKOFF_SECONDS = 60.0
+
+# durable.testing.stub: step function -> what ctx.step calls instead (its outcome is recorded as the step's).
+STUBS: dict[Any, Callable[..., Any]] = {}
 
 
 Errors = tuple[type[BaseException], ...]

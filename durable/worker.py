@@ -53,6 +53,8 @@ class Worker:
         self._failing: str | None = None  # the store fault of the last pass, while it lasts
         self._unknown_told: dict[str, float] = {}  # workflow name -> when the log last said its runs wait
         self._task: asyncio.Task[None] | None = None
+        self._started = self._done = 0  # passes started, passes finished
+        self._settling: list[tuple[int, asyncio.Future[None]]] = []  # (pass number, who waits for it)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="durable worker")
@@ -61,11 +63,28 @@ class Worker:
         """Make the loop look at the store now."""
         self._kick.set()
 
+    async def settle(self) -> None:
+        """Wake the loop and return once a pass that started after this call has finished (a test clock moved)."""
+        if self._task is None or self._task.done():
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._settling.append((self._started + 1, waiter))
+        self.kick()
+        await waiter
+
+    def _settled(self) -> None:
+        for entry in list(self._settling):
+            if self._done >= entry[0] or self._stopping:
+                self._settling.remove(entry)
+                if not entry[1].done():
+                    entry[1].set_result(None)
+
     async def stop(self) -> None:
         self._stopping = True
         self._kick.set()
         if self._task is not None:
             await self._task
+        self._settled()  # nobody waits for a pass that will not come
 
     async def _loop(self) -> None:
         engine = self.engine
@@ -107,6 +126,14 @@ class Worker:
 
     async def scan(self) -> None:
         """One pass: release stranded runs, claim and resume what is runnable, note the next timer, renew leases."""
+        self._started += 1
+        try:
+            await self._scan()
+        finally:
+            self._done += 1
+            self._settled()
+
+    async def _scan(self) -> None:
         engine = self.engine
         await engine.release_stranded()
         dead = [o for o in await engine.store.running_owners() if o != engine.owner and is_dead_here(o)]

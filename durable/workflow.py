@@ -10,10 +10,11 @@ from typing import Any
 import msgspec
 import pydantic
 
-from .codec import Codec, encode
-from .errors import DefinitionError, EncodingError, InvalidArguments
+from .codec import Codec, decode_any, encode, error_from_json
+from .errors import DefinitionError, EncodingError, InvalidArguments, RunCancelled
+from .store.base import RunRow
 
-__all__ = ["Workflow"]
+__all__ = ["Workflow", "ended_outcome"]
 
 
 class _StoredArgs(msgspec.Struct):
@@ -106,3 +107,14 @@ def _pydantic_schema(tp: Any) -> dict[str, Any]:
     if isinstance(tp, type) and issubclass(tp, pydantic.BaseModel):
         return tp.model_json_schema(ref_template="#/$defs/{model}")
     raise NotImplementedError
+
+
+def ended_outcome(row: RunRow, workflow: Workflow | None) -> Any:
+    """The result of an ended (or blocked) run, decoded as `workflow` declares it (as JSON without it); or its error raised."""
+    if row.status == "completed":
+        if workflow is None:
+            return decode_any(row.result)
+        return workflow.result_codec.decode(row.result, f"the result of workflow {row.workflow!r}")  # type: ignore[arg-type]
+    if row.status == "cancelled":
+        raise RunCancelled(row.run_id)
+    raise error_from_json(row.error, row.workflow)  # type: ignore[arg-type]

@@ -210,7 +210,7 @@ async def test_get_a_run_with_its_journal(client: httpx.AsyncClient) -> None:
     pack_record, ask_record = run["steps"]
     assert pack_record | {"started_at": None, "finished_at": None} == {
         "seq": 0, "kind": "step", "name": "pack", "status": "completed", "value": "packed o-3", "error": None,
-        "attempts": 1, "started_at": None, "finished_at": None, "question": None, "schema": None,
+        "attempts": 1, "started_at": None, "finished_at": None, "question": None, "schema": None, "expires_at": None,
     }  # fmt: skip
     assert (ask_record["name"], ask_record["status"]) == ("approve", "waiting")
     assert ask_record["question"] == "Ship order o-3?"
@@ -223,7 +223,7 @@ async def test_answer_a_prompt_and_the_run_completes(client: httpx.AsyncClient) 
     [prompt] = await pending(client, run_id)
     assert prompt | {"created_at": None} == {
         "run_id": run_id, "key": "approve", "question": "Ship order o-4?", "schema": {"type": "boolean"},
-        "created_at": None, "workflow": "order", "seq": 1,
+        "created_at": None, "workflow": "order", "seq": 1, "expires_at": None,
     }  # fmt: skip
     response = await client.post(f"/runs/{run_id}/prompts/approve", json={"value": True})
     assert response.status_code == 200

@@ -89,7 +89,7 @@ UNHANDLED = (
 )
 
 # A set-aside record read in the shape of a RecordRow (it has no question or schema).
-SET_ASIDE = "seq, kind, name, status, value, error, attempts, started_at, finished_at, NULL, NULL"
+SET_ASIDE = "seq, kind, name, status, value, error, attempts, started_at, finished_at, NULL, NULL, NULL"
 
 STATUSES = ("pending", "running", "sleeping", "waiting", "paused", "blocked", "completed", "failed", "cancelled")
 FINAL = frozenset({"completed", "failed", "cancelled"})
@@ -125,6 +125,7 @@ class RecordRow(NamedTuple):
     finished_at: float | None
     question: str | None
     schema: str | None
+    deadline: float | None = None  # a prompt's: when it expires unanswered (the App's clock)
 
 
 class Recorded(NamedTuple):
@@ -137,6 +138,7 @@ class Recorded(NamedTuple):
     value: bytes | None
     error: bytes | None
     attempts: int
+    deadline: float | None = None
 
 
 class PromptRow(NamedTuple):
@@ -147,6 +149,7 @@ class PromptRow(NamedTuple):
     question: str
     schema: str
     created_at: float
+    deadline: float | None = None
 
 
 class Fence(NamedTuple):
@@ -265,10 +268,14 @@ class Store(Protocol):
         """
         ...
 
-    async def park(self, fence: Fence, wake_at: float | None, now: float, records: int) -> str | None:
+    async def park(
+        self, fence: Fence, wake_at: float | None, now: float, records: int, deadline: float | None = None
+    ) -> str | None:
         """Unload a run: 'paused' (if it was paused), 'waiting' (a prompt waits), 'sleeping' (until wake_at) or 'pending'; None if fenced out.
 
         `records`: how many of the run's records are known committed (kept as RunRow.records).
+        `deadline`: the earliest deadline of its prompts; a 'waiting' run is woken
+        at it (or at `wake_at`, if sooner), as a 'sleeping' one at `wake_at`.
         """
         ...
 
@@ -282,6 +289,10 @@ class Store(Protocol):
         """Discard an answer the workflow could not use, so the prompt waits again."""
         ...
 
+    async def expire_prompt(self, fence: Fence, key: str, now: float) -> bool:
+        """Close a prompt whose deadline passed unanswered ('expired'); False if it was answered first, or fenced out."""
+        ...
+
     def complete_sleep_nowait(self, fence: Fence, seq: int, now: float) -> None:
         """Mark a sleep done, without waiting (replay needs only its wake-up time)."""
         ...
@@ -291,7 +302,10 @@ class Store(Protocol):
     async def answer(
         self, run_id: str, key: str, value: bytes, now: float, claimant: str | None = None, lease_seconds: float = 0.0
     ) -> Answered:
-        """Record an answer once; with `claimant`, a run it makes ready is claimed in the same commit."""
+        """Record an answer once; with `claimant`, a run it makes ready is claimed in the same commit.
+
+        A prompt whose deadline is at or before `now` takes no answer: its status is then reported as 'expired'.
+        """
         ...
 
     async def cancel(self, run_id: str, now: float) -> tuple[str, str | None] | None:

@@ -35,9 +35,9 @@ from . import redact, split_url
 from .base import (
     FINAL, LOST_RECORDS, SET_ASIDE, VALUES_AFTER, Answered, Claimed, Fence, PromptRow, RecordRow, Recorded, RunRow,
     damaged_values, lost_records,
-)
+)  # fmt: skip
 from .batch import Batcher, Item, Outcome, runs_of
-from .postgres_schema import keep_session, warm
+from .postgres_schema import REPLAY, RETRY_STATES, UNAVAILABLE_CLASSES, fails_batch, keep_session, rollback, warm
 
 try:
     import asyncpg
@@ -59,10 +59,8 @@ CONNECT_TIMEOUT_SECONDS = 10.0
 IDLE_IN_TRANSACTION_MS = 5000
 # Deadlocks and serialization failures are retried this many times before the batch fails.
 RETRIES = 5
-_UNAVAILABLE_CLASSES = ("08", "53", "57", "58")  # connection, resources (disk full), operator, system (I/O)
-_RETRY_STATES = ("40001", "40P01")  # serialization failure, deadlock detected
 
-_RECORD = "seq, kind, name, status, value, error, attempts, started_at, finished_at, question, schema"
+_RECORD = "seq, kind, name, status, value, error, attempts, started_at, finished_at, question, schema, deadline"
 
 
 class PostgresStore:
@@ -172,7 +170,7 @@ class PostgresStore:
                 return JournalError(self.target, f"PostgreSQL says {exc}. Create the database first.")
             if state in ("28000", "28P01"):
                 return JournalError(self.target, f"PostgreSQL says {exc}. Check the user and password in the URL.")
-            if state[:2] in _UNAVAILABLE_CLASSES:
+            if state[:2] in UNAVAILABLE_CLASSES:
                 return StoreUnavailable(self.target, f"PostgreSQL says {exc} (SQLSTATE {state})")
             return exc
         if asyncpg is not None and isinstance(exc, asyncpg.InterfaceError) and "closed" in str(exc):
@@ -212,7 +210,7 @@ class PostgresStore:
                 async with asyncio.timeout(COMMAND_TIMEOUT_SECONDS):
                     return await self._apply_once(conn, batch)
             except Exception as exc:
-                if getattr(exc, "sqlstate", None) in _RETRY_STATES and attempt < RETRIES:
+                if getattr(exc, "sqlstate", None) in RETRY_STATES and attempt < RETRIES:
                     await asyncio.sleep(0.001 * 2**attempt)
                     continue
                 self._drop_writer()  # the connection, or the server, is gone (or did not answer)
@@ -227,7 +225,7 @@ class PostgresStore:
             try:
                 return [(True, await op(conn, *args))]
             except asyncpg.PostgresError as exc:
-                if _fails_batch(exc):
+                if fails_batch(exc):
                     raise
                 return [(False, self._classify(exc))]
         await conn.execute("BEGIN")
@@ -244,8 +242,8 @@ class PostgresStore:
             await conn.execute(f"SELECT pg_notify('{CHANNEL}', ''); COMMIT" if notify else "COMMIT")
             return results
         except asyncpg.PostgresError as exc:
-            await _rollback(conn)
-            if _fails_batch(exc):
+            await rollback(conn)
+            if fails_batch(exc):
                 raise
             if len(batch) == 1:
                 return [(False, self._classify(exc))]
@@ -312,8 +310,10 @@ class PostgresStore:
     def append_nowait(self, fence: Fence, record: RecordRow) -> None:
         self._batcher.submit_nowait(ops.append, (fence.run_id, *record, fence.owner, fence.epoch))
 
-    async def park(self, fence: Fence, wake_at: float | None, now: float, records: int) -> str | None:
-        return await self._write(ops.park, *fence, wake_at, now, records)
+    async def park(
+        self, fence: Fence, wake_at: float | None, now: float, records: int, deadline: float | None = None
+    ) -> str | None:
+        return await self._write(ops.park, *fence, wake_at, now, records, deadline)
 
     async def finish(
         self, fence: Fence, status: str, result: bytes | None, error: bytes | None, now: float, records: int
@@ -322,6 +322,9 @@ class PostgresStore:
 
     async def reopen_prompt(self, fence: Fence, key: str, now: float) -> bool:
         return await self._write(ops.reopen_prompt, *fence, key, now)
+
+    async def expire_prompt(self, fence: Fence, key: str, now: float) -> bool:
+        return await self._write(ops.expire_prompt, *fence, key, now)
 
     def complete_sleep_nowait(self, fence: Fence, seq: int, now: float) -> None:
         self._batcher.submit_nowait(ops.complete_sleep, *fence, seq, now)
@@ -382,10 +385,7 @@ class PostgresStore:
         return [RecordRow(*r) for r in rows]
 
     async def load_replay(self, run_id: str) -> list[Recorded]:
-        rows = await self._fetch(
-            "SELECT seq, kind, name, status, value, error, attempts FROM durable.records WHERE run_id = $1 ORDER BY seq",
-            run_id,
-        )
+        rows = await self._fetch(REPLAY, run_id)
         return [Recorded(*r) for r in rows]
 
     async def changes(self, run_id: str, from_seq: int, changed_after: tuple[float, int]) -> list[RecordRow]:
@@ -407,7 +407,7 @@ class PostgresStore:
 
     async def pending_prompts(self, run_id: str | None) -> list[PromptRow]:
         rows = await self._fetch(
-            "SELECT r.run_id, runs.workflow, r.seq, r.name, r.question, r.schema, r.started_at"
+            "SELECT r.run_id, runs.workflow, r.seq, r.name, r.question, r.schema, r.started_at, r.deadline"
             " FROM durable.records AS r JOIN durable.runs AS runs ON runs.run_id = r.run_id"
             " WHERE r.status = 'waiting' AND ($1::text IS NULL OR r.run_id = $1) ORDER BY r.started_at, r.run_id",
             run_id,
@@ -443,7 +443,7 @@ class PostgresStore:
         return lost + await damaged_values(lambda run_id, seq: self._fetch(_VALUES_AFTER, run_id, seq))
 
     async def next_wake(self) -> float | None:
-        rows = await self._fetch("SELECT MIN(wake_at) FROM durable.runs WHERE status = 'sleeping'")
+        rows = await self._fetch("SELECT MIN(wake_at) FROM durable.runs WHERE status IN ('sleeping', 'waiting')")
         return rows[0][0]
 
     # --- change notifications ------------------------------------------------------------------
@@ -487,16 +487,3 @@ class PostgresStore:
                     conn.terminate()
             await asyncio.sleep(pause)
             pause = min(pause * 2, 5.0)
-
-
-def _fails_batch(exc: Any) -> bool:
-    """Whether an error is about the connection or the server (or a deadlock), not one operation."""
-    state = getattr(exc, "sqlstate", None) or ""
-    return state[:2] in _UNAVAILABLE_CLASSES or state in _RETRY_STATES
-
-
-async def _rollback(conn: Any) -> None:
-    try:
-        await conn.execute("ROLLBACK")
-    except Exception:
-        pass  # the connection is gone: so is the transaction

@@ -62,8 +62,9 @@ async def fork(conn: Any, run_id: str, new_run_id: str, at_seq: int, now: float)
         return "exists" if exists else "missing"
     copied = _count(await conn.execute(
         "INSERT INTO durable.records (run_id, seq, kind, name, status, value, error, attempts, started_at,"
-        " finished_at, question, schema) SELECT $1, seq, kind, name, CASE WHEN kind = 'ask' AND status = 'cancelled'"
-        " THEN 'waiting' ELSE status END, value, error, attempts, started_at, finished_at, question, schema"
+        " finished_at, question, schema, deadline) SELECT $1, seq, kind, name, CASE WHEN kind = 'ask'"
+        " AND status = 'cancelled' THEN 'waiting' ELSE status END, value, error, attempts, started_at, finished_at,"
+        " question, schema, deadline"
         " FROM durable.records WHERE run_id = $2 AND seq < $3",
         new_run_id, run_id, at_seq,
     ))  # fmt: skip

@@ -31,6 +31,7 @@ __all__ = [
     "complete_sleep",
     "create_pending",
     "create_running",
+    "expire_prompt",
     "finish",
     "flush",
     "park",
@@ -44,7 +45,7 @@ __all__ = [
 # The database server's clock, in seconds since the epoch: leases never depend on a worker's clock.
 NOW = "extract(epoch from clock_timestamp())::float8"
 RUN = "run_id, workflow, status, args, result, error, owner, epoch, lease_until, wake_at, created_at, updated_at, records"
-RECORD_COLUMNS = "run_id, seq, kind, name, status, value, error, attempts, started_at, finished_at, question, schema"
+RECORD_COLUMNS = "run_id, seq, kind, name, status, value, error, attempts, started_at, finished_at, question, schema, deadline"
 
 
 def changed_at(now: str, run_id: str) -> str:
@@ -73,16 +74,17 @@ async def select_run(conn: Any, run_id: str) -> RunRow | None:
 
 _APPEND = (
     f"INSERT INTO durable.records ({RECORD_COLUMNS})"
-    " SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12 FROM durable.runs"
-    " WHERE run_id = $1 AND owner = $13 AND epoch = $14 FOR SHARE"
+    " SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13 FROM durable.runs"
+    " WHERE run_id = $1 AND owner = $14 AND epoch = $15 FOR SHARE"
 )
 _APPEND_MANY = (
     f"INSERT INTO durable.records ({RECORD_COLUMNS})"
     " SELECT u.run_id, u.seq, u.kind, u.name, u.status, u.value, u.error, u.attempts,"
-    "  u.started_at, u.finished_at, u.question, u.schema"
+    "  u.started_at, u.finished_at, u.question, u.schema, u.deadline"
     " FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[], $6::bytea[], $7::bytea[],"
-    "  $8::int[], $9::float8[], $10::float8[], $11::text[], $12::text[], $13::text[], $14::bigint[])"
-    "  AS u(run_id, seq, kind, name, status, value, error, attempts, started_at, finished_at, question, schema, owner, epoch)"
+    "  $8::int[], $9::float8[], $10::float8[], $11::text[], $12::text[], $13::float8[], $14::text[], $15::bigint[])"
+    "  AS u(run_id, seq, kind, name, status, value, error, attempts, started_at, finished_at, question, schema,"
+    "  deadline, owner, epoch)"
     " JOIN durable.runs AS r ON r.run_id = u.run_id AND r.owner = u.owner AND r.epoch = u.epoch"
     " FOR SHARE OF r RETURNING run_id, seq"
 )
@@ -127,6 +129,16 @@ async def reopen_prompt(conn: Any, run_id: str, owner: str, epoch: int, key: str
     status = await conn.execute(
         f"UPDATE durable.records SET status = 'waiting', value = NULL, finished_at = {changed_at('$5', '$1')}"
         " WHERE run_id = $1 AND kind = 'ask' AND name = $4 AND status = 'answered'"
+        " AND EXISTS (SELECT 1 FROM durable.runs WHERE run_id = $1 AND owner = $2 AND epoch = $3 FOR SHARE)",
+        run_id, owner, epoch, key, now,
+    )  # fmt: skip
+    return _count(status) == 1
+
+
+async def expire_prompt(conn: Any, run_id: str, owner: str, epoch: int, key: str, now: float) -> bool:
+    status = await conn.execute(
+        f"UPDATE durable.records SET status = 'expired', finished_at = {changed_at('$5', '$1')}"
+        " WHERE run_id = $1 AND kind = 'ask' AND name = $4 AND status = 'waiting'"
         " AND EXISTS (SELECT 1 FROM durable.runs WHERE run_id = $1 AND owner = $2 AND epoch = $3 FOR SHARE)",
         run_id, owner, epoch, key, now,
     )  # fmt: skip
@@ -207,7 +219,7 @@ _CLAIM_READY = (
     " SELECT run_id, status, owner, ready FROM durable.runs"
     " WHERE workflow = ANY($2::text[]) AND ("
     f"  (status = 'running' AND owner <> $1 AND (lease_until IS NULL OR lease_until < {NOW} OR owner = ANY($3::text[])))"
-    "  OR status = 'pending' OR (status = 'sleeping' AND wake_at <= $4))"
+    "  OR status = 'pending' OR (status IN ('sleeping', 'waiting') AND wake_at <= $4))"
     # Orphans first (already started, maybe holding resources), new submissions last.
     " ORDER BY CASE WHEN status = 'running' THEN 0 WHEN ready = 'submitted' THEN 2 ELSE 1 END, updated_at"
     " LIMIT $5 FOR UPDATE SKIP LOCKED)"
@@ -253,7 +265,8 @@ release.notifies = True  # type: ignore[attr-defined]
 
 
 async def park(
-    conn: Any, run_id: str, owner: str, epoch: int, wake_at: float | None, now: float, records: int
+    conn: Any, run_id: str, owner: str, epoch: int, wake_at: float | None, now: float, records: int,
+    deadline: float | None = None,
 ) -> str | None:
     # Lock first, decide next: an answer committed meanwhile is seen by the second statement,
     # so the run is never left 'waiting' for an answer it already has.
@@ -267,9 +280,12 @@ async def park(
         "   WHEN $2::float8 IS NOT NULL THEN 'sleeping' ELSE 'pending' END,"
         " ready = CASE WHEN $2::float8 IS NULL AND status <> 'paused'"
         "   AND NOT EXISTS (SELECT 1 FROM durable.records WHERE run_id = $1 AND status = 'waiting') THEN 'answered' END,"
-        " wake_at = $2, owner = NULL, lease_until = NULL, updated_at = $3, records = GREATEST(records, $4)"
+        # A waiting run wakes at its prompts' earliest deadline too (LEAST leaves out NULLs).
+        " wake_at = CASE WHEN EXISTS (SELECT 1 FROM durable.records WHERE run_id = $1 AND status = 'waiting')"
+        "   THEN LEAST($2::float8, $5::float8) ELSE $2 END,"
+        " owner = NULL, lease_until = NULL, updated_at = $3, records = GREATEST(records, $4)"
         " WHERE run_id = $1 RETURNING status",
-        run_id, wake_at, now, records,
+        run_id, wake_at, now, records, deadline,
     )  # fmt: skip
 
 
@@ -309,13 +325,16 @@ async def answer(conn: Any, run_id: str, key: str, value: bytes, now: float, cla
     await conn.execute("SELECT 1 FROM durable.runs WHERE run_id = $1 FOR UPDATE", run_id)
     updated = await conn.fetchval(
         f"UPDATE durable.records SET status = 'answered', value = $3, finished_at = {changed_at('$4', '$1')}"
-        " WHERE run_id = $1 AND kind = 'ask' AND name = $2 AND status = 'waiting' RETURNING seq",
+        " WHERE run_id = $1 AND kind = 'ask' AND name = $2 AND status = 'waiting'"
+        " AND (deadline IS NULL OR deadline > $4) RETURNING seq",
         run_id, key, value, now,
     )  # fmt: skip
     if updated is None:
         status = await conn.fetchval(
-            "SELECT status FROM durable.records WHERE run_id = $1 AND kind = 'ask' AND name = $2", run_id, key
-        )
+            "SELECT CASE WHEN status = 'waiting' AND deadline <= $3 THEN 'expired' ELSE status END"
+            " FROM durable.records WHERE run_id = $1 AND kind = 'ask' AND name = $2",
+            run_id, key, now,
+        )  # fmt: skip
         return Answered(status, False, None)
     # The run is ready once no prompt waits. The answering process may take it at
     # once (it has the workflow and room): one commit instead of two.
@@ -358,5 +377,7 @@ async def cancel(conn: Any, run_id: str, now: float) -> tuple[str, str | None] |
 cancel.notifies = True  # type: ignore[attr-defined]  # the process executing it stops at once
 
 # One statement, committing on its own: no BEGIN/COMMIT when alone in a batch.
-for _op in (flush, select_run, append, replace, complete_sleep, reopen_prompt, create_running, claim_ready, renew):
+for _op in (
+    flush, select_run, append, replace, complete_sleep, reopen_prompt, expire_prompt, create_running, claim_ready, renew,
+):  # fmt: skip
     _op.autocommit = True  # type: ignore[attr-defined]

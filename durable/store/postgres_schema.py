@@ -1,4 +1,4 @@
-"""The PostgreSQL journal's schema: its own ``durable`` schema in the database, versioned, migrated on open.
+"""The PostgreSQL journal's schema and connections: its own ``durable`` schema, versioned, migrated on open.
 
 durable keeps its tables in a schema of their own, so a database shared with
 an application is never touched outside it. Every statement names its table
@@ -15,7 +15,16 @@ from typing import Any
 from ..errors import JournalError
 from .postgres_ops import RUN
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "check_readable", "keep_session", "migrate", "warm"]
+# What replay reads of a run's records (prepared on every new connection, by warm()).
+REPLAY = "SELECT seq, kind, name, status, value, error, attempts, deadline FROM durable.records WHERE run_id = $1 ORDER BY seq"
+
+UNAVAILABLE_CLASSES = ("08", "53", "57", "58")  # connection, resources (disk full), operator, system (I/O)
+RETRY_STATES = ("40001", "40P01")  # serialization failure, deadlock detected
+
+__all__ = [
+    "MIGRATIONS", "REPLAY", "RETRY_STATES", "SCHEMA_VERSION", "UNAVAILABLE_CLASSES", "check_readable", "fails_batch",
+    "keep_session", "migrate", "rollback", "warm",
+]  # fmt: skip
 
 # pg_advisory_xact_lock key: "durable" in ASCII, as one bigint.
 MIGRATION_LOCK = 0x64757261626C65
@@ -75,6 +84,8 @@ MIGRATIONS: list[list[str]] = [
             set_aside_at double precision NOT NULL
         )""",
         "CREATE INDEX set_aside_by_run ON durable.set_aside (run_id, seq)",
+        # and a prompt's deadline (ctx.ask(timeout=...)): when it expires unanswered
+        "ALTER TABLE durable.records ADD COLUMN deadline double precision",
     ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -137,9 +148,7 @@ async def warm(conn: Any) -> None:
     # statement at its first use. Both happen here, when the connection is made,
     # rather than on a caller's first read.
     await conn.fetch(f"SELECT {RUN} FROM durable.runs WHERE run_id = $1", "")
-    await conn.fetch(
-        "SELECT seq, kind, name, status, value, error, attempts FROM durable.records WHERE run_id = $1 ORDER BY seq", ""
-    )
+    await conn.fetch(REPLAY, "")
 
 
 async def keep_session(conn: Any) -> None:
@@ -147,3 +156,16 @@ async def keep_session(conn: Any) -> None:
     # take no advisory lock, so the RESET ALL asyncpg sends at each release (a round
     # trip per read) has nothing to reset.
     pass
+
+
+def fails_batch(exc: Any) -> bool:
+    """Whether an error is about the connection or the server (or a deadlock), not one operation."""
+    state = getattr(exc, "sqlstate", None) or ""
+    return state[:2] in UNAVAILABLE_CLASSES or state in RETRY_STATES
+
+
+async def rollback(conn: Any) -> None:
+    try:
+        await conn.execute("ROLLBACK")
+    except Exception:
+        pass  # the connection is gone: so is the transaction

@@ -209,8 +209,10 @@ class SQLiteStore:
             raise RuntimeError("the store is closed")
         self._writer.submit_nowait(ops.append, (fence.run_id, *record, fence.owner, fence.epoch))
 
-    async def park(self, fence: Fence, wake_at: float | None, now: float, records: int) -> str | None:
-        return await self._write(ops.park, (*fence, wake_at, now, records))
+    async def park(
+        self, fence: Fence, wake_at: float | None, now: float, records: int, deadline: float | None = None
+    ) -> str | None:
+        return await self._write(ops.park, (*fence, wake_at, now, records, deadline))
 
     async def finish(
         self, fence: Fence, status: str, result: bytes | None, error: bytes | None, now: float, records: int
@@ -219,6 +221,9 @@ class SQLiteStore:
 
     async def reopen_prompt(self, fence: Fence, key: str, now: float) -> bool:
         return await self._write(ops.reopen_prompt, fence, key, now)
+
+    async def expire_prompt(self, fence: Fence, key: str, now: float) -> bool:
+        return await self._write(ops.expire_prompt, fence, key, now)
 
     def complete_sleep_nowait(self, fence: Fence, seq: int, now: float) -> None:
         if self._writer is None:
@@ -281,7 +286,8 @@ class SQLiteStore:
 
     async def load_replay(self, run_id: str) -> list[Recorded]:
         rows = await self._fetch(
-            "SELECT seq, kind, name, status, value, error, attempts FROM records WHERE run_id = ? ORDER BY seq", (run_id,)
+            "SELECT seq, kind, name, status, value, error, attempts, deadline FROM records WHERE run_id = ? ORDER BY seq",
+            (run_id,),
         )
         return list(map(Recorded._make, rows))
 
@@ -305,7 +311,7 @@ class SQLiteStore:
 
     async def pending_prompts(self, run_id: str | None) -> list[PromptRow]:
         rows = await self._fetch(
-            "SELECT r.run_id, runs.workflow, r.seq, r.name, r.question, r.schema, r.started_at"
+            "SELECT r.run_id, runs.workflow, r.seq, r.name, r.question, r.schema, r.started_at, r.deadline"
             " FROM records AS r JOIN runs ON runs.run_id = r.run_id"
             " WHERE r.status = 'waiting' AND (?1 IS NULL OR r.run_id = ?1) ORDER BY r.started_at, r.run_id",
             (run_id,),
@@ -346,7 +352,7 @@ class SQLiteStore:
         return lost_records(await self._fetch(LOST_RECORDS.format(schema=""))) + values
 
     async def next_wake(self) -> float | None:
-        rows = await self._fetch("SELECT MIN(wake_at) FROM runs WHERE status = 'sleeping'")
+        rows = await self._fetch("SELECT MIN(wake_at) FROM runs WHERE status IN ('sleeping', 'waiting')")
         return rows[0][0]
 
     async def wait_for_change(self, timeout: float, wake: asyncio.Event) -> bool:

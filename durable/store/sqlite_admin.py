@@ -54,8 +54,8 @@ def fork(conn: sqlite3.Connection, run_id: str, new_run_id: str, at_seq: int, no
     # A prompt cancelled with its run is asked again in the fork; every other record is copied as it is.
     copied = conn.execute(
         "INSERT INTO records (run_id, seq, kind, name, status, value, error, attempts, started_at, finished_at,"
-        " question, schema) SELECT ?1, seq, kind, name, CASE WHEN kind = 'ask' AND status = 'cancelled' THEN 'waiting'"
-        " ELSE status END, value, error, attempts, started_at, finished_at, question, schema"
+        " question, schema, deadline) SELECT ?1, seq, kind, name, CASE WHEN kind = 'ask' AND status = 'cancelled'"
+        " THEN 'waiting' ELSE status END, value, error, attempts, started_at, finished_at, question, schema, deadline"
         " FROM records WHERE run_id = ?2 AND seq < ?3",
         (new_run_id, run_id, at_seq),
     ).rowcount

@@ -15,13 +15,13 @@ from .base import FINAL, Answered, Claimed, Fence, RunRow
 
 __all__ = [
     "CLAIMABLE", "RECORD", "RUN", "answer", "append", "cancel", "checkpoint", "claim", "claim_ready",
-    "complete_sleep", "create_run", "finish", "flush", "park", "release", "renew", "reopen_prompt", "replace",
+    "complete_sleep", "create_run", "expire_prompt", "finish", "flush", "park", "release", "renew", "reopen_prompt", "replace",
     "select_run",
 ]  # fmt: skip
 
 NOW = "((julianday('now') - 2440587.5) * 86400.0)"  # the store's clock, in seconds since the epoch
 RUN = "run_id, workflow, status, args, result, error, owner, epoch, lease_until, wake_at, created_at, updated_at, records"
-RECORD = "seq, kind, name, status, value, error, attempts, started_at, finished_at, question, schema"
+RECORD = "seq, kind, name, status, value, error, attempts, started_at, finished_at, question, schema, deadline"
 
 # The time of an in-place change (a prompt answered, cancelled or reopened, a
 # sleep done): strictly later than every earlier such change of the run, so the
@@ -36,9 +36,9 @@ _FENCED = "EXISTS (SELECT 1 FROM runs WHERE run_id = :run_id AND owner = :owner 
 
 _APPEND = (
     "INSERT INTO records (run_id, seq, kind, name, status, value, error, attempts,"
-    " started_at, finished_at, question, schema)"
-    " SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12"
-    " WHERE EXISTS (SELECT 1 FROM runs WHERE run_id = ?1 AND owner = ?13 AND epoch = ?14)"
+    " started_at, finished_at, question, schema, deadline)"
+    " SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13"
+    " WHERE EXISTS (SELECT 1 FROM runs WHERE run_id = ?1 AND owner = ?14 AND epoch = ?15)"
 )
 
 
@@ -107,7 +107,7 @@ CLAIMABLE = (
     "workflow IN (SELECT value FROM json_each(:workflows)) AND ("
     f" (status = 'running' AND owner IS NOT :me AND (lease_until IS NULL OR lease_until < {NOW}"
     "  OR owner IN (SELECT value FROM json_each(:dead))))"
-    " OR status = 'pending' OR (status = 'sleeping' AND wake_at <= :now))"
+    " OR status = 'pending' OR (status IN ('sleeping', 'waiting') AND wake_at <= :now))"
 )
 
 
@@ -151,7 +151,10 @@ def park(conn: sqlite3.Connection, params: tuple[Any, ...]) -> str | None:
         "   WHEN ?4 IS NOT NULL THEN 'sleeping' ELSE 'pending' END,"
         " ready = CASE WHEN ?4 IS NULL AND status <> 'paused'"
         "   AND NOT EXISTS (SELECT 1 FROM records WHERE run_id = ?1 AND status = 'waiting') THEN 'answered' END,"
-        " wake_at = ?4, owner = NULL, lease_until = NULL, updated_at = ?5, records = MAX(records, ?6)"
+        # A waiting run wakes at its prompts' earliest deadline too (the sooner of the two, either may be NULL).
+        " wake_at = CASE WHEN EXISTS (SELECT 1 FROM records WHERE run_id = ?1 AND status = 'waiting')"
+        "   THEN MIN(COALESCE(?4, ?7), COALESCE(?7, ?4)) ELSE ?4 END,"
+        " owner = NULL, lease_until = NULL, updated_at = ?5, records = MAX(records, ?6)"
         " WHERE run_id = ?1 AND owner = ?2 AND epoch = ?3 RETURNING status",
         params,
     ).fetchone()
@@ -173,12 +176,15 @@ def answer(
 ) -> Answered:
     cur = conn.execute(
         f"UPDATE records SET status = 'answered', value = :value, finished_at = {_CHANGED_AT}"
-        " WHERE run_id = :run_id AND kind = 'ask' AND name = :key AND status = 'waiting'",
+        " WHERE run_id = :run_id AND kind = 'ask' AND name = :key AND status = 'waiting'"
+        " AND (deadline IS NULL OR deadline > :now)",
         {"value": value, "now": now, "run_id": run_id, "key": key},
     )
     if cur.rowcount == 0:
         row = conn.execute(
-            "SELECT status FROM records WHERE run_id = ? AND kind = 'ask' AND name = ?", (run_id, key)
+            "SELECT CASE WHEN status = 'waiting' AND deadline <= ? THEN 'expired' ELSE status END"
+            " FROM records WHERE run_id = ? AND kind = 'ask' AND name = ?",
+            (now, run_id, key),
         ).fetchone()
         return Answered(None if row is None else row[0], False, None)
     # The run is ready once no prompt waits. The answering process may take it at
@@ -203,6 +209,17 @@ def reopen_prompt(conn: sqlite3.Connection, fence: Fence, key: str, now: float) 
         conn.execute(
             f"UPDATE records SET status = 'waiting', value = NULL, finished_at = {_CHANGED_AT}"
             f" WHERE run_id = :run_id AND kind = 'ask' AND name = :key AND status = 'answered' AND {_FENCED}",
+            {**fence._asdict(), "key": key, "now": now},
+        ).rowcount
+        == 1
+    )
+
+
+def expire_prompt(conn: sqlite3.Connection, fence: Fence, key: str, now: float) -> bool:
+    return (
+        conn.execute(
+            f"UPDATE records SET status = 'expired', finished_at = {_CHANGED_AT}"
+            f" WHERE run_id = :run_id AND kind = 'ask' AND name = :key AND status = 'waiting' AND {_FENCED}",
             {**fence._asdict(), "key": key, "now": now},
         ).rowcount
         == 1
@@ -250,7 +267,10 @@ def release(conn: sqlite3.Connection, owner: str, run_id: str | None, now: float
 
 # These write with one statement (then at most read), or only read: alone in a
 # batch, each may commit on its own, without BEGIN/COMMIT.
-for _op in (flush, select_run, append, replace, create_run, claim, renew, park, finish, reopen_prompt, complete_sleep, release):
+for _op in (
+    flush, select_run, append, replace, create_run, claim, renew, park, finish, reopen_prompt, expire_prompt,
+    complete_sleep, release,
+):  # fmt: skip
     _op.autocommit = True  # type: ignore[attr-defined]
 
 

@@ -78,6 +78,8 @@ MIGRATIONS: list[list[str]] = [
             set_aside_at REAL NOT NULL
         )""",
         "CREATE INDEX set_aside_by_run ON set_aside (run_id, seq)",
+        # and a prompt's deadline (ctx.ask(timeout=...)): when it expires unanswered
+        "ALTER TABLE records ADD COLUMN deadline REAL",
     ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
