@@ -246,3 +246,29 @@ def test_nightly_etl_second_run_returns_the_recorded_result(tmp_path: Path) -> N
     assert not any("extract:" in line or "load:" in line for line in second)
     assert journal_rows(second) == journal_rows(first)
     assert second[1] == line_with(first, "^result: ")
+
+
+# --- renewal (the README's testing example) ------------------------------------------
+
+
+def test_renewal_prints_what_its_docstring_says(tmp_path: Path) -> None:
+    lines = run_example("renewal.py", cwd=tmp_path)
+    assert lines == [
+        "   email to ada: renewed, receipt rcpt-ada-1200",
+        "ada: {'status': 'renewed', 'receipt': 'rcpt-ada-1200'}",
+        "bob: card declined; support is asked: Bob's card was declined (insufficient funds). Give 3 more days?",
+        "bob: two days pass, nobody answers",
+        "   bob's account is suspended",
+        "bob: {'status': 'suspended'}",
+    ]
+    assert list(tmp_path.iterdir()) == []  # its journal was a scratch file
+
+
+def test_renewal_tests_pass_under_pytest(tmp_path: Path) -> None:
+    """The README's example test file, run as a user would run it, in a process of its own."""
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(EXAMPLES / "test_renewal.py")],
+        cwd=tmp_path, env=env_with(), capture_output=True, text=True, timeout=TIMEOUT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "5 passed" in done.stdout
