@@ -455,7 +455,7 @@ class App:
         found = await self._store.prompt(run_id, key)
         if found is None:
             raise PromptNotFound(run_id, key)
-        status, schema, workflow_name = found
+        status, schema, workflow_name, _ = found
         if status == "answered":
             raise PromptAlreadyAnswered(run_id, key)
         if status == "expired":

@@ -414,9 +414,9 @@ class Calls:
                     await self._reopen(key, exc)
             elif record.status == "expired":
                 return self._expired(key, default)
-            elif record.status == "waiting" and record.deadline is not None:
-                if record.deadline > self.clock():
-                    self._wake_for(record.deadline)
+            elif record.status == "waiting" and (deadline := await self._deadline_of(key)) is not None:
+                if deadline > self.clock():
+                    self._wake_for(deadline)
                 elif await self._write(self.store.expire_prompt(self.fence, key, self.clock())):
                     return self._expired(key, default)
                 # else answered at the last moment (or the run is no longer ours): unloaded, and replayed to read it
@@ -438,6 +438,11 @@ class Calls:
             if deadline is not None:
                 self._wake_for(deadline)
         await self._suspend()
+
+    async def _deadline_of(self, key: str) -> float | None:
+        """A waiting prompt's recorded deadline (read only here, where a replay reaches one)."""
+        found = await self._write(self.store.prompt(self.run_id, key))
+        return None if found is None else found[3]
 
     def _wake_for(self, deadline: float) -> None:
         """The run unloads waiting for a prompt with this deadline: the worker wakes it then."""

@@ -140,3 +140,47 @@ def test_answer_forms_follow_the_schema_and_show_refusals_inline(tmp_path: Path)
                 expect(page.locator(".timeline .record")).to_have_count(3)
             finally:
                 browser.close()
+
+
+def test_a_run_has_the_buttons_its_status_allows(tmp_path: Path) -> None:
+    here = Path(__file__).parent
+    fixed = tmp_path / "fixed"
+    os.environ["REFUNDS_FIXED"] = str(fixed)
+    try:
+        with durable_serve(str(tmp_path / "refunds.db"), "refunds:app", cwd=here) as base, httpx.Client(base_url=base) as http:
+            assert http.post("/workflows/refund_order/runs", json={"args": ["o-1"], "run_id": "broken"}).status_code == 202
+            assert http.post("/workflows/review/runs", json={"args": ["o-2"], "run_id": "asks"}).status_code == 202
+            wait_until(lambda: http.get("/runs/broken").json()["status"] == "failed", what="the refund to fail")
+            wait_until(lambda: http.get("/runs/asks").json()["status"] == "waiting", what="the review prompt")
+
+            with sync_playwright() as playwright:
+                browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+                try:
+                    page = browser.new_page()
+                    page.on("dialog", lambda dialog: dialog.accept())  # "Retry run …?", "Cancel run …?"
+                    actions = page.locator(".run-head .actions button")
+
+                    page.goto(f"{base}/#run=broken")
+                    expect(page.locator("#run-status")).to_have_text("failed")
+                    expect(actions).to_have_text(["Retry"])
+                    fixed.write_text("deployed")  # the fix
+                    actions.get_by_text("Retry").click()
+                    expect(page.locator("#run-status")).to_have_text("completed")
+                    expect(actions).to_have_count(0)
+
+                    page.locator('#runs tr[data-run-id="asks"]').click()
+                    expect(page.locator("#run-status")).to_have_text("waiting")
+                    expect(actions).to_have_text(["Pause", "Cancel run"])
+                    actions.get_by_text("Pause").click()
+                    expect(page.locator("#run-status")).to_have_text("paused")
+                    expect(actions).to_have_text(["Resume", "Cancel run"])
+                    actions.get_by_text("Resume").click()
+                    expect(page.locator("#run-status")).to_have_text("waiting")
+                    actions.get_by_text("Cancel run").click()
+                    expect(page.locator("#run-status")).to_have_text("cancelled")
+                finally:
+                    browser.close()
+            assert http.get("/runs/broken").json()["result"] == "refunded o-1"
+            assert [r["kind"] for r in http.get("/runs/broken").json()["set_aside"]] == ["run", "step"]
+    finally:
+        os.environ.pop("REFUNDS_FIXED", None)

@@ -283,7 +283,7 @@ async def test_an_answer_is_recorded_once_and_may_claim_its_run(pair: tuple[Stor
     assert last.ready and last.claimed is not None and last.claimed.epoch == 2
     row = await a.load_run("r")
     assert row is not None and (row.status, row.owner) == ("running", "B")
-    assert await a.prompt("r", "y") == ("answered", '{"type": "boolean"}', "wf")
+    assert await a.prompt("r", "y") == ("answered", '{"type": "boolean"}', "wf", None)
     assert await a.pending_prompts(None) == []
     missing = await a.answer("r", "nope", b"1", 5.0)
     assert missing.before is None
@@ -385,3 +385,122 @@ def _delete_record(conn: Any, run_id: str, seq: int) -> Any:
     if isinstance(conn, sqlite3.Connection):
         return conn.execute("DELETE FROM records WHERE run_id = ? AND seq = ?", (run_id, seq))
     return conn.execute("DELETE FROM durable.records WHERE run_id = $1 AND seq = $2", run_id, seq)
+
+
+# --- prompt deadlines ------------------------------------------------------------------------------
+
+
+def ask_until(seq: int, key: str, deadline: float) -> RecordRow:
+    return ask(seq, key)._replace(deadline=deadline)
+
+
+async def test_a_waiting_run_wakes_at_its_prompts_deadline_and_a_late_answer_is_refused(pair: tuple[Store, Store]) -> None:
+    a, b = pair
+    fence = await running(a, "r")
+    await a.append(fence, ask_until(0, "x", 50.0))
+    assert await a.park(fence, None, 2.0, 1, deadline=50.0) == "waiting"
+    assert (await b.load_run("r")).wake_at == 50.0 and await b.next_wake() == 50.0  # type: ignore[union-attr]
+    assert await b.claim_ready("B", ["wf"], [], 10, LEASE, 49.0) == []
+    assert (await b.answer("r", "x", b"true", 50.0)).before == "expired"  # at the deadline: too late
+    assert (await b.prompt("r", "x")) == ("waiting", '{"type": "boolean"}', "wf", 50.0)
+    [claimed] = await b.claim_ready("B", ["wf"], [], 10, LEASE, 50.0)
+    assert (claimed.run_id, claimed.status) == ("r", "waiting")
+    late = Fence("r", "B", claimed.epoch)
+    assert await a.expire_prompt(fence, "x", 51.0) is False  # the old owner is fenced out
+    assert await b.expire_prompt(late, "x", 51.0) is True
+    assert (await b.answer("r", "x", b"true", 52.0)).before == "expired"
+    assert [(r.status, r.deadline) for r in await a.load_records("r")] == [("expired", 50.0)]
+
+
+async def test_an_answer_before_the_deadline_wins_and_a_sleep_can_wake_a_waiting_run_sooner(pair: tuple[Store, Store]) -> None:
+    a, b = pair
+    fence = await running(a, "r")
+    await a.append(fence, ask_until(0, "x", 50.0))
+    assert await a.park(fence, 20.0, 2.0, 1, deadline=50.0) == "waiting"
+    assert (await b.load_run("r")).wake_at == 20.0  # type: ignore[union-attr]
+    answered = await b.answer("r", "x", b"true", 10.0)
+    assert (answered.before, answered.ready) == ("waiting", True)
+    claimed = await a.claim("r", "pending", None, "A", LEASE, 11.0)
+    assert claimed is not None
+    assert await a.expire_prompt(Fence("r", "A", claimed.epoch), "x", 60.0) is False  # answered first
+
+
+# --- operators' writes ---------------------------------------------------------------------------
+
+
+async def test_retry_sets_the_failing_step_aside_and_makes_the_run_pending(pair: tuple[Store, Store]) -> None:
+    from durable.codec import error_to_json
+
+    a, b = pair
+    fence = await running(a, "r")
+    await a.append(fence, step(0))
+    failed = RecordRow(1, "step", "s", "failed", None, b'{"type": "x:E", "message": "m"}', 3, 3.0, 4.0, None, None)
+    await a.append(fence, failed)
+    assert await a.finish(fence, "failed", None, error_to_json(ValueError("m"), 1), 5.0, 2) is True
+    assert await b.retry("r", 6.0) == ("failed", 1)
+    row = await a.load_run("r")
+    assert row is not None and (row.status, row.error, row.owner, row.records) == ("pending", None, None, 1)
+    assert [r.seq for r in await a.load_records("r")] == [0]
+    assert [(r.seq, r.kind, r.status) for r in await a.load_set_aside("r")] == [(-1, "run", "failed"), (1, "step", "failed")]
+    assert await b.retry("r", 7.0) == ("pending", 0)  # not failed: left as it is
+    assert await b.retry("nope", 7.0) is None
+
+
+async def test_fork_copies_the_records_before_a_seq_into_a_new_pending_run(pair: tuple[Store, Store]) -> None:
+    a, b = pair
+    fence = await running(a, "src")
+    for seq in range(3):
+        await a.append(fence, step(seq))
+    await a.append(fence, ask(3, "ok"))
+    assert await b.cancel("src", 2.0) == ("running", "A")
+    assert await b.fork("src", "copy", 2, 3.0) == "forked"
+    assert [r.seq for r in await a.load_records("copy")] == [0, 1]
+    row = await a.load_run("copy")
+    assert row is not None and (row.status, row.workflow, row.args, row.records) == ("pending", "wf", b'{"args": []}', 2)
+    assert await b.fork("src", "whole", 4, 3.0) == "forked"
+    assert [(r.seq, r.status) for r in await a.load_records("whole")][-1] == (3, "waiting")  # asked again
+    assert await b.fork("src", "copy", 1, 4.0) == "exists"
+    assert [r.seq for r in await a.load_records("copy")] == [0, 1]  # untouched
+    assert await b.fork("nope", "other", 0, 4.0) == "missing"
+    assert await a.load_run("other") is None
+
+
+async def test_a_paused_run_is_claimed_by_nobody_and_its_owner_unloads_it_paused(pair: tuple[Store, Store]) -> None:
+    a, b = pair
+    fence = await running(a, "r")
+    assert await b.pause("r", 2.0) == ("running", "A")
+    assert await a.held("A") == {"r": (1, True)}  # the owner learns it must stop
+    assert await a.append(fence, step(0)) is True  # a step in flight is still recorded
+    assert await a.release("A", 3.0, "r") == 1
+    row = await b.load_run("r")
+    assert row is not None and (row.status, row.owner) == ("paused", None)
+    assert await b.claim_ready("B", ["wf"], [], 10, LEASE, 4.0) == []
+    assert await b.pause("r", 4.0) == ("paused", None)
+    assert await b.resume("r", 5.0) == ("paused", "pending")
+    assert [c.run_id for c in await b.claim_ready("B", ["wf"], [], 10, LEASE, 6.0)] == ["r"]
+    # Paused while waiting: it goes back to waiting (and a park of a paused run keeps it paused).
+    fence = await running(a, "w")
+    await a.append(fence, ask(0, "x"))
+    assert await b.pause("w", 2.0) == ("running", "A")
+    assert await a.park(fence, None, 3.0, 1) == "paused"
+    assert (await b.answer("w", "x", b"true", 4.0)).ready is False  # recorded; the run stays paused
+    assert await b.resume("w", 5.0) == ("paused", "pending")
+    assert await b.resume("w", 5.0) == ("pending", "pending")
+    assert await b.resume("nope", 5.0) is None
+
+
+async def test_prune_deletes_only_ended_runs_older_than_asked_with_all_they_own(pair: tuple[Store, Store]) -> None:
+    a, b = pair
+    for i, status in enumerate(("completed", "failed", "cancelled", "running")):
+        fence = await running(a, f"r{i}")
+        await a.append(fence, step(0))
+        if status in ("completed", "failed"):
+            assert await a.finish(fence, status, None, None, 10.0 + i, 1)
+        elif status == "cancelled":
+            await a.cancel(f"r{i}", 10.0 + i)
+    assert await b.prune(11.5, ["completed", "failed", "cancelled"], 100) == 2  # r0, r1: updated before 11.5
+    assert await b.prune(100.0, ["completed"], 100) == 0
+    assert await b.prune(100.0, ["cancelled"], 100) == 1
+    assert [await a.load_run(f"r{i}") is None for i in range(4)] == [True, True, True, False]
+    assert await a.load_records("r0") == [] and len(await a.load_records("r3")) == 1
+    await b.reclaim()

@@ -138,7 +138,6 @@ class Recorded(NamedTuple):
     value: bytes | None
     error: bytes | None
     attempts: int
-    deadline: float | None = None
 
 
 class PromptRow(NamedTuple):
@@ -376,8 +375,12 @@ class Store(Protocol):
 
     async def pending_prompts(self, run_id: str | None) -> list[PromptRow]: ...
 
-    async def prompt(self, run_id: str, key: str) -> tuple[str, str, str] | None:
-        """A prompt's (status, schema, workflow), or None if the run never asked it."""
+    async def prompt(self, run_id: str, key: str) -> tuple[str, str, str, float | None] | None:
+        """A prompt's (status, schema, workflow, deadline), or None if the run never asked it.
+
+        Replay reads a waiting prompt's deadline here (it is not among the records
+        replay loads: a column more on every record would cost every replay).
+        """
         ...
 
     async def held(self, owner: str) -> dict[str, tuple[int, bool]]:

@@ -414,9 +414,9 @@ class PostgresStore:
         )
         return [PromptRow(*r) for r in rows]
 
-    async def prompt(self, run_id: str, key: str) -> tuple[str, str, str] | None:
+    async def prompt(self, run_id: str, key: str) -> tuple[str, str, str, float | None] | None:
         rows = await self._fetch(
-            "SELECT r.status, r.schema, runs.workflow FROM durable.records AS r"
+            "SELECT r.status, r.schema, runs.workflow, r.deadline FROM durable.records AS r"
             " JOIN durable.runs AS runs ON runs.run_id = r.run_id WHERE r.run_id = $1 AND r.kind = 'ask' AND r.name = $2",
             run_id, key,
         )  # fmt: skip

@@ -16,7 +16,7 @@ from ..errors import JournalError
 from .postgres_ops import RUN
 
 # What replay reads of a run's records (prepared on every new connection, by warm()).
-REPLAY = "SELECT seq, kind, name, status, value, error, attempts, deadline FROM durable.records WHERE run_id = $1 ORDER BY seq"
+REPLAY = "SELECT seq, kind, name, status, value, error, attempts FROM durable.records WHERE run_id = $1 ORDER BY seq"
 
 UNAVAILABLE_CLASSES = ("08", "53", "57", "58")  # connection, resources (disk full), operator, system (I/O)
 RETRY_STATES = ("40001", "40P01")  # serialization failure, deadlock detected

@@ -286,8 +286,7 @@ class SQLiteStore:
 
     async def load_replay(self, run_id: str) -> list[Recorded]:
         rows = await self._fetch(
-            "SELECT seq, kind, name, status, value, error, attempts, deadline FROM records WHERE run_id = ? ORDER BY seq",
-            (run_id,),
+            "SELECT seq, kind, name, status, value, error, attempts FROM records WHERE run_id = ? ORDER BY seq", (run_id,)
         )
         return list(map(Recorded._make, rows))
 
@@ -318,9 +317,9 @@ class SQLiteStore:
         )
         return list(map(PromptRow._make, rows))
 
-    async def prompt(self, run_id: str, key: str) -> tuple[str, str, str] | None:
+    async def prompt(self, run_id: str, key: str) -> tuple[str, str, str, float | None] | None:
         rows = await self._fetch(
-            "SELECT r.status, r.schema, runs.workflow FROM records AS r JOIN runs ON runs.run_id = r.run_id"
+            "SELECT r.status, r.schema, runs.workflow, r.deadline FROM records AS r JOIN runs ON runs.run_id = r.run_id"
             " WHERE r.run_id = ? AND r.kind = 'ask' AND r.name = ?",
             (run_id, key),
         )

@@ -377,12 +377,15 @@ function runActions(run) {
 
 async function act(action, ask) {
   if (!state.run || (ask && !confirm(ask))) return;
+  const runId = state.run.run_id;
   try {
-    await api("POST", `runs/${encodeURIComponent(state.run.run_id)}/${action}`);
+    await api("POST", `runs/${encodeURIComponent(runId)}/${action}`);
   } catch (err) {
     alert(err.message);
   }
   await refreshAll();
+  // A retried run has ended before and goes on now: load it anew and follow its events again.
+  if (state.selected === runId) await selectRun(runId);
 }
 
 // --- wiring ------------------------------------------------------------------------
