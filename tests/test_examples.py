@@ -272,3 +272,10 @@ def test_renewal_tests_pass_under_pytest(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     assert "5 passed" in done.stdout
+
+
+def test_the_readme_shows_the_renewal_tests_as_they_are() -> None:
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    section = readme[readme.index("## Testing your workflows") :]
+    shown = section[section.index("```python\n") + len("```python\n") : section.index("\n```\n")]
+    assert shown + "\n" == (EXAMPLES / "test_renewal.py").read_text()
