@@ -31,6 +31,7 @@ __all__ = [
     "Answered",
     "Claimed",
     "Fence",
+    "OperatorWrites",
     "PromptRow",
     "RecordRow",
     "Recorded",
@@ -406,3 +407,25 @@ class Store(Protocol):
     async def wait_for_change(self, timeout: float, wake: object) -> bool:
         """Wait until another process commits (True), `wake` (an asyncio.Event) is set, or `timeout` passes."""
         ...
+
+
+class OperatorWrites:
+    """The operators' writes of a store, each one operation of the store's `admin` module, applied by its `_write`."""
+
+    admin: Any  # the module: sqlite_admin or postgres_admin
+    _write: Callable[..., Any]
+
+    async def retry(self, run_id: str, now: float) -> tuple[str, int] | None:
+        return await self._write(self.admin.retry, run_id, now)
+
+    async def fork(self, run_id: str, new_run_id: str, at_seq: int, now: float) -> str:
+        return await self._write(self.admin.fork, run_id, new_run_id, at_seq, now)
+
+    async def pause(self, run_id: str, now: float) -> tuple[str, str | None] | None:
+        return await self._write(self.admin.pause, run_id, now)
+
+    async def resume(self, run_id: str, now: float) -> tuple[str, str] | None:
+        return await self._write(self.admin.resume, run_id, now)
+
+    async def prune(self, before: float, statuses: Sequence[str], limit: int) -> int:
+        return await self._write(self.admin.prune, before, list(statuses), limit)

@@ -29,12 +29,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import JournalError, StoreUnavailable
-from . import postgres_admin as admin
+from . import postgres_admin
 from . import postgres_ops as ops
 from . import redact, split_url
 from .base import (
     FINAL, LOST_RECORDS, SET_ASIDE, VALUES_AFTER, Answered, Claimed, Fence, PromptRow, RecordRow, Recorded, RunRow,
-    damaged_values, lost_records,
+    OperatorWrites, damaged_values, lost_records,
 )  # fmt: skip
 from .batch import Batcher, Item, Outcome, runs_of
 from .postgres_schema import REPLAY, RETRY_STATES, UNAVAILABLE_CLASSES, fails_batch, keep_session, rollback, warm
@@ -63,8 +63,10 @@ RETRIES = 5
 _RECORD = "seq, kind, name, status, value, error, attempts, started_at, finished_at, question, schema, deadline"
 
 
-class PostgresStore:
+class PostgresStore(OperatorWrites):
     """Runs and records in a PostgreSQL database (schema ``durable``)."""
+
+    admin = postgres_admin  # its operators' writes (OperatorWrites)
 
     def __init__(self, url: str, durability: str = "normal", read_only: bool = False, pool_size: int = 10) -> None:
         if asyncpg is None:
@@ -342,22 +344,7 @@ class PostgresStore:
     async def flush(self) -> None:
         await self._write(ops.flush)
 
-    # --- operators' writes -------------------------------------------------------------------
-
-    async def retry(self, run_id: str, now: float) -> tuple[str, int] | None:
-        return await self._write(admin.retry, run_id, now)
-
-    async def fork(self, run_id: str, new_run_id: str, at_seq: int, now: float) -> str:
-        return await self._write(admin.fork, run_id, new_run_id, at_seq, now)
-
-    async def pause(self, run_id: str, now: float) -> tuple[str, str | None] | None:
-        return await self._write(admin.pause, run_id, now)
-
-    async def resume(self, run_id: str, now: float) -> tuple[str, str] | None:
-        return await self._write(admin.resume, run_id, now)
-
-    async def prune(self, before: float, statuses: Sequence[str], limit: int) -> int:
-        return await self._write(admin.prune, before, list(statuses), limit)
+    # --- operators' writes (retry, fork, pause, resume, prune: OperatorWrites) -----------------
 
     async def reclaim(self) -> None:
         pass  # autovacuum gives deleted rows' space back to the tables

@@ -21,11 +21,11 @@ from typing import Any
 import aiosqlite
 
 from ..errors import JournalError, StoreUnavailable
-from . import sqlite_admin as admin
+from . import sqlite_admin
 from . import sqlite_ops as ops
 from .base import (
     FINAL, LOST_RECORDS, SET_ASIDE, VALUES_AFTER, Answered, Claimed, Fence, PromptRow, RecordRow, Recorded, RunRow,
-    damaged_values, lost_records,
+    OperatorWrites, damaged_values, lost_records,
 )
 from .sqlite_schema import BUSY_TIMEOUT_MS, open_read_only, prepare, read_only_location
 from .sqlite_writer import Writer, is_busy
@@ -40,8 +40,10 @@ CHANGE_CHECK_SECONDS = 0.05
 RECLAIM_PAGES = 1024
 
 
-class SQLiteStore:
+class SQLiteStore(OperatorWrites):
     """Runs and records in one SQLite file."""
+
+    admin = sqlite_admin  # its operators' writes (OperatorWrites)
 
     def __init__(self, path: str, durability: str = "normal", read_only: bool = False) -> None:
         if durability not in DURABILITY:
@@ -241,25 +243,10 @@ class SQLiteStore:
     async def flush(self) -> None:
         await self._write(ops.flush)
 
-    # operators' writes
-
-    async def retry(self, run_id: str, now: float) -> tuple[str, int] | None:
-        return await self._write(admin.retry, run_id, now)
-
-    async def fork(self, run_id: str, new_run_id: str, at_seq: int, now: float) -> str:
-        return await self._write(admin.fork, run_id, new_run_id, at_seq, now)
-
-    async def pause(self, run_id: str, now: float) -> tuple[str, str | None] | None:
-        return await self._write(admin.pause, run_id, now)
-
-    async def resume(self, run_id: str, now: float) -> tuple[str, str] | None:
-        return await self._write(admin.resume, run_id, now)
-
-    async def prune(self, before: float, statuses: Sequence[str], limit: int) -> int:
-        return await self._write(admin.prune, before, list(statuses), limit)
+    # operators' writes (retry, fork, pause, resume, prune: OperatorWrites)
 
     async def reclaim(self) -> None:
-        while await self._write(admin.reclaim, RECLAIM_PAGES):
+        while await self._write(sqlite_admin.reclaim, RECLAIM_PAGES):
             await asyncio.sleep(0)  # one batch of pages per commit: other writes go in between
 
     # reads
