@@ -16,19 +16,13 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
-from . import operate
-from .calls import ASKED
+from . import inbox, operate
 from .check import check_runs
-from .codec import decode_any, encode, schema_violation
+from .codec import encode
 from .engine import Engine
 from .errors import (
     AppNotOpen,
     DefinitionError,
-    EncodingError,
-    InvalidAnswer,
-    PromptAlreadyAnswered,
-    PromptExpired,
-    PromptNotFound,
     RunAlreadyFinished,
     RunIdInUse,
     WorkflowNotFound,
@@ -44,11 +38,6 @@ __all__ = ["App", "RunHandle"]
 log = logging.getLogger("durable")
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-# Deeper answers are refused before anything is recorded: no prompt type a person
-# fills in nests this far, and the validators and encoders downstream have limits of their own.
-MAX_ANSWER_DEPTH = 64
-
 
 class RunHandle:
     """A started run: wait for its result or look at its status."""
@@ -446,53 +435,21 @@ class App:
         now = self._clock()  # a prompt past its deadline takes no answer, even before the worker closes it
         return [Prompt.from_row(row) for row in await self._store.pending_prompts(run_id) if not row.deadline or row.deadline > now]
 
+    async def send(self, run_id: str, topic: str, value: Any) -> None:
+        """Deliver a message to a run: the run's next ``ctx.receive(topic)`` gets it (at once, if one waits).
+
+        Messages are kept until received, and received in send order, each once.
+        Raises RunNotFound, RunAlreadyFinished (an ended run receives nothing),
+        or EncodingError (a value JSON cannot hold); nothing is written then.
+        """
+        await inbox.send(self._engine_now(), run_id, topic, value)
+
     async def answer(self, run_id: str, key: str, value: Any) -> None:
         """Record an answer once, validated against the prompt's schema (and type, when asked here); the run moves on.
 
-        Raises PromptNotFound, PromptAlreadyAnswered, or InvalidAnswer (nothing written).
+        Raises PromptNotFound, PromptAlreadyAnswered, PromptExpired, or InvalidAnswer (nothing written).
         """
-        engine = self._engine_now()
-        found = await self._store.prompt(run_id, key)
-        if found is None:
-            raise PromptNotFound(run_id, key)
-        status, schema, workflow_name, _ = found
-        if status == "answered":
-            raise PromptAlreadyAnswered(run_id, key)
-        if status == "expired":
-            raise PromptExpired(run_id, key)
-        if status != "waiting":
-            raise PromptNotFound(run_id, key)
-        if (depth := nesting(value, MAX_ANSWER_DEPTH)) > MAX_ANSWER_DEPTH:
-            raise InvalidAnswer(run_id, key, f"it is nested {depth} levels deep or more; answers may nest {MAX_ANSWER_DEPTH}")
-        try:
-            blob = encode(value, f"the answer to prompt {key!r}")
-        except EncodingError as exc:
-            raise InvalidAnswer(run_id, key, exc.reason) from None
-        problem = schema_violation(schema, decode_any(blob)) or ASKED.problem(workflow_name, key, schema, blob)
-        if problem is not None:
-            raise InvalidAnswer(run_id, key, problem)
-        before = await engine.answer(run_id, key, blob, workflow_name)
-        if before == "answered":
-            raise PromptAlreadyAnswered(run_id, key)
-        if before == "expired":
-            raise PromptExpired(run_id, key)
-        if before != "waiting":
-            raise PromptNotFound(run_id, key)
-        engine.notify()
-
-
-def nesting(value: Any, limit: int) -> int:
-    """How deeply lists and dicts nest in `value` (counting stops just past `limit`)."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, (list, tuple, dict)):
-            deepest = max(deepest, depth)
-            if depth > limit:
-                return depth
-            children = item.values() if isinstance(item, dict) else item
-            stack.extend((child, depth + 1) for child in children)
-    return deepest
+        await inbox.answer(self._engine_now(), run_id, key, value)
 
 
 def _check_run_id(run_id: str | None) -> str:

@@ -22,16 +22,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import msgspec
-import pydantic
 
 from .codec import Codec, encode, error_from_json, error_to_json
 from .errors import (
-    DuplicatePromptKey,
     EncodingError,
     JournalError,
     NondeterminismError,
     NotInWorkflow,
-    PromptExpired,
     StoreUnavailable,
     UnreadableRecord,
 )
@@ -42,7 +39,7 @@ if TYPE_CHECKING:
     from .engine import Engine
     from .store.base import Store
 
-__all__ = ["GRACEFUL", "HOLD_SECONDS", "NO_DEFAULT", "STOP_RANK", "STORE_FAULTS", "Calls", "Stop", "Suspend", "failing_step"]
+__all__ = ["GRACEFUL", "HOLD_SECONDS", "STOP_RANK", "STORE_FAULTS", "Calls", "Stop", "Suspend", "failing_step"]
 
 log = logging.getLogger("durable")
 
@@ -72,58 +69,8 @@ class Stop(BaseException):
     """Unwinds a workflow whose run was cancelled, taken over, is being shut down, or whose store failed."""
 
 
-@functools.lru_cache(maxsize=512)
-def type_adapter(tp: Any) -> pydantic.TypeAdapter[Any]:
-    return pydantic.TypeAdapter(tp)
-
-
-@functools.lru_cache(maxsize=512)
-def answer_schema(tp: Any) -> str:
-    """The JSON schema of an answer type, as stored with its prompt (pydantic rebuilds it at every call)."""
-    return encode(type_adapter(tp).json_schema(), f"the JSON schema of {tp!r}").decode()
-
-
-# ctx.ask(default=...) not given: an expired prompt raises PromptExpired.
-NO_DEFAULT: Any = type("NoDefault", (), {"__repr__": lambda self: "<no default>"})()
-
 # What decoding a recorded value raises when it no longer reads as its type.
 UNREADABLE = (EncodingError, msgspec.DecodeError, msgspec.ValidationError)
-
-
-class AskedTypes:
-    """The Python types of the prompts asked in this process, by (workflow, key, stored schema).
-
-    An answer given in a process that asked the prompt (the worker or server
-    that runs the workflow) is validated as that type before it is recorded: a
-    JSON schema cannot say everything a type checks (a validator, a pattern
-    pydantic does not export). Bounded: prompt keys made from data do not grow it.
-    """
-
-    LIMIT = 1024
-
-    def __init__(self) -> None:
-        self._types: dict[tuple[str, str, str], pydantic.TypeAdapter[Any]] = {}
-
-    def remember(self, workflow: str, key: str, schema: str, adapter: pydantic.TypeAdapter[Any]) -> None:
-        if len(self._types) >= self.LIMIT:
-            del self._types[next(iter(self._types))]
-        self._types[(workflow, key, schema)] = adapter
-
-    def problem(self, workflow: str, key: str, schema: str, blob: bytes) -> str | None:
-        """Why `blob` does not fit the prompt's Python type (None when it does, or the type is not known here)."""
-        adapter = self._types.get((workflow, key, schema))
-        if adapter is None:
-            return None
-        try:
-            adapter.validate_json(blob)
-        except pydantic.ValidationError as exc:
-            first = exc.errors()[0]
-            where = "".join(f"[{p!r}]" for p in first["loc"])
-            return f"{first['msg']}{f' at answer{where}' if where else ''}"
-        return None
-
-
-ASKED = AskedTypes()
 
 
 def from_step(error: BaseException, seq: int) -> BaseException:
@@ -391,68 +338,6 @@ class Calls:
         if record is None or record.status == "scheduled":
             self.store.complete_sleep_nowait(self.fence, seq, self.clock())
 
-    async def ask(
-        self, seq: int, question: str, tp: Any, key: str | None, timeout: float | None = None, default: Any = None
-    ) -> Any:
-        self._check("ask")
-        if key is None:
-            key = f"ask-{seq}"
-        if not isinstance(question, str):
-            raise TypeError(f"ctx.ask takes the question as a string, not {question!r}.")
-        if self.keys is None:
-            self.keys = set()
-        elif key in self.keys:
-            raise DuplicatePromptKey(self.run_id, key)
-        self.keys.add(key)
-        adapter = type_adapter(tp)
-        record = self.recorded.get(seq)
-        if record is not None:
-            if record.status == "answered":
-                try:
-                    return adapter.validate_json(record.value)  # type: ignore[arg-type]
-                except pydantic.ValidationError as exc:
-                    await self._reopen(key, exc)
-            elif record.status == "expired":
-                return self._expired(key, default)
-            elif record.status == "waiting" and (deadline := await self._deadline_of(key)) is not None:
-                if deadline > self.clock():
-                    self._wake_for(deadline)
-                elif await self._write(self.store.expire_prompt(self.fence, key, self.clock())):
-                    return self._expired(key, default)
-                # else answered at the last moment (or the run is no longer ours): unloaded, and replayed to read it
-        else:
-            schema = answer_schema(tp)
-            ASKED.remember(self.workflow.name, key, schema, adapter)
-            now = self.clock()
-            deadline = None if timeout is None else now + timeout
-            self._begin()
-            try:
-                ok = await self._write(self.store.append(
-                    self.fence, RecordRow(seq, "ask", key, "waiting", None, None, 1, now, None, question, schema, deadline)
-                ))  # fmt: skip
-            finally:
-                self._end()
-            if not ok:
-                self._lost()
-            self.known += 1
-            if deadline is not None:
-                self._wake_for(deadline)
-        await self._suspend()
-
-    async def _deadline_of(self, key: str) -> float | None:
-        """A waiting prompt's recorded deadline (read only here, where a replay reaches one)."""
-        found = await self._write(self.store.prompt(self.run_id, key))
-        return None if found is None else found[3]
-
-    def _wake_for(self, deadline: float) -> None:
-        """The run unloads waiting for a prompt with this deadline: the worker wakes it then."""
-        self.deadline = deadline if self.deadline is None else min(self.deadline, deadline)
-
-    def _expired(self, key: str, default: Any) -> Any:
-        if default is NO_DEFAULT:
-            raise PromptExpired(self.run_id, key)
-        return default
-
     async def _suspend(self) -> NoReturn:
         # Yield once first: parallel branches already started (asyncio.gather)
         # get to make their own calls, so all of a run's prompts are asked together.
@@ -464,13 +349,6 @@ class Calls:
                 raise
         self.suspending = True
         raise Suspend
-
-    async def _reopen(self, key: str, exc: pydantic.ValidationError) -> None:
-        # The answer matched the stored JSON schema but not the Python type (a
-        # constraint JSON schema cannot express): put the prompt back to waiting.
-        log.warning("run %s ✎ answer to %r does not fit its type; asking again: %s", self.run_id, key, exc)
-        if not await self._write(self.store.reopen_prompt(self.fence, key, self.clock())):
-            self._lost()
 
     def now(self, seq: int) -> dt.datetime:
         record = self.recorded.get(seq)

@@ -92,6 +92,14 @@ class Checking(Execution):
             self._stop_at(seq, f"an answer to prompt {record.name!r}")
         return await super().ask(seq, question, tp, key, *options)
 
+    async def receive(self, seq: int, topic: str, *options: Any) -> Any:
+        record = self.recorded.get(seq)
+        if record is None:
+            self._stop_at(seq)
+        if record.status == "waiting":
+            self._stop_at(seq, f"a message on {topic!r}")
+        return await super().receive(seq, topic, *options)
+
     async def _reopen(self, key: str, exc: pydantic.ValidationError) -> None:
         seq = next(s for s, r in self.recorded.items() if r.kind == "ask" and r.name == key)
         self._stop_at(seq, f"an answer to prompt {key!r} (the recorded one no longer fits its type, so it is asked again)")

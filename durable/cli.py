@@ -157,6 +157,21 @@ def answer(run_id: str, key: str, value: str, db: str) -> None:
 
 
 @main.command()
+@click.argument("run_id")
+@click.argument("topic")
+@click.argument("value")
+@db_option
+def send(run_id: str, topic: str, value: str, db: str) -> None:
+    """Send run RUN_ID a message on TOPIC: VALUE (JSON, else taken as a plain string), for its ctx.receive(TOPIC)."""
+    try:
+        parsed: Any = msgspec.json.decode(value)
+    except msgspec.DecodeError:
+        parsed = value
+    with_app(db, lambda app: app.send(run_id, topic, parsed))
+    click.echo(f"sent run {run_id} a message on {topic}")
+
+
+@main.command()
 @db_option
 def doctor(db: str) -> None:
     """Check the journal: the store's integrity check, every run's record count, every stored value (exit 1 on findings)."""

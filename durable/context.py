@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .calls import NO_DEFAULT
+from .waits import NO_DEFAULT
 from .steps import STUBS, step_spec
 
 if TYPE_CHECKING:
@@ -95,12 +96,9 @@ class Context:
         """
         if key is not None and (not isinstance(key, str) or not key):
             raise TypeError(f"ctx.ask(key=...) takes a non-empty string, not {key!r}.")
-        if isinstance(timeout, dt.timedelta):
-            timeout = timeout.total_seconds()
-        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0):
-            raise TypeError(f"ctx.ask(timeout=...) takes seconds >= 0 or a timedelta, not {timeout!r}.")
+        seconds = _seconds("ctx.ask", timeout)
         ex = self._ex
-        return ex.ask(ex.take("ask", key), question, type, key, timeout, default)
+        return ex.ask(ex.take("ask", key), question, type, key, seconds, default)
 
     def patched(self, patch_id: str) -> bool:
         """Whether this run takes the new path of a code change named `patch_id`.
@@ -119,6 +117,41 @@ class Context:
             raise TypeError(f"ctx.patched takes a non-empty string naming the patch, not {patch_id!r}.")
         return self._ex.patched(patch_id)
 
+    def receive(
+        self, topic: str, *, type: Any = Any, timeout: float | dt.timedelta | None = None, default: Any = NO_DEFAULT
+    ) -> Awaitable[Any]:
+        """The next message sent to this run on `topic` (``app.send``), validated as `type`; waits unloaded until one comes.
+
+        Messages wait in the journal until received, and are received in send
+        order, each once. The value is recorded with the receive, so replay returns it.
+
+        Args:
+            topic: the name senders use, e.g. ``"payment"``.
+            type: what the message must be (validated by pydantic; InvalidMessage if it does not fit).
+            timeout: seconds (or a timedelta) to wait at most; then `default`, or ReceiveTimedOut.
+        Example:
+            paid = await ctx.receive("payment", type=Payment, timeout=3600, default=None)
+        """
+        if not isinstance(topic, str) or not topic:
+            raise TypeError(f"ctx.receive takes a topic (a non-empty string), not {topic!r}.")
+        seconds = _seconds("ctx.receive", timeout)
+        ex = self._ex
+        return ex.receive(ex.take("receive", topic), topic, type, seconds, default)
+
+    @property
+    def is_replaying(self) -> bool:
+        """True while the run is still returning recorded results (before the first call it executes anew)."""
+        return self._ex.next_seq < self._ex.replay_end
+
+    @property
+    def logger(self) -> logging.LoggerAdapter[logging.Logger]:
+        """A logger for the workflow (``durable.workflow.<name>``) that stays quiet while the run replays.
+
+        Example:
+            ctx.logger.info("charging %s", order_id)   # logged once, not again at every resume
+        """
+        return ReplayQuietLogger(self)
+
     def now(self) -> dt.datetime:
         """The current UTC time, recorded on first execution and identical on replay."""
         ex = self._ex
@@ -126,3 +159,25 @@ class Context:
 
     def __repr__(self) -> str:
         return f"<Context run_id={self.run_id!r} workflow={self.workflow!r}>"
+
+
+def _seconds(call: str, timeout: float | dt.timedelta | None) -> float | None:
+    if isinstance(timeout, dt.timedelta):
+        timeout = timeout.total_seconds()
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0):
+        raise TypeError(f"{call}(timeout=...) takes seconds >= 0 or a timedelta, not {timeout!r}.")
+    return timeout
+
+
+class ReplayQuietLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """``ctx.logger``: logs what the workflow does now, not again what it replays."""
+
+    def __init__(self, ctx: Context) -> None:
+        super().__init__(logging.getLogger(f"durable.workflow.{ctx.workflow}"), {"run_id": ctx.run_id})
+        self._ctx = ctx
+
+    def isEnabledFor(self, level: int) -> bool:  # noqa: N802 - logging's name
+        return not self._ctx.is_replaying and self.logger.isEnabledFor(level)
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        return f"run {self._ctx.run_id}: {msg}", kwargs

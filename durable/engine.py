@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from .calls import HOLD_SECONDS
@@ -20,12 +20,15 @@ from .codec import error_to_json
 from .errors import AppNotOpen, JournalError, RunIdInUse, RunNotFound, StoreUnavailable
 from .owner import Owner, is_dead_here, resume_reason as _reason
 from .replay import Execution
-from .store.base import FINAL, Claimed, Fence, Recorded, RunRow, Store
+from .store.base import FINAL, Answered, Claimed, Fence, Recorded, RunRow, Store
 from .workflow import Workflow, ended_outcome
 
 __all__ = ["Engine"]
 
 log = logging.getLogger("durable")
+
+# An answer or a message, as the store writes it: (claimant or None, lease seconds) -> its outcome.
+Deliver = Callable[[str | None, float], Awaitable[Answered | None]]
 
 # How long a waiter sleeps after a store fault before it looks again.
 RETRY_SECONDS = 0.5
@@ -364,40 +367,30 @@ class Engine:
 
     # --- answers and cancels --------------------------------------------------------------
 
-    async def answer(self, run_id: str, key: str, blob: bytes, workflow_name: str) -> str | None:
-        """Record an answer; if it makes the run ready and this process can execute it, claim and resume it here.
-
-        Returns the prompt's status before the answer.
+    async def deliver(self, run_id: str, workflow_name: str, write: Deliver, why: str) -> Answered | None:
+        """Apply an answer or a message (`write(claimant, lease_seconds)`); if it makes the run ready and this
+        process can execute it, the same commit claims it, and it is resumed here at once.
         """
-        take = (
-            not self.closing
-            and workflow_name in self.workflows
-            and self.room() > 0
-            and not self.busy(run_id)
-        )
+        take = not self.closing and workflow_name in self.workflows and self.room() > 0 and not self.busy(run_id)
         if not take:
-            answered = await self.store.answer(run_id, key, blob, self.clock())
-            if answered.before == "waiting":
-                log.info("run %s ✎ prompt %s answered", run_id, key)
-            if answered.ready:
+            delivered = await write(None, 0.0)
+            if delivered is not None and delivered.ready:
                 self.kick()
-            return answered.before
+            return delivered
         self._mark(run_id)
-        claim = asyncio.ensure_future(self._answer_and_resume(run_id, key, blob))
+        claim = asyncio.ensure_future(self._deliver_and_resume(run_id, write, why))
         self._claims[claim] = run_id
         claim.add_done_callback(self._claim_done)
         # Once queued, the write commits whether or not our caller waits for it:
         # the claim then runs to its end, so a claimed run is always resumed or released.
         return await asyncio.shield(claim)
 
-    async def _answer_and_resume(self, run_id: str, key: str, blob: bytes) -> str | None:
+    async def _deliver_and_resume(self, run_id: str, write: Deliver, why: str) -> Answered | None:
         try:
-            answered = await self.store.answer(run_id, key, blob, self.clock(), self.owner, self.lease_seconds)
-            if answered.before == "waiting":
-                log.info("run %s ✎ prompt %s answered", run_id, key)
-            if answered.claimed is not None:  # the run is ready, and now ours
-                await self.resume(answered.claimed, "prompt answered")
-            return answered.before
+            delivered = await write(self.owner, self.lease_seconds)
+            if delivered is not None and delivered.claimed is not None:  # the run is ready, and now ours
+                await self.resume(delivered.claimed, why)
+            return delivered
         finally:
             self._unmark(run_id)
 

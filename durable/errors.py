@@ -22,6 +22,8 @@
     ├── PromptNotFound          no pending prompt with that key
     ├── PromptAlreadyAnswered   the prompt has its answer already
     ├── PromptExpired           the prompt's timeout passed unanswered (in the workflow, and to a late answerer)
+    ├── InvalidMessage          a received message does not fit ctx.receive's type (in the workflow)
+    ├── ReceiveTimedOut         ctx.receive's timeout passed with no message (also a TimeoutError)
     ├── InvalidAnswer           the answer does not match the prompt's schema
     ├── AppNotOpen              the App is used outside ``async with app:``
     ├── JournalError            the journal cannot be used: corrupt, foreign, too new, or unreachable by its URL
@@ -43,12 +45,14 @@ __all__ = [
     "EncodingError",
     "InvalidAnswer",
     "InvalidArguments",
+    "InvalidMessage",
     "JournalError",
     "NondeterminismError",
     "NotInWorkflow",
     "PromptAlreadyAnswered",
     "PromptExpired",
     "PromptNotFound",
+    "ReceiveTimedOut",
     "RunAlreadyFinished",
     "RunCancelled",
     "RunExists",
@@ -171,14 +175,19 @@ class RunCancelled(DurableError):
 
 
 class RunAlreadyFinished(DurableError):
-    """The run has ended, so there is nothing to cancel."""
+    """The run has ended, so there is nothing to cancel (or pause, or send a message to)."""
 
-    def __init__(self, run_id: str, status: str) -> None:
-        super().__init__(run_id, status)
-        self.run_id, self.status = run_id, status
+    def __init__(self, run_id: str, status: str, action: str = "cancel") -> None:
+        super().__init__(run_id, status, action)
+        self.run_id, self.status, self.action = run_id, status, action
 
     def describe(self) -> str:
-        return f"Run {self.run_id!r} already ended with status {self.status!r}; there is nothing to cancel."
+        if self.action == "send":
+            return (
+                f"Run {self.run_id!r} already ended with status {self.status!r}: it receives no more messages, "
+                "and nothing was stored. Send it to a run that is still going."
+            )
+        return f"Run {self.run_id!r} already ended with status {self.status!r}; there is nothing to {self.action}."
 
 
 class WrongRunStatus(DurableError):
@@ -358,6 +367,34 @@ class PromptExpired(DurableError):
         return (
             f"Prompt {self.key!r} of run {self.run_id!r} expired: its timeout passed with no answer, so it takes "
             "none any more. Give ctx.ask a default= to go on without one."
+        )
+
+
+class InvalidMessage(DurableError):
+    """A message a run received does not fit the type its ctx.receive asked for (raised in the workflow)."""
+
+    def __init__(self, run_id: str, topic: str, reason: str) -> None:
+        super().__init__(run_id, topic, reason)
+        self.run_id, self.topic, self.reason = run_id, topic, reason
+
+    def describe(self) -> str:
+        return (
+            f"Run {self.run_id!r} received a message on {self.topic!r} that does not fit ctx.receive's type: "
+            f"{self.reason}. The message is consumed; catch InvalidMessage in the workflow to go on without it."
+        )
+
+
+class ReceiveTimedOut(DurableError, TimeoutError):
+    """ctx.receive's timeout passed with no message on its topic, and no default was given."""
+
+    def __init__(self, run_id: str, topic: str, timeout: float | None) -> None:
+        super().__init__(run_id, topic, timeout)
+        self.run_id, self.topic, self.timeout = run_id, topic, timeout
+
+    def describe(self) -> str:
+        return (
+            f"Run {self.run_id!r} received no message on {self.topic!r} within {self.timeout:g} s. "
+            "Give ctx.receive a default= to go on without one."
         )
 
 

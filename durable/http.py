@@ -58,8 +58,8 @@ from .errors import (
 )
 from .http_edges import BodyLimit, QuietDisconnects
 from .http_models import (
-    Answer, Answered, Cancelled, DurableApp, Fork, Health, PromptOut, RunId, RunOut, RunStarted, StartRun,
-    WorkflowOut, errors, errors_as_json, out,
+    Answer, Answered, Cancelled, DurableApp, Fork, Health, MessageIn, PromptOut, RunId, RunOut, RunStarted, Sent,
+    StartRun, WorkflowOut, errors, errors_as_json, out,
 )
 from .model import Cursor
 
@@ -177,6 +177,13 @@ async def cancel_run(run_id: RunId, app: DurableApp) -> Any:
     """Stop a run for good."""
     await app.cancel(run_id)
     return Cancelled(run_id=run_id)
+
+
+@router.post("/runs/{run_id}/messages/{topic}", response_model=Sent, status_code=202, responses=errors(400, 404, 409, 422))
+async def send_message(run_id: RunId, topic: str, body: MessageIn, app: DurableApp) -> Any:
+    """Send the run a message on `topic`, for its next `ctx.receive(topic)`; kept until received, in send order."""
+    await app.send(run_id, topic, body.value)
+    return Sent(run_id=run_id, topic=topic)
 
 
 @router.post("/runs/{run_id}/retry", response_model=RunStarted, responses=errors(404, 409))

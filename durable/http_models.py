@@ -12,7 +12,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from .app import STATUSES, App
 
 __all__ = [
-    "Answer", "Answered", "Cancelled", "DurableApp", "ErrorOut", "Fork", "Health", "Model", "PromptOut", "RecordOut",
+    "Answer", "Answered", "Cancelled", "DurableApp", "ErrorOut", "Fork", "MessageIn", "Sent", "Health", "Model", "PromptOut", "RecordOut",
     "RequestBody", "RunId", "RunOut", "RunStarted", "StartRun", "WorkflowOut", "errors", "errors_as_json", "out",
 ]  # fmt: skip
 
@@ -57,7 +57,9 @@ class RunStarted(Model):
 
 class RecordOut(Model):
     seq: int
-    kind: str = Field(description="step, sleep, ask, now or patch (a ctx.patched marker); 'run' for a set-aside run error.")
+    kind: str = Field(
+        description="step, sleep, ask, receive, now or patch (a ctx.patched marker); 'run' for a set-aside run error."
+    )
     name: str = Field(description="The step's name, or the prompt's key.")
     status: str
     value: Any = None
@@ -98,6 +100,15 @@ class PromptOut(Model):
 
 class Answer(RequestBody):
     value: Any = Field(description="The answer, any JSON value matching the prompt's schema.")
+
+
+class MessageIn(RequestBody):
+    value: Any = Field(description="The message, any JSON value; the receiving ctx.receive validates it as its type.")
+
+
+class Sent(Model):
+    run_id: str
+    topic: str
 
 
 class Fork(RequestBody):

@@ -21,11 +21,12 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .calls import GRACEFUL, STOP_RANK, STORE_FAULTS, UTC, Calls, Stop, Suspend, failing_step
+from .calls import GRACEFUL, STOP_RANK, STORE_FAULTS, UTC, Stop, Suspend, failing_step
 from .codec import error_from_json, error_to_json
 from .context import Context
 from .errors import EncodingError, JournalError, NondeterminismError, SignatureChanged, StoreUnavailable
 from .store.base import Fence, Recorded
+from .waits import Waits
 from .workflow import Workflow
 
 if TYPE_CHECKING:
@@ -36,13 +37,13 @@ __all__ = ["Execution"]
 log = logging.getLogger("durable")
 
 
-class Execution(Calls):
+class Execution(Waits):
     """One run being executed by this process."""
 
     __slots__ = (
         "engine", "store", "clock", "fence", "workflow", "run_id", "args", "decoded", "recorded", "known", "next_seq", "keys",
         "inflight", "_settled", "wake_at", "deadline", "suspending", "parking", "stop_reason", "store_error", "violation", "active",
-        "status", "result", "error", "task", "replay_each",
+        "status", "result", "error", "task", "replay_each", "replay_end",
     )  # fmt: skip
 
     def __init__(
@@ -63,6 +64,7 @@ class Execution(Calls):
         self.args = args
         self.decoded = decoded  # the arguments, when the caller has just decoded them from `args`
         self.recorded = {r.seq: r for r in records}
+        self.replay_end = records[-1].seq + 1 if records else 0  # ctx.is_replaying: a call before it has a record
         # Records known to be committed: those loaded, and appends confirmed since (a lower
         # bound: unawaited ones are left out). Stored with the run when it parks or ends, so
         # that a journal that later holds fewer is known to have lost some.

@@ -164,6 +164,18 @@ async def retrier(ctx: durable.Context) -> str:
         return "gave up"
 
 
+def got(i: int) -> int:
+    note(f"got {i}")
+    time.sleep(0.003)
+    return i
+
+
+@app.workflow
+async def collector(ctx: durable.Context) -> list[int]:
+    """Receives 100 messages on topic 'n', one step each."""
+    return [await ctx.step(got, await ctx.receive("n", type=int)) for _ in range(100)]
+
+
 async def main() -> None:
     async with app:
         args = (float(sys.argv[sys.argv.index("--seconds") + 1]),) if "--seconds" in sys.argv else ()

@@ -406,8 +406,8 @@ async def test_a_waiting_run_wakes_at_its_prompts_deadline_and_a_late_answer_is_
     [claimed] = await b.claim_ready("B", ["wf"], [], 10, LEASE, 50.0)
     assert (claimed.run_id, claimed.status) == ("r", "waiting")
     late = Fence("r", "B", claimed.epoch)
-    assert await a.expire_prompt(fence, "x", 51.0) is False  # the old owner is fenced out
-    assert await b.expire_prompt(late, "x", 51.0) is True
+    assert await a.expire(fence, 0, 51.0) is False  # the old owner is fenced out
+    assert await b.expire(late, 0, 51.0) is True
     assert (await b.answer("r", "x", b"true", 52.0)).before == "expired"
     assert [(r.status, r.deadline) for r in await a.load_records("r")] == [("expired", 50.0)]
 
@@ -422,7 +422,7 @@ async def test_an_answer_before_the_deadline_wins_and_a_sleep_can_wake_a_waiting
     assert (answered.before, answered.ready) == ("waiting", True)
     claimed = await a.claim("r", "pending", None, "A", LEASE, 11.0)
     assert claimed is not None
-    assert await a.expire_prompt(Fence("r", "A", claimed.epoch), "x", 60.0) is False  # answered first
+    assert await a.expire(Fence("r", "A", claimed.epoch), 0, 60.0) is False  # answered first
 
 
 # --- operators' writes ---------------------------------------------------------------------------

@@ -289,8 +289,8 @@ class Store(Protocol):
         """Discard an answer the workflow could not use, so the prompt waits again."""
         ...
 
-    async def expire_prompt(self, fence: Fence, key: str, now: float) -> bool:
-        """Close a prompt whose deadline passed unanswered ('expired'); False if it was answered first, or fenced out."""
+    async def expire(self, fence: Fence, seq: int, now: float) -> bool:
+        """Close a prompt or receive whose deadline passed ('expired'); False if answered or delivered first, or fenced out."""
         ...
 
     def complete_sleep_nowait(self, fence: Fence, seq: int, now: float) -> None:
@@ -306,6 +306,21 @@ class Store(Protocol):
 
         A prompt whose deadline is at or before `now` takes no answer: its status is then reported as 'expired'.
         """
+        ...
+
+    async def send(
+        self, run_id: str, topic: str, value: bytes, now: float, claimant: str | None = None, lease_seconds: float = 0.0
+    ) -> Answered | None:
+        """Deliver a message: into the run's earliest waiting receive of `topic`, else queued for the next one.
+
+        Returns (the run's status before, whether the run is now ready, its claim
+        when `claimant` took it); None if there is no such run. A run that ended
+        gets nothing (its status says why).
+        """
+        ...
+
+    async def receive(self, fence: Fence, seq: int, topic: str, now: float, deadline: float | None) -> tuple[bool, bytes | None]:
+        """Record a receive: (False, None) if fenced out; else (True, the oldest queued message of `topic` or None: it waits)."""
         ...
 
     async def cancel(self, run_id: str, now: float) -> tuple[str, str | None] | None:
@@ -377,11 +392,11 @@ class Store(Protocol):
     async def pending_prompts(self, run_id: str | None) -> list[PromptRow]: ...
 
     async def prompt(self, run_id: str, key: str) -> tuple[str, str, str, float | None] | None:
-        """A prompt's (status, schema, workflow, deadline), or None if the run never asked it.
+        """A prompt's (status, schema, workflow, deadline), or None if the run never asked it."""
+        ...
 
-        Replay reads a waiting prompt's deadline here (it is not among the records
-        replay loads: a column more on every record would cost every replay).
-        """
+    async def deadline(self, run_id: str, seq: int) -> float | None:
+        """The deadline of a run's waiting prompt or receive at `seq` (read where replay reaches one, not with every record)."""
         ...
 
     async def held(self, owner: str) -> dict[str, tuple[int, bool]]:

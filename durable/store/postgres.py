@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import JournalError, StoreUnavailable
-from . import postgres_admin
+from . import postgres_admin, postgres_messages
 from . import postgres_ops as ops
 from . import redact, split_url
 from .base import (
@@ -325,8 +325,8 @@ class PostgresStore(OperatorWrites):
     async def reopen_prompt(self, fence: Fence, key: str, now: float) -> bool:
         return await self._write(ops.reopen_prompt, *fence, key, now)
 
-    async def expire_prompt(self, fence: Fence, key: str, now: float) -> bool:
-        return await self._write(ops.expire_prompt, *fence, key, now)
+    async def expire(self, fence: Fence, seq: int, now: float) -> bool:
+        return await self._write(ops.expire, *fence, seq, now)
 
     def complete_sleep_nowait(self, fence: Fence, seq: int, now: float) -> None:
         self._batcher.submit_nowait(ops.complete_sleep, *fence, seq, now)
@@ -337,6 +337,14 @@ class PostgresStore(OperatorWrites):
         self, run_id: str, key: str, value: bytes, now: float, claimant: str | None = None, lease_seconds: float = 0.0
     ) -> Answered:
         return await self._write(ops.answer, run_id, key, value, now, claimant, lease_seconds)
+
+    async def send(
+        self, run_id: str, topic: str, value: bytes, now: float, claimant: str | None = None, lease_seconds: float = 0.0
+    ) -> Answered | None:
+        return await self._write(postgres_messages.send, run_id, topic, value, now, claimant, lease_seconds)
+
+    async def receive(self, fence: Fence, seq: int, topic: str, now: float, deadline: float | None) -> tuple[bool, bytes | None]:
+        return await self._write(postgres_messages.receive, *fence, seq, topic, now, deadline)
 
     async def cancel(self, run_id: str, now: float) -> tuple[str, str | None] | None:
         return await self._write(ops.cancel, run_id, now)
@@ -396,7 +404,7 @@ class PostgresStore(OperatorWrites):
         rows = await self._fetch(
             "SELECT r.run_id, runs.workflow, r.seq, r.name, r.question, r.schema, r.started_at, r.deadline"
             " FROM durable.records AS r JOIN durable.runs AS runs ON runs.run_id = r.run_id"
-            " WHERE r.status = 'waiting' AND ($1::text IS NULL OR r.run_id = $1) ORDER BY r.started_at, r.run_id",
+            " WHERE r.status = 'waiting' AND r.kind = 'ask' AND ($1::text IS NULL OR r.run_id = $1) ORDER BY r.started_at, r.run_id",
             run_id,
         )
         return [PromptRow(*r) for r in rows]
@@ -408,6 +416,10 @@ class PostgresStore(OperatorWrites):
             run_id, key,
         )  # fmt: skip
         return tuple(rows[0]) if rows else None  # type: ignore[return-value]
+
+    async def deadline(self, run_id: str, seq: int) -> float | None:
+        rows = await self._fetch("SELECT deadline FROM durable.records WHERE run_id = $1 AND seq = $2", run_id, seq)
+        return rows[0][0] if rows else None
 
     async def held(self, owner: str) -> dict[str, tuple[int, bool]]:
         rows = await self._fetch(

@@ -62,7 +62,7 @@ async def fork(conn: Any, run_id: str, new_run_id: str, at_seq: int, now: float)
         return "exists" if exists else "missing"
     copied = _count(await conn.execute(
         "INSERT INTO durable.records (run_id, seq, kind, name, status, value, error, attempts, started_at,"
-        " finished_at, question, schema, deadline) SELECT $1, seq, kind, name, CASE WHEN kind = 'ask'"
+        " finished_at, question, schema, deadline) SELECT $1, seq, kind, name, CASE WHEN kind IN ('ask', 'receive')"
         " AND status = 'cancelled' THEN 'waiting' ELSE status END, value, error, attempts, started_at, finished_at,"
         " question, schema, deadline"
         " FROM durable.records WHERE run_id = $2 AND seq < $3",
@@ -112,6 +112,6 @@ async def prune(conn: Any, before: float, statuses: list[str], limit: int) -> in
     if not ids:
         return 0
     deleted = 0
-    for table in ("records", "set_aside", "runs"):
+    for table in ("records", "set_aside", "messages", "runs"):
         deleted = _count(await conn.execute(f"DELETE FROM durable.{table} WHERE run_id = ANY($1::text[])", ids))
     return deleted

@@ -28,10 +28,11 @@ __all__ = [
     "cancel",
     "claim",
     "claim_ready",
+    "ready_if_none_waits",
     "complete_sleep",
     "create_pending",
     "create_running",
-    "expire_prompt",
+    "expire",
     "finish",
     "flush",
     "park",
@@ -135,12 +136,12 @@ async def reopen_prompt(conn: Any, run_id: str, owner: str, epoch: int, key: str
     return _count(status) == 1
 
 
-async def expire_prompt(conn: Any, run_id: str, owner: str, epoch: int, key: str, now: float) -> bool:
+async def expire(conn: Any, run_id: str, owner: str, epoch: int, seq: int, now: float) -> bool:
     status = await conn.execute(
         f"UPDATE durable.records SET status = 'expired', finished_at = {changed_at('$5', '$1')}"
-        " WHERE run_id = $1 AND kind = 'ask' AND name = $4 AND status = 'waiting'"
+        " WHERE run_id = $1 AND seq = $4 AND status = 'waiting'"
         " AND EXISTS (SELECT 1 FROM durable.runs WHERE run_id = $1 AND owner = $2 AND epoch = $3 FOR SHARE)",
-        run_id, owner, epoch, key, now,
+        run_id, owner, epoch, seq, now,
     )  # fmt: skip
     return _count(status) == 1
 
@@ -336,8 +337,17 @@ async def answer(conn: Any, run_id: str, key: str, value: bytes, now: float, cla
             run_id, key, now,
         )  # fmt: skip
         return Answered(status, False, None)
-    # The run is ready once no prompt waits. The answering process may take it at
-    # once (it has the workflow and room): one commit instead of two.
+    return Answered("waiting", *await ready_if_none_waits(conn, run_id, now, claimant, lease))
+
+
+async def ready_if_none_waits(
+    conn: Any, run_id: str, now: float, claimant: str | None, lease: float
+) -> tuple[bool, Claimed | None]:
+    """After an answer or a delivered message (the run's row locked): a waiting run none of whose records waits is ready.
+
+    The process that answered may take it at once (it has the workflow and
+    room): one commit instead of two. Returns (ready, the claim if taken).
+    """
     row = await conn.fetchrow(
         "UPDATE durable.runs SET status = CASE WHEN $3::text IS NULL THEN 'pending' ELSE 'running' END,"
         " ready = CASE WHEN $3::text IS NULL THEN 'answered' END, owner = $3,"
@@ -349,9 +359,8 @@ async def answer(conn: Any, run_id: str, key: str, value: bytes, now: float, cla
         now, run_id, claimant, lease,
     )  # fmt: skip
     if row is None:
-        return Answered("waiting", False, None)
-    claimed = None if claimant is None else Claimed(run_id, row[0], row[1], row[2], "waiting", None, "answered", row[3])
-    return Answered("waiting", True, claimed)
+        return False, None
+    return True, None if claimant is None else Claimed(run_id, row[0], row[1], row[2], "waiting", None, "answered", row[3])
 
 
 answer.notifies = True  # type: ignore[attr-defined]
@@ -378,6 +387,6 @@ cancel.notifies = True  # type: ignore[attr-defined]  # the process executing it
 
 # One statement, committing on its own: no BEGIN/COMMIT when alone in a batch.
 for _op in (
-    flush, select_run, append, replace, complete_sleep, reopen_prompt, expire_prompt, create_running, claim_ready, renew,
+    flush, select_run, append, replace, complete_sleep, reopen_prompt, expire, create_running, claim_ready, renew,
 ):  # fmt: skip
     _op.autocommit = True  # type: ignore[attr-defined]

@@ -86,6 +86,17 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX set_aside_by_run ON durable.set_aside (run_id, seq)",
         # and a prompt's deadline (ctx.ask(timeout=...)): when it expires unanswered
         "ALTER TABLE durable.records ADD COLUMN deadline double precision",
+        # and messages sent to runs (app.send): kept until a ctx.receive takes one (`seq`: the receive's record)
+        """CREATE TABLE durable.messages (
+            id      bigserial PRIMARY KEY,
+            run_id  text NOT NULL,
+            topic   text NOT NULL,
+            value   bytea NOT NULL,
+            sent_at double precision NOT NULL,
+            seq     integer
+        )""",
+        "CREATE INDEX messages_queued ON durable.messages (run_id, topic, id) WHERE seq IS NULL",
+        "CREATE INDEX messages_by_run ON durable.messages (run_id)",
     ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -21,7 +21,7 @@ from typing import Any
 import aiosqlite
 
 from ..errors import JournalError, StoreUnavailable
-from . import sqlite_admin
+from . import sqlite_admin, sqlite_messages
 from . import sqlite_ops as ops
 from .base import (
     FINAL, LOST_RECORDS, SET_ASIDE, VALUES_AFTER, Answered, Claimed, Fence, PromptRow, RecordRow, Recorded, RunRow,
@@ -224,8 +224,8 @@ class SQLiteStore(OperatorWrites):
     async def reopen_prompt(self, fence: Fence, key: str, now: float) -> bool:
         return await self._write(ops.reopen_prompt, fence, key, now)
 
-    async def expire_prompt(self, fence: Fence, key: str, now: float) -> bool:
-        return await self._write(ops.expire_prompt, fence, key, now)
+    async def expire(self, fence: Fence, seq: int, now: float) -> bool:
+        return await self._write(ops.expire, fence, seq, now)
 
     def complete_sleep_nowait(self, fence: Fence, seq: int, now: float) -> None:
         if self._writer is None:
@@ -236,6 +236,14 @@ class SQLiteStore(OperatorWrites):
         self, run_id: str, key: str, value: bytes, now: float, claimant: str | None = None, lease_seconds: float = 0.0
     ) -> Answered:
         return await self._write(ops.answer, run_id, key, value, now, claimant, lease_seconds)
+
+    async def send(
+        self, run_id: str, topic: str, value: bytes, now: float, claimant: str | None = None, lease_seconds: float = 0.0
+    ) -> Answered | None:
+        return await self._write(sqlite_messages.send, run_id, topic, value, now, claimant, lease_seconds)
+
+    async def receive(self, fence: Fence, seq: int, topic: str, now: float, deadline: float | None) -> tuple[bool, bytes | None]:
+        return await self._write(sqlite_messages.receive, *fence, seq, topic, now, deadline)
 
     async def cancel(self, run_id: str, now: float) -> tuple[str, str | None] | None:
         return await self._write(ops.cancel, run_id, now)
@@ -299,7 +307,7 @@ class SQLiteStore(OperatorWrites):
         rows = await self._fetch(
             "SELECT r.run_id, runs.workflow, r.seq, r.name, r.question, r.schema, r.started_at, r.deadline"
             " FROM records AS r JOIN runs ON runs.run_id = r.run_id"
-            " WHERE r.status = 'waiting' AND (?1 IS NULL OR r.run_id = ?1) ORDER BY r.started_at, r.run_id",
+            " WHERE r.status = 'waiting' AND r.kind = 'ask' AND (?1 IS NULL OR r.run_id = ?1) ORDER BY r.started_at, r.run_id",
             (run_id,),
         )
         return list(map(PromptRow._make, rows))
@@ -311,6 +319,10 @@ class SQLiteStore(OperatorWrites):
             (run_id, key),
         )
         return tuple(rows[0]) if rows else None  # type: ignore[return-value]
+
+    async def deadline(self, run_id: str, seq: int) -> float | None:
+        rows = await self._fetch("SELECT deadline FROM records WHERE run_id = ? AND seq = ?", (run_id, seq))
+        return rows[0][0] if rows else None
 
     async def held(self, owner: str) -> dict[str, tuple[int, bool]]:
         rows = await self._fetch(

@@ -51,10 +51,11 @@ def fork(conn: sqlite3.Connection, run_id: str, new_run_id: str, at_seq: int, no
     """Copy a run's records before `at_seq` into a new pending run: 'forked', 'missing' or 'exists'."""
     if conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (new_run_id,)).fetchone() is not None:
         return "exists"
-    # A prompt cancelled with its run is asked again in the fork; every other record is copied as it is.
+    # A prompt (or receive) cancelled with its run waits again in the fork; every other record is copied as it is.
     copied = conn.execute(
         "INSERT INTO records (run_id, seq, kind, name, status, value, error, attempts, started_at, finished_at,"
-        " question, schema, deadline) SELECT ?1, seq, kind, name, CASE WHEN kind = 'ask' AND status = 'cancelled'"
+        " question, schema, deadline) SELECT ?1, seq, kind, name, CASE WHEN kind IN ('ask', 'receive')"
+        " AND status = 'cancelled'"
         " THEN 'waiting' ELSE status END, value, error, attempts, started_at, finished_at, question, schema, deadline"
         " FROM records WHERE run_id = ?2 AND seq < ?3",
         (new_run_id, run_id, at_seq),
@@ -113,7 +114,7 @@ def prune(conn: sqlite3.Connection, before: float, statuses: list[str], limit: i
     if not ids:
         return 0
     chosen = ", ".join("?" for _ in ids)
-    for table in ("records", "set_aside", "runs"):  # one transaction: no other writer comes between
+    for table in ("records", "set_aside", "messages", "runs"):  # one transaction: no other writer comes between
         deleted = conn.execute(f"DELETE FROM {table} WHERE run_id IN ({chosen})", ids).rowcount
     return deleted
 

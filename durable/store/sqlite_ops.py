@@ -14,8 +14,8 @@ from typing import Any
 from .base import FINAL, Answered, Claimed, Fence, RunRow
 
 __all__ = [
-    "CLAIMABLE", "RECORD", "RUN", "answer", "append", "cancel", "checkpoint", "claim", "claim_ready",
-    "complete_sleep", "create_run", "expire_prompt", "finish", "flush", "park", "release", "renew", "reopen_prompt", "replace",
+    "CHANGED_AT", "CLAIMABLE", "RECORD", "RUN", "answer", "append", "cancel", "checkpoint", "claim", "claim_ready",
+    "complete_sleep", "create_run", "expire", "finish", "ready_if_none_waits", "flush", "park", "release", "renew", "reopen_prompt", "replace",
     "select_run",
 ]  # fmt: skip
 
@@ -26,7 +26,7 @@ RECORD = "seq, kind, name, status, value, error, attempts, started_at, finished_
 # The time of an in-place change (a prompt answered, cancelled or reopened, a
 # sleep done): strictly later than every earlier such change of the run, so the
 # order of these times is their commit order and a watcher can resume after one.
-_CHANGED_AT = (
+CHANGED_AT = (
     "MAX(:now, COALESCE((SELECT MAX(finished_at) FROM records"
     " WHERE run_id = :run_id AND kind IN ('ask', 'sleep')), 0) + 0.000001)"
 )
@@ -175,7 +175,7 @@ def answer(
     conn: sqlite3.Connection, run_id: str, key: str, value: bytes, now: float, claimant: str | None, lease: float
 ) -> Answered:
     cur = conn.execute(
-        f"UPDATE records SET status = 'answered', value = :value, finished_at = {_CHANGED_AT}"
+        f"UPDATE records SET status = 'answered', value = :value, finished_at = {CHANGED_AT}"
         " WHERE run_id = :run_id AND kind = 'ask' AND name = :key AND status = 'waiting'"
         " AND (deadline IS NULL OR deadline > :now)",
         {"value": value, "now": now, "run_id": run_id, "key": key},
@@ -187,8 +187,17 @@ def answer(
             (now, run_id, key),
         ).fetchone()
         return Answered(None if row is None else row[0], False, None)
-    # The run is ready once no prompt waits. The answering process may take it at
-    # once (it has the workflow and room): one commit instead of two.
+    return Answered("waiting", *ready_if_none_waits(conn, run_id, now, claimant, lease))
+
+
+def ready_if_none_waits(
+    conn: sqlite3.Connection, run_id: str, now: float, claimant: str | None, lease: float
+) -> tuple[bool, Claimed | None]:
+    """After an answer or a delivered message: a waiting run none of whose records waits any more is ready.
+
+    The process that answered may take it at once (it has the workflow and
+    room): one commit instead of two. Returns (ready, the claim if taken).
+    """
     row = conn.execute(
         "UPDATE runs SET status = CASE WHEN ?3 IS NULL THEN 'pending' ELSE 'running' END,"
         " ready = CASE WHEN ?3 IS NULL THEN 'answered' END, owner = ?3,"
@@ -199,15 +208,14 @@ def answer(
         (now, run_id, claimant, lease),
     ).fetchone()
     if row is None:
-        return Answered("waiting", False, None)
-    claimed = None if claimant is None else Claimed(run_id, row[0], row[1], row[2], "waiting", None, "answered", row[3])
-    return Answered("waiting", True, claimed)
+        return False, None
+    return True, None if claimant is None else Claimed(run_id, row[0], row[1], row[2], "waiting", None, "answered", row[3])
 
 
 def reopen_prompt(conn: sqlite3.Connection, fence: Fence, key: str, now: float) -> bool:
     return (
         conn.execute(
-            f"UPDATE records SET status = 'waiting', value = NULL, finished_at = {_CHANGED_AT}"
+            f"UPDATE records SET status = 'waiting', value = NULL, finished_at = {CHANGED_AT}"
             f" WHERE run_id = :run_id AND kind = 'ask' AND name = :key AND status = 'answered' AND {_FENCED}",
             {**fence._asdict(), "key": key, "now": now},
         ).rowcount
@@ -215,12 +223,12 @@ def reopen_prompt(conn: sqlite3.Connection, fence: Fence, key: str, now: float) 
     )
 
 
-def expire_prompt(conn: sqlite3.Connection, fence: Fence, key: str, now: float) -> bool:
+def expire(conn: sqlite3.Connection, fence: Fence, seq: int, now: float) -> bool:
     return (
         conn.execute(
-            f"UPDATE records SET status = 'expired', finished_at = {_CHANGED_AT}"
-            f" WHERE run_id = :run_id AND kind = 'ask' AND name = :key AND status = 'waiting' AND {_FENCED}",
-            {**fence._asdict(), "key": key, "now": now},
+            f"UPDATE records SET status = 'expired', finished_at = {CHANGED_AT}"
+            f" WHERE run_id = :run_id AND seq = :seq AND status = 'waiting' AND {_FENCED}",
+            {**fence._asdict(), "seq": seq, "now": now},
         ).rowcount
         == 1
     )
@@ -229,7 +237,7 @@ def expire_prompt(conn: sqlite3.Connection, fence: Fence, key: str, now: float) 
 def complete_sleep(conn: sqlite3.Connection, fence: Fence, seq: int, now: float) -> bool:
     return (
         conn.execute(
-            f"UPDATE records SET status = 'completed', finished_at = {_CHANGED_AT}"
+            f"UPDATE records SET status = 'completed', finished_at = {CHANGED_AT}"
             f" WHERE run_id = :run_id AND seq = :seq AND status = 'scheduled' AND {_FENCED}",
             {**fence._asdict(), "seq": seq, "now": now},
         ).rowcount
@@ -247,7 +255,7 @@ def cancel(conn: sqlite3.Connection, run_id: str, now: float) -> tuple[str, str 
         (now, run_id),
     )
     conn.execute(
-        f"UPDATE records SET status = 'cancelled', finished_at = {_CHANGED_AT}"
+        f"UPDATE records SET status = 'cancelled', finished_at = {CHANGED_AT}"
         " WHERE run_id = :run_id AND status = 'waiting'",
         {"now": now, "run_id": run_id},
     )
@@ -268,7 +276,7 @@ def release(conn: sqlite3.Connection, owner: str, run_id: str | None, now: float
 # These write with one statement (then at most read), or only read: alone in a
 # batch, each may commit on its own, without BEGIN/COMMIT.
 for _op in (
-    flush, select_run, append, replace, create_run, claim, renew, park, finish, reopen_prompt, expire_prompt,
+    flush, select_run, append, replace, create_run, claim, renew, park, finish, reopen_prompt, expire,
     complete_sleep, release,
 ):  # fmt: skip
     _op.autocommit = True  # type: ignore[attr-defined]

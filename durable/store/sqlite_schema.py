@@ -80,6 +80,17 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX set_aside_by_run ON set_aside (run_id, seq)",
         # and a prompt's deadline (ctx.ask(timeout=...)): when it expires unanswered
         "ALTER TABLE records ADD COLUMN deadline REAL",
+        # and messages sent to runs (app.send): kept until a ctx.receive takes one (`seq`: the receive's record)
+        """CREATE TABLE messages (
+            id      INTEGER PRIMARY KEY,
+            run_id  TEXT NOT NULL,
+            topic   TEXT NOT NULL,
+            value   BLOB NOT NULL,
+            sent_at REAL NOT NULL,
+            seq     INTEGER
+        )""",
+        "CREATE INDEX messages_queued ON messages (run_id, topic, id) WHERE seq IS NULL",
+        "CREATE INDEX messages_by_run ON messages (run_id)",
     ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

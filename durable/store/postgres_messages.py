@@ -1,0 +1,69 @@
+"""The PostgreSQL store's messages: a send delivers into a waiting receive or queues; a receive takes the oldest queued.
+
+The same operations as :mod:`.sqlite_messages`. A send locks the run's row
+``FOR UPDATE`` and a receive (a fenced write) ``FOR SHARE``, so the two are
+serialised per run: whichever commits second sees the other.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .base import FINAL, Answered
+from .postgres_ops import changed_at, ready_if_none_waits
+
+__all__ = ["receive", "send"]
+
+
+async def send(
+    conn: Any, run_id: str, topic: str, value: bytes, now: float, claimant: str | None, lease: float
+) -> Answered | None:
+    status = await conn.fetchval("SELECT status FROM durable.runs WHERE run_id = $1 FOR UPDATE", run_id)
+    if status is None:
+        return None
+    if status in FINAL:
+        return Answered(status, False, None)
+    seq = await conn.fetchval(
+        "SELECT seq FROM durable.records WHERE run_id = $1 AND kind = 'receive' AND name = $2 AND status = 'waiting'"
+        " AND (deadline IS NULL OR deadline > $3) ORDER BY seq LIMIT 1",
+        run_id, topic, now,
+    )  # fmt: skip
+    await conn.execute(
+        "INSERT INTO durable.messages (run_id, topic, value, sent_at, seq) VALUES ($1, $2, $3, $4, $5)",
+        run_id, topic, value, now, seq,
+    )  # fmt: skip
+    if seq is None:
+        return Answered(status, False, None)
+    await conn.execute(
+        f"UPDATE durable.records SET status = 'received', value = $3, finished_at = {changed_at('$4', '$1')}"
+        " WHERE run_id = $1 AND seq = $2",
+        run_id, seq, value, now,
+    )  # fmt: skip
+    return Answered(status, *await ready_if_none_waits(conn, run_id, now, claimant, lease))
+
+
+send.notifies = True  # type: ignore[attr-defined]  # the run's worker, elsewhere, takes it or knows of the message
+
+
+async def receive(
+    conn: Any, run_id: str, owner: str, epoch: int, seq: int, topic: str, now: float, deadline: float | None
+) -> tuple[bool, bytes | None]:
+    held = await conn.fetchval(
+        "SELECT 1 FROM durable.runs WHERE run_id = $1 AND owner = $2 AND epoch = $3 FOR SHARE", run_id, owner, epoch
+    )
+    if held is None:
+        return False, None
+    queued = await conn.fetchrow(
+        "SELECT id, value FROM durable.messages WHERE run_id = $1 AND topic = $2 AND seq IS NULL ORDER BY id LIMIT 1"
+        " FOR UPDATE",
+        run_id, topic,
+    )  # fmt: skip
+    if queued is not None:
+        await conn.execute("UPDATE durable.messages SET seq = $2 WHERE id = $1", queued[0], seq)
+    await conn.execute(
+        "INSERT INTO durable.records (run_id, seq, kind, name, status, value, attempts, started_at, finished_at, deadline)"
+        " VALUES ($1, $2, 'receive', $3, $4, $5, 1, $6, $7, $8)",
+        run_id, seq, topic, "waiting" if queued is None else "received", None if queued is None else queued[1], now,
+        None if queued is None else now, deadline,
+    )  # fmt: skip
+    return True, None if queued is None else queued[1]

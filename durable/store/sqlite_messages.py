@@ -1,0 +1,67 @@
+"""The SQLite store's messages: a send delivers into a waiting receive or queues; a receive takes the oldest queued.
+
+A message is a row of ``messages`` until a ``ctx.receive`` takes it: then its
+``seq`` names the receive's record, which holds the value from then on (so
+replay reads it there). Each operation runs in the writer's transaction, so a
+send and a receive of one run are serialised: whichever comes second sees the
+other, and every message is received once, in send order.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from .base import FINAL, Answered
+from .sqlite_ops import CHANGED_AT, ready_if_none_waits
+
+__all__ = ["receive", "send"]
+
+
+def send(
+    conn: sqlite3.Connection, run_id: str, topic: str, value: bytes, now: float, claimant: str | None, lease: float
+) -> Answered | None:
+    """Deliver a message: (the run's status before, whether it is now ready, its claim); None if no such run."""
+    row = conn.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+    if row is None:
+        return None
+    status = row[0]
+    if status in FINAL:
+        return Answered(status, False, None)  # nothing written: an ended run receives nothing
+    # The earliest receive of this topic that waits (and has not expired) takes it at once.
+    waiting = conn.execute(
+        "SELECT seq FROM records WHERE run_id = ? AND kind = 'receive' AND name = ? AND status = 'waiting'"
+        " AND (deadline IS NULL OR deadline > ?) ORDER BY seq LIMIT 1",
+        (run_id, topic, now),
+    ).fetchone()
+    seq = None if waiting is None else waiting[0]
+    conn.execute(
+        "INSERT INTO messages (run_id, topic, value, sent_at, seq) VALUES (?, ?, ?, ?, ?)", (run_id, topic, value, now, seq)
+    )
+    if seq is None:
+        return Answered(status, False, None)
+    conn.execute(
+        f"UPDATE records SET status = 'received', value = :value, finished_at = {CHANGED_AT}"
+        " WHERE run_id = :run_id AND seq = :seq",
+        {"value": value, "now": now, "run_id": run_id, "seq": seq},
+    )
+    return Answered(status, *ready_if_none_waits(conn, run_id, now, claimant, lease))
+
+
+def receive(
+    conn: sqlite3.Connection, run_id: str, owner: str, epoch: int, seq: int, topic: str, now: float, deadline: float | None
+) -> tuple[bool, bytes | None]:
+    """Record a receive at `seq`: (False, None) if fenced out; else (True, the oldest queued message, or None: it waits)."""
+    if conn.execute("SELECT 1 FROM runs WHERE run_id = ? AND owner = ? AND epoch = ?", (run_id, owner, epoch)).fetchone() is None:
+        return False, None
+    queued = conn.execute(
+        "SELECT id, value FROM messages WHERE run_id = ? AND topic = ? AND seq IS NULL ORDER BY id LIMIT 1", (run_id, topic)
+    ).fetchone()
+    if queued is not None:
+        conn.execute("UPDATE messages SET seq = ? WHERE id = ?", (seq, queued[0]))
+    conn.execute(
+        "INSERT INTO records (run_id, seq, kind, name, status, value, attempts, started_at, finished_at, deadline)"
+        " VALUES (?, ?, 'receive', ?, ?, ?, 1, ?, ?, ?)",
+        (run_id, seq, topic, "waiting" if queued is None else "received", None if queued is None else queued[1], now,
+         None if queued is None else now, deadline),
+    )  # fmt: skip
+    return True, None if queued is None else queued[1]
