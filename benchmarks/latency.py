@@ -1,4 +1,4 @@
-"""How soon a run moves on: after an answer (same process, another process) and after a crash.
+"""How soon a run moves on: after an answer or a message (same process, another process) and after a crash.
 
     python benchmarks/latency.py [--repeat N] [--durability normal|full] [--json PATH] [--smoke]
 
@@ -17,6 +17,8 @@ answering and crashing children use the same durability):
   ``time.time()`` at which ``mark`` starts here minus that (one machine, one
   clock). Before each answer the child waits a random 20-80 ms, so answers
   fall anywhere in the worker's 50 ms ``PRAGMA data_version`` cycle.
+- ``send -> resumed``         the same two measures with ``ctx.receive("go")`` in place of
+  ``ctx.ask``, moved on by ``app.send(run_id, "go", True)`` instead of ``app.answer``.
 - ``crash -> rerun``          a child process (``--crasher DB RUN_ID``) runs a
   workflow of 50 steps and SIGKILLs itself inside step 25. Timed here: from
   just before ``async with app:`` (a new App on that file) through
@@ -59,8 +61,8 @@ KEY = "go"
 CRASH_STEPS, CRASH_AT = 50, 25  # steps of the crashing workflow; the one the child dies in (1-based)
 GAP_MS = (20.0, 80.0)  # random pause before each answer
 CHILD_WARMUP = 3  # answers of each answering child that are not counted
-DEFAULTS = {"same": 200, "other": 100, "crash": 30}
-SMOKE = {"same": 5, "other": 4, "crash": 2}
+DEFAULTS = {"same": 200, "other": 100, "send-same": 200, "send-other": 100, "crash": 30}
+SMOKE = {"same": 5, "other": 4, "send-same": 5, "send-other": 4, "crash": 2}
 
 # --- marks: a step records when it starts; the benchmark waits for it -------------------
 
@@ -104,6 +106,20 @@ async def parked(ctx: durable.Context) -> bool:
     return go
 
 
+async def listening(ctx: durable.Context) -> bool:
+    go = await ctx.receive(KEY, type=bool)
+    await ctx.step(mark, ctx.run_id)
+    return go
+
+
+async def deliver(app: durable.App, via: str, run_id: str) -> None:
+    """Move a parked run on: answer its prompt, or send it its message."""
+    if via == "answer":
+        await app.answer(run_id, KEY, True)
+    else:
+        await app.send(run_id, KEY, True)
+
+
 async def crashing(ctx: durable.Context, steps: int) -> int:
     for i in range(1, steps + 1):
         await ctx.step(numbered, ctx.run_id, i)
@@ -113,13 +129,15 @@ async def crashing(ctx: durable.Context, steps: int) -> int:
 def new_app(path: Path | str, durability: str = "normal") -> durable.App:
     app = durable.App(path, durability=durability)
     app.workflow(parked)
+    app.workflow(listening)
     app.workflow(crashing)
     return app
 
 
-async def park(app: durable.App, run_ids: list[str]) -> dict[str, durable.RunHandle]:
-    """Start a `parked` run per id and wait until all are unloaded, waiting for their answer."""
-    handles = {run_id: await app.start(parked, run_id=run_id) for run_id in run_ids}
+async def park(app: durable.App, run_ids: list[str], via: str = "answer") -> dict[str, durable.RunHandle]:
+    """Start a `parked` (or `listening`) run per id and wait until all are unloaded, waiting."""
+    wf = parked if via == "answer" else listening
+    handles = {run_id: await app.start(wf, run_id=run_id) for run_id in run_ids}
     while len(await app.list_runs(status="waiting", limit=len(run_ids) + 1)) < len(run_ids):
         await asyncio.sleep(0.005)
     return handles
@@ -138,18 +156,18 @@ def _forget(tags: list[str]) -> None:
         _started.pop(tag, None)
 
 
-async def bench_same(path: Path, count: int, durability: str = "normal") -> list[float]:
-    run_ids = [f"same-{i}" for i in range(count)]
+async def bench_same(path: Path, count: int, durability: str = "normal", via: str = "answer") -> list[float]:
+    run_ids = [f"same-{via}-{i}" for i in range(count)]
     _forget(run_ids)
     samples = []
     async with new_app(path, durability) as app:
-        handles = await park(app, run_ids)
+        handles = await park(app, run_ids, via)
         for run_id in run_ids:
             await gap()
             gc.collect()
             marked = expect(run_id)
             started = time.perf_counter()
-            await app.answer(run_id, KEY, True)
+            await deliver(app, via, run_id)
             at, _ = await asyncio.wait_for(marked, 10)
             samples.append((at - started) * 1000)
             assert await handles[run_id].result(timeout=10) is True
@@ -160,26 +178,26 @@ async def bench_same(path: Path, count: int, durability: str = "normal") -> list
 # --- 2. answer -> resumed, from another process -----------------------------------------
 
 
-async def answerer(db: str, durability: str = "normal") -> None:
-    """Child: answer the run ids read from stdin, one at a time, after a random gap."""
+async def answerer(db: str, durability: str = "normal", via: str = "answer") -> None:
+    """Child: answer (or send a message to) the run ids read from stdin, one at a time, after a random gap."""
     async with durable.App(db, durability=durability) as app:
         print("ready", flush=True)
         while line := await asyncio.to_thread(sys.stdin.readline):
             run_id = line.strip()
             await gap()
             answered_at = time.time()
-            await app.answer(run_id, KEY, True)
+            await deliver(app, via, run_id)
             print(f"{run_id} {answered_at!r}", flush=True)
 
 
-async def bench_other(path: Path, count: int, durability: str = "normal") -> list[float]:
-    run_ids = [f"other-{i}" for i in range(CHILD_WARMUP + count)]
+async def bench_other(path: Path, count: int, durability: str = "normal", via: str = "answer") -> list[float]:
+    run_ids = [f"other-{via}-{i}" for i in range(CHILD_WARMUP + count)]
     _forget(run_ids)
     samples = []
     async with new_app(path, durability) as app:
-        handles = await park(app, run_ids)
+        handles = await park(app, run_ids, via)
         child = await asyncio.create_subprocess_exec(
-            sys.executable, str(SCRIPT), "--answerer", str(path), "--durability", durability,
+            sys.executable, str(SCRIPT), "--answerer", str(path), "--durability", durability, "--via", via,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         )  # fmt: skip
         assert child.stdin is not None and child.stdout is not None
@@ -249,6 +267,8 @@ async def bench_crash(tmp: Path, count: int, durability: str = "normal") -> list
 MEASURES = [
     ("same", "answer -> resumed, same process", 5.0),
     ("other", "answer -> resumed, other process", 100.0),
+    ("send-same", "send -> resumed, same process", 5.0),
+    ("send-other", "send -> resumed, other process", 100.0),
     ("crash", "crash -> rerun resumed (step 25/50)", 100.0),
 ]
 
@@ -286,10 +306,11 @@ async def measure_all(
     samples = {}
     for name, label, _ in MEASURES:
         started = time.monotonic()
-        if name == "same":
-            samples[name] = await bench_same(tmp / "same.db", counts[name], durability)
-        elif name == "other":
-            samples[name] = await bench_other(tmp / "other.db", counts[name], durability)
+        via = "send" if name.startswith("send") else "answer"
+        if name.endswith("same"):
+            samples[name] = await bench_same(tmp / f"{name}.db", counts[name], durability, via)
+        elif name.endswith("other"):
+            samples[name] = await bench_other(tmp / f"{name}.db", counts[name], durability, via)
         else:
             samples[name] = await bench_crash(tmp, counts[name], durability)
         if log:
@@ -342,12 +363,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--smoke", action="store_true", help="tiny counts, for CI: checks that the script runs, measures nothing useful"
     )
-    parser.add_argument("--answerer", metavar="DB", help=argparse.SUPPRESS)  # child of the other-process measure
+    parser.add_argument("--answerer", metavar="DB", help=argparse.SUPPRESS)  # child of the other-process measures
+    parser.add_argument("--via", choices=["answer", "send"], default="answer", help=argparse.SUPPRESS)
     # child of the crash measure
     parser.add_argument("--crasher", nargs=2, metavar=("DB", "RUN_ID"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.answerer:
-        asyncio.run(answerer(args.answerer, args.durability))
+        asyncio.run(answerer(args.answerer, args.durability, args.via))
         return 0
     if args.crasher:
         asyncio.run(crasher(*args.crasher, args.durability))
@@ -361,7 +383,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="durable-bench-") as tmp:
         warm = Path(tmp) / "warm-up"
         warm.mkdir()
-        asyncio.run(measure_all(warm, {"same": 3, "other": 1, "crash": 1}, log=False, durability=args.durability))
+        warm_counts = {"same": 3, "other": 1, "send-same": 3, "send-other": 1, "crash": 1}
+        asyncio.run(measure_all(warm, warm_counts, log=False, durability=args.durability))
         _started.clear()
         samples = asyncio.run(measure_all(Path(tmp), counts, log=not args.smoke, durability=args.durability))
     out = report(samples, counts, args.durability)

@@ -282,3 +282,29 @@ async def test_is_replaying_and_the_quiet_logger(db: str, caplog: pytest.LogCapt
     ]  # fmt: skip
     messages = [r.getMessage() for r in caplog.records if r.name == "durable.workflow.wf"]
     assert messages == ["run r: asking now", "run r: got yes"]  # "asking now" is not logged again on replay
+
+
+async def test_send_over_http(db: str) -> None:
+    import httpx
+    from asgi_lifespan import LifespanManager
+
+    from durable.http import create_app
+
+    app = make_app(db)
+
+    @app.workflow(name="wf")
+    async def wf(ctx: durable.Context) -> int:
+        return (await ctx.receive("payment", type=Payment)).amount
+
+    async with LifespanManager(create_app(app)) as manager:
+        transport = httpx.ASGITransport(app=manager.app)  # type: ignore[arg-type]
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            assert (await client.post("/workflows/wf/runs", json={"run_id": "r"})).status_code == 202
+            response = await client.post("/runs/r/messages/payment", json={"value": {"amount": 9}})
+            assert response.status_code == 202 and response.json() == {"run_id": "r", "topic": "payment"}
+            await eventually(lambda: _status(app, "r", "completed"), what="the run to receive it")
+            assert (await client.get("/runs/r")).json()["result"] == 9
+            response = await client.post("/runs/r/messages/payment", json={"value": 1})
+            assert response.status_code == 409 and response.json()["error"] == "RunAlreadyFinished"
+            assert (await client.post("/runs/nope/messages/payment", json={"value": 1})).status_code == 404
+            assert (await client.post("/runs/r/messages/payment", json={"amount": 1})).status_code == 422
