@@ -198,10 +198,12 @@ class App:
     def reader(self, path: str | os.PathLike[str] | None = None) -> App:
         """An App with this App's workflows that opens `path` (default: this App's journal) read-only.
 
-        For `check()` against a live journal, or a copy of a production one, without writing to it.
+        For `check()` against a live journal, or a copy of a production one, without writing to it; a
+        journal the previous durable wrote (one schema version older) is read as it is, not migrated.
         """
         reader = App(self.path if path is None else path, clock=self._clock, read_only=True)
         reader._workflows, reader._by_fn = self._workflows, self._by_fn
+        reader._store.older_ok = True  # type: ignore[attr-defined]  # a journal of the durable before this one, too
         return reader
 
     # --- lifecycle -------------------------------------------------------

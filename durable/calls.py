@@ -83,14 +83,18 @@ def from_step(error: BaseException, seq: int) -> BaseException:
 
 
 def failing_step(exc: BaseException) -> int | None:
-    """The seq of the step whose error failed the run: the error itself, or what it was raised from."""
+    """The seq of the step whose error failed the run: the error itself, or what it was raised `from` explicitly.
+
+    An error raised while handling a step's failure (in its `except`, without
+    `from`) is not that step's: the code handled it, and its record stays.
+    """
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
         seq = getattr(exc, "__durable_step_seq__", None)
         if seq is not None:
             return seq
-        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+        exc = exc.__cause__  # type: ignore[assignment]
     return None
 
 
@@ -118,6 +122,7 @@ class Calls:
     violation: NondeterminismError | None
     active: bool
     replay_each: bool
+    replay_end: int
 
     def take(self, kind: str, name: str | None = None) -> int:
         """Take the next seq for a ctx call and match it against its record now, when it is called.
@@ -162,6 +167,11 @@ class Calls:
                 self.next_seq = seq
                 self.took_path(patch_id, True)
                 return True
+        if seq < self.replay_end:
+            # No record here, but later ones: a call the run made here was never recorded (in flight at a crash,
+            # or set aside by a retry). Its later records were made without the patch: keep its old path.
+            self.took_path(patch_id, False)
+            return False
         self.next_seq = seq + 1
         self.new_record(seq)
         self.store.append_nowait(self.fence, RecordRow(seq, "patch", patch_id, "completed", None, None, 1, self.clock(), self.clock(), None, None))

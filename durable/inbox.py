@@ -16,7 +16,7 @@ from .engine import Engine
 from .errors import (
     EncodingError, InvalidAnswer, PromptAlreadyAnswered, PromptExpired, PromptNotFound, RunAlreadyFinished, RunNotFound,
 )  # fmt: skip
-from .store.base import FINAL
+from .store.base import FINAL, Answered
 from .waits import ASKED
 
 __all__ = ["MAX_DEPTH", "answer", "nesting", "send"]
@@ -49,13 +49,14 @@ async def answer(engine: Engine, run_id: str, key: str, value: Any) -> None:
     problem = schema_violation(schema, decode_any(blob)) or ASKED.problem(workflow_name, key, schema, blob)
     if problem is not None:
         raise InvalidAnswer(run_id, key, problem)
-    answered = await engine.deliver(
-        run_id, workflow_name, lambda claimant, lease: store.answer(run_id, key, blob, clock(), claimant, lease),
-        "prompt answered",
-    )  # fmt: skip
+    async def write(claimant: str | None, lease: float) -> Answered:
+        answered = await store.answer(run_id, key, blob, clock(), claimant, lease)
+        if answered.before == "waiting":
+            log.info("run %s ✎ prompt %s answered", run_id, key)  # before the run resumes, if it resumes here
+        return answered
+
+    answered = await engine.deliver(run_id, workflow_name, write, "prompt answered")
     before = None if answered is None else answered.before
-    if before == "waiting":
-        log.info("run %s ✎ prompt %s answered", run_id, key)
     if before == "answered":
         raise PromptAlreadyAnswered(run_id, key)
     if before == "expired":
@@ -74,15 +75,17 @@ async def send(engine: Engine, run_id: str, topic: str, value: Any) -> None:
         raise EncodingError(what, "JSON", f"it is nested {depth} levels deep or more; messages may nest {MAX_DEPTH}")
     blob = encode(value, what)
     row = await engine.load(run_id)  # RunNotFound
-    sent = await engine.deliver(
-        run_id, row.workflow, lambda claimant, lease: store.send(run_id, topic, blob, clock(), claimant, lease),
-        f"message on {topic!r}",
-    )  # fmt: skip
+    async def write(claimant: str | None, lease: float) -> Answered | None:
+        sent = await store.send(run_id, topic, blob, clock(), claimant, lease)
+        if sent is not None and sent.before not in FINAL:
+            log.info("run %s ✉ message on %s %s", run_id, topic, "delivered" if sent.ready else "sent")
+        return sent
+
+    sent = await engine.deliver(run_id, row.workflow, write, f"message on {topic!r}")
     if sent is None:
         raise RunNotFound(run_id)
     if sent.before in FINAL:
         raise RunAlreadyFinished(run_id, sent.before, "send")
-    log.info("run %s ✉ message on %s %s", run_id, topic, "delivered" if sent.ready else "kept for its next receive")
     engine.notify()
 
 

@@ -228,3 +228,44 @@ def test_durable_check_says_when_a_patch_can_be_retired(db: str, tmp_path: Path,
     result = CliRunner().invoke(main, ["check", f"{module}:app", "--db", db])
     sys.modules.pop(module, None)
     assert "patch 'enrich': 1 run still takes its old path; keep it" in result.output
+
+
+def test_check_reads_a_journal_of_the_previous_schema_as_it_is(tmp_path: Path) -> None:
+    """CI checks production's journal against the new code before the new durable has ever opened it."""
+    import sqlite3
+
+    from durable.store.sqlite_schema import APPLICATION_ID, MIGRATIONS, REPLAYS_FROM
+
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    for statements in MIGRATIONS[:REPLAYS_FROM]:
+        for statement in statements:
+            conn.execute(statement)
+    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    conn.execute(f"PRAGMA user_version = {REPLAYS_FROM}")
+    conn.execute(
+        "INSERT INTO runs (run_id, workflow, status, args, created_at, updated_at, epoch, records)"
+        " VALUES ('r', 'wf', 'waiting', '{\"args\": [3], \"kwargs\": {}}', 1, 1, 1, 2)"
+    )
+    conn.execute("INSERT INTO records VALUES ('r', 0, 'step', 'load', 'completed', '3', NULL, 1, 1, 1, NULL, NULL)")
+    conn.execute(
+        "INSERT INTO records VALUES ('r', 1, 'ask', 'go', 'waiting', NULL, NULL, 1, 1, NULL, 'go?', '{\"type\": \"boolean\"}')"
+    )
+    conn.close()
+    before = journal_state(str(path))
+
+    async def check() -> list[durable.CheckResult]:
+        async with app_with(str(path), v2).reader() as app:
+            return await app.check()
+
+    [result] = asyncio.run(check())
+    assert (result.verdict, result.seq, result.patches) == ("ok", 1, {"enrich": False})
+    assert journal_state(str(path)) == before  # not migrated: still the old schema, untouched
+
+    async def show() -> None:
+        async with durable.App(str(path), read_only=True) as app:
+            await app.get_run("r")
+
+    with pytest.raises(durable.JournalError, match="older durable"):
+        asyncio.run(show())  # anything else that reads it still asks for the migration first

@@ -380,3 +380,63 @@ def _size(path: str) -> int:
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
     return os.path.getsize(path)
+
+
+async def test_retry_keeps_a_failure_the_code_handled_before_it_failed(db: str) -> None:
+    app = make_app(db)
+    bug = {"on": True}
+
+    def optional() -> str:
+        calls["optional"] += 1
+        raise LookupError("no coupon")
+
+    def fallback() -> str:
+        calls["fallback"] += 1
+        return "no discount"
+
+    @app.workflow(name="wf")
+    async def wf(ctx: durable.Context) -> str:
+        try:
+            return await ctx.step(optional)
+        except LookupError:
+            got = await ctx.step(fallback)
+            if bug["on"]:
+                raise RuntimeError("a bug in the handler")  # inside the except: its context is the step's error
+            return got
+
+    async with app:
+        with pytest.raises(RuntimeError):
+            await app.run(wf, run_id="r")
+        bug["on"] = False
+        assert await (await app.retry("r")).result(timeout=20) == "no discount"
+        run = await app.get_run("r")
+    assert calls == {"optional": 1, "fallback": 1}  # the handled failure and its fallback replayed
+    assert [r.kind for r in run.set_aside] == ["run"]
+
+
+async def test_a_retry_wakes_a_worker_elsewhere_without_waiting_for_its_poll(db: str) -> None:
+    app = checkout_app(db, poll_interval=60)  # it must be woken by the store's change signal
+    async with app:
+        with pytest.raises(ConnectionError):
+            await app.run("checkout", "o-1", run_id="r")
+        broken["charge"] = False
+        async with durable.App(db) as client:
+            await client.retry("r")
+        await eventually(lambda: _is(app, "r", "completed"), timeout=10, what="the retried run")
+
+
+async def test_resume_after_an_answer_while_paused_does_not_wait_for_the_old_deadline(db: str) -> None:
+    clock = [1_000_000.0]
+    app = make_app(db, clock=lambda: clock[0])
+
+    @app.workflow(name="wf")
+    async def wf(ctx: durable.Context) -> str:
+        return await ctx.ask("ok?", key="ok", timeout=86400, default="nobody")
+
+    async with app:
+        handle = await app.start("wf", run_id="r")
+        await eventually(lambda: _is(app, "r", "waiting"), what="the prompt")
+        await app.pause("r")
+        await app.answer("r", "ok", "alice")
+        await app.resume("r")
+        assert await handle.result(timeout=10) == "alice"  # at once, not a day later

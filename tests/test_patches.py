@@ -222,3 +222,36 @@ async def test_patched_takes_a_name(app: durable.App) -> None:
     async with app:
         with pytest.raises(TypeError, match="non-empty string naming the patch"):
             await app.run(wf, run_id="r")
+
+
+async def test_a_patch_where_a_recorded_run_has_a_gap_keeps_the_old_path(db: str) -> None:
+    """A retry sets aside a failed gather branch: its seq is empty, later seqs are recorded, so the run is old."""
+    broken = {"flaky": True}
+
+    def flaky() -> str:
+        calls["flaky"] += 1
+        if broken["flaky"]:
+            raise ConnectionError("down")
+        return "flaky"
+
+    flaky.__qualname__ = "flaky"
+
+    async def v1(ctx: durable.Context) -> list[str]:
+        return list(await asyncio.gather(ctx.step(flaky), ctx.step(b)))
+
+    async def v2(ctx: durable.Context) -> list[str]:
+        got = [await ctx.step(new)] if ctx.patched("prepare") else []
+        return got + list(await asyncio.gather(ctx.step(flaky), ctx.step(b)))
+
+    app = make_app(db)
+    app.workflow(name="wf")(v1)
+    async with app:
+        with pytest.raises(ConnectionError):
+            await app.run("wf", run_id="r")
+    broken["flaky"] = False
+    app = make_app(db)
+    app.workflow(name="wf")(v2)
+    async with app:
+        assert await (await app.retry("r")).result(timeout=20) == ["flaky", "b"]
+        assert await app.run("wf", run_id="fresh") == ["new", "flaky", "b"]
+    assert calls == {"flaky": 3, "b": 2, "new": 1}

@@ -89,6 +89,16 @@ UNHANDLED = (
     "SELECT finished_at, seq FROM {records} WHERE run_id = {run_id} AND seq = {seq}))"
 )
 
+# fork(): the columns status, value, error, attempts, started_at, finished_at of a copied record. A prompt or
+# receive that waits, or was cancelled with its run, waits anew from {now}; every other record is copied as it is.
+# (Its deadline moves with its start: `deadline - started_at + {now}`.)
+ASKED_AGAIN = (
+    "CASE WHEN kind IN ('ask', 'receive') AND status IN ('waiting', 'cancelled') THEN 'waiting' ELSE status END,"
+    " value, error, attempts,"
+    " CASE WHEN kind IN ('ask', 'receive') AND status IN ('waiting', 'cancelled') THEN {now} ELSE started_at END,"
+    " CASE WHEN kind IN ('ask', 'receive') AND status IN ('waiting', 'cancelled') THEN NULL ELSE finished_at END"
+)
+
 # A set-aside record read in the shape of a RecordRow (it has no question or schema).
 SET_ASIDE = "seq, kind, name, status, value, error, attempts, started_at, finished_at, NULL, NULL, NULL"
 
@@ -186,6 +196,7 @@ class Store(Protocol):
 
     target: str  # the path or URL, as people should read it (no password)
     read_only: bool
+    older_ok: bool  # read-only: also read a journal at the previous schema, unmigrated (check() replays it)
 
     async def open(self) -> None: ...
 

@@ -78,6 +78,7 @@ class PostgresStore(OperatorWrites):
         self.target = redact(url)
         self.durability = durability
         self.read_only = read_only
+        self.older_ok = False  # read-only: also a journal of the previous schema (for check())
         self._dsn, options = split_url(url)
         self._pool_size = int(options.get("pool_size", pool_size))
         self._statement_cache = int(options.get("statement_cache_size", 100))
@@ -109,7 +110,10 @@ class PostgresStore(OperatorWrites):
         try:
             from .postgres_schema import check_readable, migrate
 
-            await (check_readable if self.read_only else migrate)(conn, self.target)
+            if self.read_only:
+                await check_readable(conn, self.target, self.older_ok)
+            else:
+                await migrate(conn, self.target)
         except asyncpg.PostgresError as exc:
             raise self._classify(exc) from None
         finally:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..codec import failed_step
-from .base import FINAL, UNHANDLED
+from .base import ASKED_AGAIN, FINAL, UNHANDLED
 
 __all__ = ["fork", "pause", "prune", "resume", "retry"]
 
@@ -50,6 +50,9 @@ async def retry(conn: Any, run_id: str, now: float) -> tuple[str, int] | None:
     return status, moved
 
 
+retry.notifies = True  # type: ignore[attr-defined]  # a worker elsewhere takes the run
+
+
 async def fork(conn: Any, run_id: str, new_run_id: str, at_seq: int, now: float) -> str:
     inserted = _count(await conn.execute(
         "INSERT INTO durable.runs (run_id, workflow, status, args, ready, created_at, updated_at, epoch, records)"
@@ -62,11 +65,9 @@ async def fork(conn: Any, run_id: str, new_run_id: str, at_seq: int, now: float)
         return "exists" if exists else "missing"
     copied = _count(await conn.execute(
         "INSERT INTO durable.records (run_id, seq, kind, name, status, value, error, attempts, started_at,"
-        " finished_at, question, schema, deadline) SELECT $1, seq, kind, name, CASE WHEN kind IN ('ask', 'receive')"
-        " AND status = 'cancelled' THEN 'waiting' ELSE status END, value, error, attempts, started_at, finished_at,"
-        " question, schema, deadline"
-        " FROM durable.records WHERE run_id = $2 AND seq < $3",
-        new_run_id, run_id, at_seq,
+        f" finished_at, question, schema, deadline) SELECT $1, seq, kind, name, {ASKED_AGAIN.format(now='$4')},"
+        " question, schema, deadline - started_at + $4 FROM durable.records WHERE run_id = $2 AND seq < $3",
+        new_run_id, run_id, at_seq, now,
     ))  # fmt: skip
     await conn.execute("UPDATE durable.runs SET records = $2 WHERE run_id = $1", new_run_id, copied)
     return "forked"
@@ -93,7 +94,7 @@ async def resume(conn: Any, run_id: str, now: float) -> tuple[str, str] | None:
     after = await conn.fetchval(
         "UPDATE durable.runs AS r SET status = CASE WHEN owner IS NOT NULL THEN 'running'"
         " WHEN EXISTS (SELECT 1 FROM durable.records WHERE run_id = r.run_id AND status = 'waiting') THEN 'waiting'"
-        " WHEN wake_at IS NOT NULL THEN 'sleeping' ELSE 'pending' END, updated_at = $2 WHERE run_id = $1 RETURNING status",
+        " ELSE 'pending' END, updated_at = $2 WHERE run_id = $1 RETURNING status",
         run_id, now,
     )  # fmt: skip
     if after == "pending":

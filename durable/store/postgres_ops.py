@@ -350,7 +350,7 @@ async def ready_if_none_waits(
     """
     row = await conn.fetchrow(
         "UPDATE durable.runs SET status = CASE WHEN $3::text IS NULL THEN 'pending' ELSE 'running' END,"
-        " ready = CASE WHEN $3::text IS NULL THEN 'answered' END, owner = $3,"
+        " ready = CASE WHEN $3::text IS NULL THEN 'answered' END, owner = $3, wake_at = NULL,"
         " epoch = epoch + CASE WHEN $3::text IS NULL THEN 0 ELSE 1 END,"
         f" lease_until = CASE WHEN $3::text IS NOT NULL THEN {NOW} + $4 END, updated_at = $1"
         " WHERE run_id = $2 AND status = 'waiting'"

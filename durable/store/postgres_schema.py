@@ -86,7 +86,8 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX set_aside_by_run ON durable.set_aside (run_id, seq)",
         # and a prompt's deadline (ctx.ask(timeout=...)): when it expires unanswered
         "ALTER TABLE durable.records ADD COLUMN deadline double precision",
-        # and messages sent to runs (app.send): kept until a ctx.receive takes one (`seq`: the receive's record)
+    ],
+    [  # version 3: messages sent to runs (app.send): kept until a ctx.receive takes one (`seq`: the receive's record)
         """CREATE TABLE durable.messages (
             id      bigserial PRIMARY KEY,
             run_id  text NOT NULL,
@@ -100,6 +101,8 @@ MIGRATIONS: list[list[str]] = [
     ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
+# The oldest schema whose runs and records check() can replay, read-only (a journal of the durable before this one).
+REPLAYS_FROM = 1
 
 
 async def migrate(conn: Any, target: str) -> None:
@@ -138,13 +141,16 @@ async def migrate(conn: Any, target: str) -> None:
             )
 
 
-async def check_readable(conn: Any, target: str) -> None:
-    """Check, without writing anything, that the database holds a journal of this durable's schema."""
+async def check_readable(conn: Any, target: str, older_ok: bool = False) -> None:
+    """Check, without writing anything, that the database holds a journal of this durable's schema.
+
+    `older_ok`: a journal at an older schema whose runs and records check() can replay is read too.
+    """
     exists = await conn.fetchval("SELECT to_regclass('durable.meta') IS NOT NULL")
     stored = await conn.fetchval("SELECT value FROM durable.meta WHERE key = 'schema_version'") if exists else None
     if stored is None:
         raise JournalError(target, "it holds no durable journal yet: there is nothing to read.")
-    if int(stored) != SCHEMA_VERSION:
+    if int(stored) != SCHEMA_VERSION and not (older_ok and REPLAYS_FROM <= int(stored) < SCHEMA_VERSION):
         newer = int(stored) > SCHEMA_VERSION
         raise JournalError(
             target,

@@ -51,6 +51,7 @@ class SQLiteStore(OperatorWrites):
         self.target = self.path = path
         self.durability = durability
         self.read_only = read_only
+        self.older_ok = False  # read-only: also a journal of the previous schema (for check())
         self._writer: Writer | None = None
         self._reader: aiosqlite.Connection | None = None
         self._data_version: int | None = None
@@ -62,7 +63,7 @@ class SQLiteStore(OperatorWrites):
             raise JournalError(self.path, "an in-memory database cannot be shared by the writer and readers. Give a file path.")
         if self.read_only:
             # No writer, no migration, no WAL switch: the file is only looked at.
-            uri = await asyncio.to_thread(open_read_only, self.path)
+            uri = await asyncio.to_thread(open_read_only, self.path, self.older_ok)
             self._reader = await aiosqlite.connect(uri, uri=True, isolation_level=None)
             await self._reader.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             return

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlite3
 
 from ..codec import failed_step
-from .base import FINAL, UNHANDLED
+from .base import ASKED_AGAIN, FINAL, UNHANDLED
 
 __all__ = ["fork", "pause", "prune", "reclaim", "resume", "retry"]
 
@@ -51,14 +51,13 @@ def fork(conn: sqlite3.Connection, run_id: str, new_run_id: str, at_seq: int, no
     """Copy a run's records before `at_seq` into a new pending run: 'forked', 'missing' or 'exists'."""
     if conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (new_run_id,)).fetchone() is not None:
         return "exists"
-    # A prompt (or receive) cancelled with its run waits again in the fork; every other record is copied as it is.
+    # A prompt or receive that waits (or was cancelled with its run) waits anew in the fork, its timeout counted
+    # from now; every other record is copied as it is.
     copied = conn.execute(
         "INSERT INTO records (run_id, seq, kind, name, status, value, error, attempts, started_at, finished_at,"
-        " question, schema, deadline) SELECT ?1, seq, kind, name, CASE WHEN kind IN ('ask', 'receive')"
-        " AND status = 'cancelled'"
-        " THEN 'waiting' ELSE status END, value, error, attempts, started_at, finished_at, question, schema, deadline"
-        " FROM records WHERE run_id = ?2 AND seq < ?3",
-        (new_run_id, run_id, at_seq),
+        f" question, schema, deadline) SELECT ?1, seq, kind, name, {ASKED_AGAIN.format(now='?4')}, question, schema,"
+        " deadline - started_at + ?4 FROM records WHERE run_id = ?2 AND seq < ?3",
+        (new_run_id, run_id, at_seq, now),
     ).rowcount
     inserted = conn.execute(
         "INSERT INTO runs (run_id, workflow, status, args, ready, created_at, updated_at, epoch, records)"
@@ -84,11 +83,13 @@ def pause(conn: sqlite3.Connection, run_id: str, now: float) -> tuple[str, str |
     return row
 
 
-# What a paused run goes back to: executing (its owner had not stopped it yet), waiting, sleeping, or ready.
+# What a paused run goes back to: executing (its owner had not stopped it yet), waiting (for a prompt or a
+# message, woken at its wake_at), or ready: a worker replays it, and a run that sleeps parks again with its timer
+# (wake_at may be stale: the deadline of a prompt answered while the run was paused).
 RESUMED = (
     "CASE WHEN owner IS NOT NULL THEN 'running'"
     " WHEN EXISTS (SELECT 1 FROM records WHERE run_id = runs.run_id AND status = 'waiting') THEN 'waiting'"
-    " WHEN wake_at IS NOT NULL THEN 'sleeping' ELSE 'pending' END"
+    " ELSE 'pending' END"
 )
 
 

@@ -200,7 +200,7 @@ def ready_if_none_waits(
     """
     row = conn.execute(
         "UPDATE runs SET status = CASE WHEN ?3 IS NULL THEN 'pending' ELSE 'running' END,"
-        " ready = CASE WHEN ?3 IS NULL THEN 'answered' END, owner = ?3,"
+        " ready = CASE WHEN ?3 IS NULL THEN 'answered' END, owner = ?3, wake_at = NULL,"
         f" epoch = epoch + (?3 IS NOT NULL), lease_until = CASE WHEN ?3 IS NOT NULL THEN {NOW} + ?4 END, updated_at = ?1"
         " WHERE run_id = ?2 AND status = 'waiting'"
         " AND NOT EXISTS (SELECT 1 FROM records WHERE run_id = ?2 AND status = 'waiting')"

@@ -80,7 +80,8 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX set_aside_by_run ON set_aside (run_id, seq)",
         # and a prompt's deadline (ctx.ask(timeout=...)): when it expires unanswered
         "ALTER TABLE records ADD COLUMN deadline REAL",
-        # and messages sent to runs (app.send): kept until a ctx.receive takes one (`seq`: the receive's record)
+    ],
+    [  # version 4: messages sent to runs (app.send): kept until a ctx.receive takes one (`seq`: the receive's record)
         """CREATE TABLE messages (
             id      INTEGER PRIMARY KEY,
             run_id  TEXT NOT NULL,
@@ -94,6 +95,8 @@ MIGRATIONS: list[list[str]] = [
     ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
+# The oldest schema whose runs and records check() can replay, read-only (a journal of the durable before this one).
+REPLAYS_FROM = 2
 
 
 def prepare(path: str) -> None:
@@ -214,7 +217,7 @@ def read_only_uri(path: str, immutable: bool = False) -> str:
     return f"file:{quoted}?mode=ro" + ("&immutable=1" if immutable else "")
 
 
-def open_read_only(path: str) -> str:
+def open_read_only(path: str, older_ok: bool = False) -> str:
     """Check a journal that is only to be read; return the URI to read it with. Never writes to it.
 
     A journal in WAL mode is normally read through its -shm file, which a
@@ -253,7 +256,7 @@ def open_read_only(path: str) -> str:
         ) from None
     if version == 0:
         raise JournalError(path, "it holds no durable journal yet: there is nothing to read.")
-    if version < SCHEMA_VERSION:
+    if version < (REPLAYS_FROM if older_ok else SCHEMA_VERSION):
         raise JournalError(
             path,
             f"it was written by an older durable (schema {version}); open it once with write access, "
