@@ -504,3 +504,14 @@ async def test_prune_deletes_only_ended_runs_older_than_asked_with_all_they_own(
     assert [await a.load_run(f"r{i}") is None for i in range(4)] == [True, True, True, False]
     assert await a.load_records("r0") == [] and len(await a.load_records("r3")) == 1
     await b.reclaim()
+
+
+async def test_a_fork_asks_a_waiting_prompt_anew_with_its_timeout_counted_from_the_fork(pair: tuple[Store, Store]) -> None:
+    a, b = pair
+    fence = await running(a, "src")
+    await a.append(fence, step(0))
+    await a.append(fence, ask_until(1, "ok", 61.0)._replace(started_at=1.0))  # a 60 s timeout
+    assert await b.fork("src", "copy", 2, 500.0) == "forked"
+    [done, asked] = await a.load_records("copy")
+    assert (done.status, done.started_at) == ("completed", 1.0)
+    assert (asked.status, asked.started_at, asked.finished_at, asked.deadline) == ("waiting", 500.0, None, 560.0)
