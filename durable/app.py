@@ -31,7 +31,7 @@ from .model import CheckResult, Cursor, Prompt, Record, Run
 from .store import make_store, redact
 from .store.base import FINAL, STATUSES, RunRow, Store
 from .worker import Worker
-from .workflow import Workflow
+from .workflow import Workflow, check_timeout
 
 __all__ = ["App", "RunHandle"]
 
@@ -158,8 +158,12 @@ class App:
 
     # --- registry --------------------------------------------------------
 
-    def workflow(self, fn: F | None = None, *, name: str | None = None) -> Any:
-        """Register an ``async def`` workflow, under its function name or `name`."""
+    def workflow(self, fn: F | None = None, *, name: str | None = None, timeout: float | dt.timedelta | None = None) -> Any:
+        """Register an ``async def`` workflow, under its function name or `name`.
+
+        `timeout`: seconds (or a timedelta) each run may take from its start;
+        past it the run is stopped, whatever it is doing, and ends failed with RunTimedOut.
+        """
 
         def register(fn: F) -> F:
             wf_name = name if name is not None else getattr(fn, "__name__", None)
@@ -170,7 +174,7 @@ class App:
                     f"A workflow named {wf_name!r} is already registered on this App. "
                     "Give one of them another name with @app.workflow(name=...)."
                 )
-            workflow = Workflow(fn, wf_name)
+            workflow = Workflow(fn, wf_name, timeout)
             self._workflows[wf_name] = workflow
             self._by_fn[fn] = workflow
             return fn
@@ -264,17 +268,22 @@ class App:
 
     # --- runs ------------------------------------------------------------
 
-    async def run(self, wf: Any, /, *args: Any, run_id: str | None = None, **kwargs: Any) -> Any:
+    async def run(
+        self, wf: Any, /, *args: Any, run_id: str | None = None, timeout: float | None = None, **kwargs: Any
+    ) -> Any:
         """Start or resume a run and wait for its result (see `start` for what a known run_id does)."""
-        handle = await self.start(wf, *args, run_id=run_id, **kwargs)
+        handle = await self.start(wf, *args, run_id=run_id, timeout=timeout, **kwargs)
         return await handle.result()
 
-    async def start(self, wf: Any, /, *args: Any, run_id: str | None = None, **kwargs: Any) -> RunHandle:
+    async def start(
+        self, wf: Any, /, *args: Any, run_id: str | None = None, timeout: float | None = None, **kwargs: Any
+    ) -> RunHandle:
         """Start a run, or resume the run already stored under `run_id`; return its handle at once.
 
         A completed, failed or cancelled run is left as it is; a blocked, waiting,
         sleeping or interrupted run is replayed now; a run executing in another
-        live process is left to it.
+        live process is left to it. `timeout` (seconds, for a new run; default the
+        workflow's): past it the run is stopped and ends failed with RunTimedOut.
         """
         engine = self._engine_now()
         if engine.closing:
@@ -283,10 +292,18 @@ class App:
         blob, decoded = workflow.encode_args(args, kwargs)
         rerun = run_id is not None
         run_id = _check_run_id(run_id)
-        created, ended = await engine.start(workflow, run_id, blob, decoded, rerun)
+        created, ended = await engine.start(workflow, run_id, blob, decoded, rerun, self._deadline(workflow, timeout))
         return RunHandle(self, run_id, ended=ended, created=created)
 
-    async def submit(self, wf: Any, /, *args: Any, run_id: str | None = None, **kwargs: Any) -> RunHandle:
+    def _deadline(self, workflow: Workflow | None, timeout: float | None) -> float | None:
+        seconds = check_timeout("timeout=", timeout)
+        if seconds is None and workflow is not None:
+            seconds = workflow.timeout
+        return None if seconds is None else self._clock() + seconds
+
+    async def submit(
+        self, wf: Any, /, *args: Any, run_id: str | None = None, timeout: float | None = None, **kwargs: Any
+    ) -> RunHandle:
         """Record a run as 'pending' for any worker that has its workflow; return its handle at once.
 
         `wf` may be a workflow name this App does not have (a producer process
@@ -302,7 +319,9 @@ class App:
         else:
             raise WorkflowNotFound(repr(wf), list(self._workflows))
         run_id = _check_run_id(run_id)
-        existing = await self._store.create_run(run_id, name, blob, None, self.lease_seconds, self._clock())
+        existing = await self._store.create_run(
+            run_id, name, blob, None, self.lease_seconds, self._clock(), self._deadline(workflow, timeout)
+        )
         if existing is not None and existing.workflow != name:
             raise RunIdInUse(run_id, existing.workflow, name)
         if existing is None and name in self._workflows:

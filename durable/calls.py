@@ -52,7 +52,7 @@ UTC = dt.timezone.utc
 
 
 # Which reason to stop wins when several come: the lower, the stronger.
-STOP_RANK = {"cancelled": 0, "lost": 1, "store": 2, "paused": 3, "shutdown": 4}
+STOP_RANK = {"cancelled": 0, "lost": 1, "timeout": 2, "store": 3, "paused": 4, "shutdown": 5}
 # Stops that let steps in flight finish and record them: the next execution must not run them again.
 GRACEFUL = frozenset({"paused", "shutdown"})
 

@@ -127,7 +127,7 @@ class Engine:
     # --- starting and claiming ------------------------------------------------------
 
     async def start(
-        self, workflow: Workflow, run_id: str, blob: bytes, decoded: Any, rerun: bool
+        self, workflow: Workflow, run_id: str, blob: bytes, decoded: Any, rerun: bool, deadline: float | None = None
     ) -> tuple[bool, RunRow | None]:
         """Create and launch a run, or resume the one stored under run_id: (created, the row if it had ended)."""
         running = self._executions.get(run_id)
@@ -141,10 +141,12 @@ class Engine:
                 return False, ended  # rerunning a finished script: nothing to write
         self._mark(run_id)
         try:
-            existing = await self.store.create_run(run_id, workflow.name, blob, self.owner, self.lease_seconds, self.clock())
+            existing = await self.store.create_run(
+                run_id, workflow.name, blob, self.owner, self.lease_seconds, self.clock(), deadline
+            )
             if existing is None:
                 log.info("run %s ▶ %s started", run_id, workflow.name)
-                self.launch(workflow, Fence(run_id, self.owner, 1), blob, [], decoded)
+                self.launch(workflow, Fence(run_id, self.owner, 1), blob, [], decoded, deadline)
                 return True, None
             if existing.workflow != workflow.name:
                 raise RunIdInUse(run_id, existing.workflow, workflow.name)
@@ -191,7 +193,7 @@ class Engine:
             return
         marked = self._mark(run_id)
         try:
-            claimed = Claimed(run_id, row.workflow, row.args, row.epoch, "running", self.owner, None, row.records)
+            claimed = Claimed(run_id, row.workflow, row.args, row.epoch, "running", self.owner, None, row.records, row.deadline)
             await self.resume(claimed, "its start was cancelled")
         finally:
             if marked:
@@ -254,7 +256,7 @@ class Engine:
                 claimed.run_id, claimed.workflow, reason, n, "" if n == 1 else "s",
             )  # fmt: skip
             workflow = self.workflows[claimed.workflow]
-            self.launch(workflow, Fence(claimed.run_id, self.owner, claimed.epoch), claimed.args, records)
+            self.launch(workflow, Fence(claimed.run_id, self.owner, claimed.epoch), claimed.args, records, None, claimed.deadline)
         except BaseException as exc:
             await self.release(claimed.run_id)
             if not isinstance(exc, Exception):
@@ -288,6 +290,7 @@ class Engine:
         args: bytes,
         records: list[Recorded],
         decoded: tuple[tuple[Any, ...], dict[str, Any]] | None = None,
+        deadline: float | None = None,
     ) -> None:
         run_id = fence.run_id
         if run_id in self._executions:
@@ -295,7 +298,7 @@ class Engine:
         if run_id in self._cancelled:
             self._cancelled.discard(run_id)
             return  # cancelled while it was being claimed
-        execution = Execution(self, workflow, fence, args, records, decoded)
+        execution = Execution(self, workflow, fence, args, records, decoded, deadline)
         self._executions[run_id] = execution
         execution.task = asyncio.create_task(execution.drive(), name=f"durable run {run_id}")
         execution.task.add_done_callback(functools.partial(self._ended, execution))

@@ -8,6 +8,7 @@
     ├── RunNotFound             no run with that run_id in the journal
     ├── RunIdInUse              the run_id belongs to a run of another workflow
     ├── RunCancelled            the run was cancelled
+    ├── RunTimedOut             the run passed its deadline and was stopped (also a TimeoutError)
     ├── RunAlreadyFinished      the run ended, so it cannot be cancelled
     ├── WrongRunStatus          the run's status does not allow it (retry a completed run, resume a running one)
     ├── RunExists               a new run was asked for under a run_id that is taken (fork)
@@ -58,6 +59,7 @@ __all__ = [
     "RunExists",
     "RunIdInUse",
     "RunNotFound",
+    "RunTimedOut",
     "SeqOutOfRange",
     "SignatureChanged",
     "StepFailed",
@@ -174,6 +176,23 @@ class RunCancelled(DurableError):
         )
 
 
+class RunTimedOut(DurableError, TimeoutError):
+    """The run passed its deadline (@app.workflow(timeout=...) or start(..., timeout=...)) and was stopped."""
+
+    def __init__(self, run_id: str, deadline: float) -> None:
+        super().__init__(run_id, deadline)
+        self.run_id, self.deadline = run_id, deadline
+
+    def describe(self) -> str:
+        import datetime as dt
+
+        at = dt.datetime.fromtimestamp(self.deadline, dt.timezone.utc).isoformat(timespec="seconds")
+        return (
+            f"Run {self.run_id!r} passed its deadline ({at}) and was stopped where it was; it ended failed. "
+            "Give the workflow a longer timeout, or retry the run (`durable retry`), which lifts the deadline."
+        )
+
+
 class RunAlreadyFinished(DurableError):
     """The run has ended, so there is nothing to cancel (or pause, or send a message to)."""
 
@@ -182,6 +201,11 @@ class RunAlreadyFinished(DurableError):
         self.run_id, self.status, self.action = run_id, status, action
 
     def describe(self) -> str:
+        if self.action == "answer":
+            return (
+                f"Run {self.run_id!r} already ended with status {self.status!r}: its prompts take no more answers, "
+                "and nothing was recorded."
+            )
         if self.action == "send":
             return (
                 f"Run {self.run_id!r} already ended with status {self.status!r}: it receives no more messages, "

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from .calls import GRACEFUL, STOP_RANK, STORE_FAULTS, UTC, Stop, Suspend, failing_step
 from .codec import error_from_json, error_to_json
 from .context import Context
-from .errors import EncodingError, JournalError, NondeterminismError, SignatureChanged, StoreUnavailable
+from .errors import EncodingError, JournalError, NondeterminismError, RunTimedOut, SignatureChanged, StoreUnavailable
 from .store.base import Fence, Recorded
 from .waits import Waits
 from .workflow import Workflow
@@ -43,7 +43,7 @@ class Execution(Waits):
     __slots__ = (
         "engine", "store", "clock", "fence", "workflow", "run_id", "args", "decoded", "recorded", "known", "next_seq", "keys",
         "inflight", "_settled", "wake_at", "deadline", "suspending", "parking", "stop_reason", "store_error", "violation", "active",
-        "status", "result", "error", "task", "replay_each", "replay_end",
+        "status", "result", "error", "task", "replay_each", "replay_end", "run_deadline",
     )  # fmt: skip
 
     def __init__(
@@ -54,8 +54,10 @@ class Execution(Waits):
         args: bytes,
         records: list[Recorded],
         decoded: tuple[tuple[Any, ...], dict[str, Any]] | None = None,
+        deadline: float | None = None,
     ) -> None:
         self.engine = engine
+        self.run_deadline = deadline  # past it the run is stopped and ends failed, RunTimedOut
         self.store = engine.store
         self.clock: Callable[[], float] = engine.clock
         self.fence = fence  # the claim this execution writes under
@@ -106,8 +108,11 @@ class Execution(Waits):
         outcome: str
         value: Any = None
         exiting: BaseException | None = None
+        timer = self._time_limit()
         try:
             try:
+                if self.stop_reason == "timeout":
+                    raise Stop("timeout")  # past its deadline already: nothing of it runs again
                 args, kwargs = self.decoded or self.workflow.decode_args(self.args)
             except (TypeError, EncodingError) as exc:
                 # The recorded arguments no longer fit: the code changed, as with a mismatch.
@@ -148,7 +153,21 @@ class Execution(Waits):
             raise
         finally:
             self.active = False
+            if timer is not None:
+                timer.cancel()
             self._log(time.perf_counter() - started)
+
+    def _time_limit(self) -> asyncio.TimerHandle | None:
+        """Stop the run at its deadline, whatever it is doing (a test clock: at its next launch, when it is due)."""
+        if self.run_deadline is None:
+            return None
+        left = self.run_deadline - self.clock()
+        if left <= 0:
+            self.stop_reason = "timeout"
+            return None
+        if not self.engine.hold_seconds:  # a virtual clock moves by itself only when told to
+            return None
+        return asyncio.get_running_loop().call_later(left, self.stop, "timeout")
 
     def _check_all_reached(self, outcome: str) -> None:
         """A run that ends before calls it once recorded has dropped them: the code changed."""
@@ -203,6 +222,8 @@ class Execution(Waits):
     async def _write_outcome(self, outcome: str, value: Any) -> None:
         now = self.clock()
         store, fence = self.store, self.fence
+        if self.stop_reason == "timeout":
+            outcome, value = "failed", RunTimedOut(self.run_id, self.run_deadline)  # type: ignore[arg-type]
         if self.violation is not None:
             self.error = self.violation
             ok = await store.finish(fence, "blocked", None, error_to_json(self.violation), now, self.known)

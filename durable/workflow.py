@@ -14,7 +14,7 @@ from .codec import Codec, decode_any, encode, error_from_json
 from .errors import DefinitionError, EncodingError, InvalidArguments, RunCancelled
 from .store.base import RunRow
 
-__all__ = ["Workflow", "ended_outcome"]
+__all__ = ["Workflow", "check_timeout", "ended_outcome"]
 
 
 class _StoredArgs(msgspec.Struct):
@@ -28,9 +28,9 @@ _stored_args = msgspec.json.Decoder(_StoredArgs)
 class Workflow:
     """An ``async def`` workflow function registered under a name."""
 
-    __slots__ = ("codecs", "fn", "name", "result_codec", "signature")
+    __slots__ = ("codecs", "fn", "name", "result_codec", "signature", "timeout")
 
-    def __init__(self, fn: Callable[..., Any], name: str) -> None:
+    def __init__(self, fn: Callable[..., Any], name: str, timeout: float | None = None) -> None:
         if not inspect.iscoroutinefunction(fn):
             raise DefinitionError(
                 f"@app.workflow needs an `async def` function, and {getattr(fn, '__qualname__', fn)!r} is not one. "
@@ -50,6 +50,7 @@ class Workflow:
                 "Define the annotated types at module level."
             ) from None
         self.fn, self.name = fn, name
+        self.timeout = check_timeout(f"@app.workflow(timeout=...) of {name!r}", timeout)
         self.signature = inspect.Signature(params[1:])
         self.codecs = {p.name: Codec(hints.get(p.name, Any)) for p in params[1:]}
         self.result_codec = Codec(hints.get("return", Any))
@@ -118,3 +119,14 @@ def ended_outcome(row: RunRow, workflow: Workflow | None) -> Any:
     if row.status == "cancelled":
         raise RunCancelled(row.run_id)
     raise error_from_json(row.error, row.workflow)  # type: ignore[arg-type]
+
+
+def check_timeout(where: str, timeout: Any) -> float | None:
+    """A run's timeout in seconds (a number > 0, or a timedelta), or None; DefinitionError otherwise."""
+    import datetime as dt
+
+    if isinstance(timeout, dt.timedelta):
+        timeout = timeout.total_seconds()
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
+        raise DefinitionError(f"{where} takes seconds > 0 (or a timedelta), not {timeout!r}.")
+    return None if timeout is None else float(timeout)

@@ -120,6 +120,7 @@ class RunRow(NamedTuple):
     created_at: float
     updated_at: float
     records: int  # how many records the run had when it last parked or ended: a lower bound, to find lost ones
+    deadline: float | None = None  # past it the run ends failed, RunTimedOut (the App's clock)
 
 
 class RecordRow(NamedTuple):
@@ -181,6 +182,7 @@ class Claimed(NamedTuple):
     owner: str | None  # before the claim
     ready: str | None  # why a pending run was ready: 'submitted', 'answered', 'released'
     records: int = 0  # the run's committed record count (RunRow.records)
+    deadline: float | None = None  # the run's own (RunRow.deadline)
 
 
 class Answered(NamedTuple):
@@ -206,9 +208,13 @@ class Store(Protocol):
     # --- runs: creation and claims ---------------------------------------------------
 
     def create_run(
-        self, run_id: str, workflow: str, args: bytes, claimant: str | None, lease_seconds: float, now: float
+        self, run_id: str, workflow: str, args: bytes, claimant: str | None, lease_seconds: float, now: float,
+        deadline: float | None = None,
     ) -> Awaitable[RunRow | None]:
-        """Insert a run, 'running' under `claimant` (epoch 1) or 'pending' without; None if inserted, else the run stored under run_id."""
+        """Insert a run, 'running' under `claimant` (epoch 1) or 'pending' without; None if inserted, else the run stored under run_id.
+
+        `deadline`: when the run times out; a parked run is woken at it at the latest.
+        """
         ...
 
     async def ended_run(self, run_id: str) -> RunRow | None:

@@ -79,6 +79,7 @@ class PostgresStore(OperatorWrites):
         self.durability = durability
         self.read_only = read_only
         self.older_ok = False  # read-only: also a journal of the previous schema (for check())
+        self._runs = ops.RUN  # the columns a run is read with
         self._dsn, options = split_url(url)
         self._pool_size = int(options.get("pool_size", pool_size))
         self._statement_cache = int(options.get("statement_cache_size", 100))
@@ -108,10 +109,11 @@ class PostgresStore(OperatorWrites):
         self._closing = False
         conn = await self._connect()
         try:
-            from .postgres_schema import check_readable, migrate
+            from .postgres_schema import RUN_DEADLINE_FROM, check_readable, migrate
 
             if self.read_only:
-                await check_readable(conn, self.target, self.older_ok)
+                if await check_readable(conn, self.target, self.older_ok) < RUN_DEADLINE_FROM:
+                    self._runs = ops.RUN.replace(", deadline", ", NULL")  # an older journal, read as it is
             else:
                 await migrate(conn, self.target)
         except asyncpg.PostgresError as exc:
@@ -265,10 +267,11 @@ class PostgresStore(OperatorWrites):
     # --- runs: creation and claims -----------------------------------------------------------
 
     def create_run(
-        self, run_id: str, workflow: str, args: bytes, claimant: str | None, lease_seconds: float, now: float
+        self, run_id: str, workflow: str, args: bytes, claimant: str | None, lease_seconds: float, now: float,
+        deadline: float | None = None,
     ) -> Any:
         op = ops.create_running if claimant is not None else ops.create_pending
-        return self._write(op, (run_id, workflow, args, claimant, lease_seconds, now))
+        return self._write(op, (run_id, workflow, args, claimant, lease_seconds, now, deadline))
 
     async def ended_run(self, run_id: str) -> RunRow | None:
         row = await self.load_run(run_id)
@@ -372,7 +375,7 @@ class PostgresStore(OperatorWrites):
             raise self._classify(exc) from None
 
     async def load_run(self, run_id: str) -> RunRow | None:
-        rows = await self._fetch(f"SELECT {ops.RUN} FROM durable.runs WHERE run_id = $1", run_id)
+        rows = await self._fetch(f"SELECT {self._runs} FROM durable.runs WHERE run_id = $1", run_id)
         return RunRow(*rows[0]) if rows else None
 
     async def load_records(self, run_id: str) -> list[RecordRow]:
@@ -398,7 +401,7 @@ class PostgresStore(OperatorWrites):
 
     async def list_runs(self, status: str | None, workflow: str | None, limit: int) -> list[RunRow]:
         rows = await self._fetch(
-            f"SELECT {ops.RUN} FROM durable.runs WHERE ($1::text IS NULL OR status = $1)"
+            f"SELECT {self._runs} FROM durable.runs WHERE ($1::text IS NULL OR status = $1)"
             " AND ($2::text IS NULL OR workflow = $2) ORDER BY created_at DESC, run_id DESC LIMIT $3",
             status, workflow, limit,
         )  # fmt: skip
@@ -408,7 +411,8 @@ class PostgresStore(OperatorWrites):
         rows = await self._fetch(
             "SELECT r.run_id, runs.workflow, r.seq, r.name, r.question, r.schema, r.started_at, r.deadline"
             " FROM durable.records AS r JOIN durable.runs AS runs ON runs.run_id = r.run_id"
-            " WHERE r.status = 'waiting' AND r.kind = 'ask' AND ($1::text IS NULL OR r.run_id = $1) ORDER BY r.started_at, r.run_id",
+            " WHERE r.status = 'waiting' AND r.kind = 'ask' AND runs.status NOT IN ('completed', 'failed', 'cancelled')"
+            " AND ($1::text IS NULL OR r.run_id = $1) ORDER BY r.started_at, r.run_id",
             run_id,
         )
         return [PromptRow(*r) for r in rows]

@@ -44,7 +44,8 @@ async def retry(conn: Any, run_id: str, now: float) -> tuple[str, int] | None:
         moved = _count(await conn.execute(f"DELETE {where}", run_id, seq))
     await conn.execute(
         "UPDATE durable.runs SET status = 'pending', ready = 'retried', result = NULL, error = NULL, owner = NULL,"
-        " lease_until = NULL, wake_at = NULL, updated_at = $2, records = GREATEST(0, records - $3) WHERE run_id = $1",
+        " lease_until = NULL, wake_at = NULL, deadline = NULL, updated_at = $2, records = GREATEST(0, records - $3)"
+        " WHERE run_id = $1",
         run_id, now, moved,
     )  # fmt: skip
     return status, moved

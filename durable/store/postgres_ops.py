@@ -45,7 +45,10 @@ __all__ = [
 
 # The database server's clock, in seconds since the epoch: leases never depend on a worker's clock.
 NOW = "extract(epoch from clock_timestamp())::float8"
-RUN = "run_id, workflow, status, args, result, error, owner, epoch, lease_until, wake_at, created_at, updated_at, records"
+RUN = (
+    "run_id, workflow, status, args, result, error, owner, epoch, lease_until, wake_at, created_at, updated_at, records,"
+    " deadline"
+)
 RECORD_COLUMNS = "run_id, seq, kind, name, status, value, error, attempts, started_at, finished_at, question, schema, deadline"
 
 
@@ -149,19 +152,19 @@ async def expire(conn: Any, run_id: str, owner: str, epoch: int, seq: int, now: 
 # --- creating and claiming runs ---------------------------------------------------------------
 
 _CREATE = (
-    "INSERT INTO durable.runs (run_id, workflow, status, args, owner, epoch, lease_until, ready, created_at, updated_at)"
-    " VALUES ($1, $2, CASE WHEN $4::text IS NULL THEN 'pending' ELSE 'running' END, $3, $4,"
+    "INSERT INTO durable.runs (run_id, workflow, status, args, owner, epoch, lease_until, ready, created_at, updated_at,"
+    " deadline) VALUES ($1, $2, CASE WHEN $4::text IS NULL THEN 'pending' ELSE 'running' END, $3, $4,"
     f" CASE WHEN $4::text IS NULL THEN 0 ELSE 1 END, CASE WHEN $4::text IS NOT NULL THEN {NOW} + $5 END,"
-    " CASE WHEN $4::text IS NULL THEN 'submitted' END, $6, $6)"
+    " CASE WHEN $4::text IS NULL THEN 'submitted' END, $6, $6, $7)"
     " ON CONFLICT (run_id) DO NOTHING"
 )
 _CREATE_MANY = (
-    "INSERT INTO durable.runs (run_id, workflow, status, args, owner, epoch, lease_until, ready, created_at, updated_at)"
-    " SELECT u.run_id, u.workflow, CASE WHEN u.owner IS NULL THEN 'pending' ELSE 'running' END, u.args, u.owner,"
+    "INSERT INTO durable.runs (run_id, workflow, status, args, owner, epoch, lease_until, ready, created_at, updated_at,"
+    " deadline) SELECT u.run_id, u.workflow, CASE WHEN u.owner IS NULL THEN 'pending' ELSE 'running' END, u.args, u.owner,"
     f"  CASE WHEN u.owner IS NULL THEN 0 ELSE 1 END, CASE WHEN u.owner IS NOT NULL THEN {NOW} + u.lease END,"
-    "  CASE WHEN u.owner IS NULL THEN 'submitted' END, u.now, u.now"
-    " FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::float8[], $6::float8[])"
-    "  AS u(run_id, workflow, args, owner, lease, now)"
+    "  CASE WHEN u.owner IS NULL THEN 'submitted' END, u.now, u.now, u.deadline"
+    " FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::float8[], $6::float8[], $7::float8[])"
+    "  AS u(run_id, workflow, args, owner, lease, now, deadline)"
     " ON CONFLICT (run_id) DO NOTHING RETURNING run_id"
 )
 
@@ -207,10 +210,10 @@ async def claim(
         f" lease_until = {NOW} + $2, updated_at = $3"
         " WHERE run_id = $4 AND status = $5 AND owner IS NOT DISTINCT FROM $6"
         f" AND (status <> 'running' OR $7 OR lease_until IS NULL OR lease_until < {NOW})"
-        " RETURNING workflow, args, epoch, records",
+        " RETURNING workflow, args, epoch, records, deadline",
         claimant, lease, now, run_id, status, owner, owner_dead,
     )  # fmt: skip
-    return None if row is None else Claimed(run_id, row[0], row[1], row[2], status, owner, None, row[3])
+    return None if row is None else Claimed(run_id, row[0], row[1], row[2], status, owner, None, row[3], row[4])
 
 
 claim.notifies = True  # type: ignore[attr-defined]  # a previous owner still alive learns it lost the run
@@ -227,7 +230,7 @@ _CLAIM_READY = (
     " UPDATE durable.runs AS r SET status = 'running', ready = NULL, owner = $1, epoch = r.epoch + 1,"
     f" lease_until = {NOW} + $6, updated_at = $4"
     " FROM candidate AS c WHERE r.run_id = c.run_id"
-    " RETURNING r.run_id, r.workflow, r.args, r.epoch, c.status, c.owner, c.ready, r.records"
+    " RETURNING r.run_id, r.workflow, r.args, r.epoch, c.status, c.owner, c.ready, r.records, r.deadline"
 )
 
 
@@ -281,9 +284,10 @@ async def park(
         "   WHEN $2::float8 IS NOT NULL THEN 'sleeping' ELSE 'pending' END,"
         " ready = CASE WHEN $2::float8 IS NULL AND status <> 'paused'"
         "   AND NOT EXISTS (SELECT 1 FROM durable.records WHERE run_id = $1 AND status = 'waiting') THEN 'answered' END,"
-        # A waiting run wakes at its prompts' earliest deadline too (LEAST leaves out NULLs).
+        # A waiting run wakes at its prompts' earliest deadline too, and any run at its own deadline
+        # (the soonest of these; LEAST leaves out NULLs).
         " wake_at = CASE WHEN EXISTS (SELECT 1 FROM durable.records WHERE run_id = $1 AND status = 'waiting')"
-        "   THEN LEAST($2::float8, $5::float8) ELSE $2 END,"
+        "   THEN LEAST($2::float8, $5::float8, deadline) ELSE LEAST($2::float8, deadline) END,"
         " owner = NULL, lease_until = NULL, updated_at = $3, records = GREATEST(records, $4)"
         " WHERE run_id = $1 RETURNING status",
         run_id, wake_at, now, records, deadline,
@@ -355,12 +359,13 @@ async def ready_if_none_waits(
         f" lease_until = CASE WHEN $3::text IS NOT NULL THEN {NOW} + $4 END, updated_at = $1"
         " WHERE run_id = $2 AND status = 'waiting'"
         " AND NOT EXISTS (SELECT 1 FROM durable.records WHERE run_id = $2 AND status = 'waiting')"
-        " RETURNING workflow, args, epoch, records",
+        " RETURNING workflow, args, epoch, records, deadline",
         now, run_id, claimant, lease,
     )  # fmt: skip
     if row is None:
         return False, None
-    return True, None if claimant is None else Claimed(run_id, row[0], row[1], row[2], "waiting", None, "answered", row[3])
+    claimed = Claimed(run_id, row[0], row[1], row[2], "waiting", None, "answered", row[3], row[4])
+    return True, None if claimant is None else claimed
 
 
 answer.notifies = True  # type: ignore[attr-defined]

@@ -98,11 +98,15 @@ MIGRATIONS: list[list[str]] = [
         )""",
         "CREATE INDEX messages_queued ON durable.messages (run_id, topic, id) WHERE seq IS NULL",
         "CREATE INDEX messages_by_run ON durable.messages (run_id)",
+        # and a run's deadline (@app.workflow(timeout=...)): past it the run ends failed, RunTimedOut
+        "ALTER TABLE durable.runs ADD COLUMN deadline double precision",
     ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
-# The oldest schema whose runs and records check() can replay, read-only (a journal of the durable before this one).
+# The oldest schema whose runs and records check() can replay, read-only (a journal of the durable before this one),
+# and the schema that added runs.deadline (read as NULL from an older one).
 REPLAYS_FROM = 1
+RUN_DEADLINE_FROM = 3
 
 
 async def migrate(conn: Any, target: str) -> None:
@@ -141,7 +145,7 @@ async def migrate(conn: Any, target: str) -> None:
             )
 
 
-async def check_readable(conn: Any, target: str, older_ok: bool = False) -> None:
+async def check_readable(conn: Any, target: str, older_ok: bool = False) -> int:
     """Check, without writing anything, that the database holds a journal of this durable's schema.
 
     `older_ok`: a journal at an older schema whose runs and records check() can replay is read too.
@@ -157,6 +161,7 @@ async def check_readable(conn: Any, target: str, older_ok: bool = False) -> None
             f"its schema is version {stored}, this durable reads version {SCHEMA_VERSION}. "
             + ("Upgrade durable." if newer else "Open it once with write access, which migrates it."),
         )
+    return int(stored)
 
 
 async def warm(conn: Any) -> None:

@@ -27,7 +27,7 @@ from .base import (
     FINAL, LOST_RECORDS, SET_ASIDE, VALUES_AFTER, Answered, Claimed, Fence, PromptRow, RecordRow, Recorded, RunRow,
     OperatorWrites, damaged_values, lost_records,
 )
-from .sqlite_schema import BUSY_TIMEOUT_MS, open_read_only, prepare, read_only_location
+from .sqlite_schema import BUSY_TIMEOUT_MS, RUN_DEADLINE_FROM, open_read_only, prepare, read_only_location
 from .sqlite_writer import Writer, is_busy
 
 __all__ = ["SQLiteStore"]
@@ -52,6 +52,7 @@ class SQLiteStore(OperatorWrites):
         self.durability = durability
         self.read_only = read_only
         self.older_ok = False  # read-only: also a journal of the previous schema (for check())
+        self._runs = ops.RUN  # the columns a run is read with
         self._writer: Writer | None = None
         self._reader: aiosqlite.Connection | None = None
         self._data_version: int | None = None
@@ -63,7 +64,9 @@ class SQLiteStore(OperatorWrites):
             raise JournalError(self.path, "an in-memory database cannot be shared by the writer and readers. Give a file path.")
         if self.read_only:
             # No writer, no migration, no WAL switch: the file is only looked at.
-            uri = await asyncio.to_thread(open_read_only, self.path, self.older_ok)
+            uri, version = await asyncio.to_thread(open_read_only, self.path, self.older_ok)
+            if version < RUN_DEADLINE_FROM:  # an older journal, read as it is: its runs have no deadline
+                self._runs = ops.RUN.replace(", deadline", ", NULL")
             self._reader = await aiosqlite.connect(uri, uri=True, isolation_level=None)
             await self._reader.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             return
@@ -142,9 +145,10 @@ class SQLiteStore(OperatorWrites):
         return RuntimeError("the store is closed")
 
     def create_run(
-        self, run_id: str, workflow: str, args: bytes, claimant: str | None, lease_seconds: float, now: float
+        self, run_id: str, workflow: str, args: bytes, claimant: str | None, lease_seconds: float, now: float,
+        deadline: float | None = None,
     ) -> Any:
-        return self._write(ops.create_run, (run_id, workflow, args, claimant, lease_seconds, now))
+        return self._write(ops.create_run, (run_id, workflow, args, claimant, lease_seconds, now, deadline))
 
     async def ended_run(self, run_id: str) -> RunRow | None:
         # Read on the writer's connection from this thread when the writer is idle: no thread hop.
@@ -269,7 +273,7 @@ class SQLiteStore(OperatorWrites):
             raise self._classify(exc) from None
 
     async def load_run(self, run_id: str) -> RunRow | None:
-        rows = await self._fetch(f"SELECT {ops.RUN} FROM runs WHERE run_id = ?", (run_id,))
+        rows = await self._fetch(f"SELECT {self._runs} FROM runs WHERE run_id = ?", (run_id,))
         return RunRow._make(rows[0]) if rows else None
 
     async def load_records(self, run_id: str) -> list[RecordRow]:
@@ -298,7 +302,7 @@ class SQLiteStore(OperatorWrites):
 
     async def list_runs(self, status: str | None, workflow: str | None, limit: int) -> list[RunRow]:
         rows = await self._fetch(
-            f"SELECT {ops.RUN} FROM runs WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR workflow = ?2)"
+            f"SELECT {self._runs} FROM runs WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR workflow = ?2)"
             " ORDER BY created_at DESC, run_id DESC LIMIT ?3",
             (status, workflow, limit),
         )
@@ -308,7 +312,8 @@ class SQLiteStore(OperatorWrites):
         rows = await self._fetch(
             "SELECT r.run_id, runs.workflow, r.seq, r.name, r.question, r.schema, r.started_at, r.deadline"
             " FROM records AS r JOIN runs ON runs.run_id = r.run_id"
-            " WHERE r.status = 'waiting' AND r.kind = 'ask' AND (?1 IS NULL OR r.run_id = ?1) ORDER BY r.started_at, r.run_id",
+            " WHERE r.status = 'waiting' AND r.kind = 'ask' AND runs.status NOT IN ('completed', 'failed', 'cancelled')"
+            " AND (?1 IS NULL OR r.run_id = ?1) ORDER BY r.started_at, r.run_id",
             (run_id,),
         )
         return list(map(PromptRow._make, rows))

@@ -41,7 +41,8 @@ def retry(conn: sqlite3.Connection, run_id: str, now: float) -> tuple[str, int] 
         moved = conn.execute(f"DELETE {where}", args).rowcount
     conn.execute(
         "UPDATE runs SET status = 'pending', ready = 'retried', result = NULL, error = NULL, owner = NULL,"
-        " lease_until = NULL, wake_at = NULL, updated_at = ?, records = MAX(0, records - ?) WHERE run_id = ?",
+        " lease_until = NULL, wake_at = NULL, deadline = NULL, updated_at = ?, records = MAX(0, records - ?)"
+        " WHERE run_id = ?",
         (now, moved, run_id),
     )
     return status, moved

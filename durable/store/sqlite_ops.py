@@ -20,7 +20,10 @@ __all__ = [
 ]  # fmt: skip
 
 NOW = "((julianday('now') - 2440587.5) * 86400.0)"  # the store's clock, in seconds since the epoch
-RUN = "run_id, workflow, status, args, result, error, owner, epoch, lease_until, wake_at, created_at, updated_at, records"
+RUN = (
+    "run_id, workflow, status, args, result, error, owner, epoch, lease_until, wake_at, created_at, updated_at, records,"
+    " deadline"
+)
 RECORD = "seq, kind, name, status, value, error, attempts, started_at, finished_at, question, schema, deadline"
 
 # The time of an in-place change (a prompt answered, cancelled or reopened, a
@@ -59,10 +62,10 @@ def replace(conn: sqlite3.Connection, params: tuple[Any, ...]) -> bool:
 
 
 _CREATE_RUN = (
-    "INSERT INTO runs (run_id, workflow, status, args, owner, epoch, lease_until, ready, created_at, updated_at)"
+    "INSERT INTO runs (run_id, workflow, status, args, owner, epoch, lease_until, ready, created_at, updated_at, deadline)"
     " VALUES (?1, ?2, CASE WHEN ?4 IS NULL THEN 'pending' ELSE 'running' END, ?3, ?4,"
     f" CASE WHEN ?4 IS NULL THEN 0 ELSE 1 END, CASE WHEN ?4 IS NOT NULL THEN {NOW} + ?5 END,"
-    " CASE WHEN ?4 IS NULL THEN 'submitted' END, ?6, ?6)"
+    " CASE WHEN ?4 IS NULL THEN 'submitted' END, ?6, ?6, ?7)"
     " ON CONFLICT (run_id) DO NOTHING"
 )
 
@@ -97,10 +100,10 @@ def claim(
         f"UPDATE runs SET status = 'running', ready = NULL, owner = ?1, epoch = epoch + 1, lease_until = {NOW} + ?2,"
         " updated_at = ?3 WHERE run_id = ?4 AND status = ?5 AND owner IS ?6"
         f" AND (status <> 'running' OR ?7 OR lease_until IS NULL OR lease_until < {NOW})"
-        " RETURNING workflow, args, epoch, records",
+        " RETURNING workflow, args, epoch, records, deadline",
         (claimant, lease, now, run_id, status, owner, owner_dead),
     ).fetchone()
-    return None if row is None else Claimed(run_id, row[0], row[1], row[2], status, owner, None, row[3])
+    return None if row is None else Claimed(run_id, row[0], row[1], row[2], status, owner, None, row[3], row[4])
 
 
 CLAIMABLE = (
@@ -117,7 +120,7 @@ def claim_ready(
     # Read and update in one transaction: the writer holds SQLite's write lock
     # throughout, so no other process can claim these rows in between.
     rows = conn.execute(
-        f"SELECT run_id, workflow, args, epoch, status, owner, ready, records FROM runs WHERE {CLAIMABLE}"
+        f"SELECT run_id, workflow, args, epoch, status, owner, ready, records, deadline FROM runs WHERE {CLAIMABLE}"
         # Orphans first (already started, maybe holding resources), new submissions last.
         " ORDER BY CASE WHEN status = 'running' THEN 0 WHEN ready IS 'submitted' THEN 2 ELSE 1 END, updated_at"
         " LIMIT :limit",
@@ -130,7 +133,7 @@ def claim_ready(
         " updated_at = ? WHERE run_id = ?",
         [(claimant, lease, now, row[0]) for row in rows],
     )
-    return [Claimed(r[0], r[1], r[2], r[3] + 1, r[4], r[5], r[6], r[7]) for r in rows]
+    return [Claimed(r[0], r[1], r[2], r[3] + 1, r[4], r[5], r[6], r[7], r[8]) for r in rows]
 
 
 def renew(conn: sqlite3.Connection, owner: str, lease: float) -> dict[str, tuple[int, bool]]:
@@ -142,6 +145,11 @@ def renew(conn: sqlite3.Connection, owner: str, lease: float) -> dict[str, tuple
     return {run_id: (epoch, bool(paused)) for run_id, epoch, paused in rows}
 
 
+def soonest(a: str, b: str) -> str:
+    """The earlier of two times, either of which may be NULL (NULL only when both are)."""
+    return f"MIN(COALESCE({a}, {b}), COALESCE({b}, {a}))"
+
+
 def park(conn: sqlite3.Connection, params: tuple[Any, ...]) -> str | None:
     # Decided inside the transaction: an answer that arrived while the run was
     # still executing must not leave it 'waiting' for an answer it already has.
@@ -151,9 +159,10 @@ def park(conn: sqlite3.Connection, params: tuple[Any, ...]) -> str | None:
         "   WHEN ?4 IS NOT NULL THEN 'sleeping' ELSE 'pending' END,"
         " ready = CASE WHEN ?4 IS NULL AND status <> 'paused'"
         "   AND NOT EXISTS (SELECT 1 FROM records WHERE run_id = ?1 AND status = 'waiting') THEN 'answered' END,"
-        # A waiting run wakes at its prompts' earliest deadline too (the sooner of the two, either may be NULL).
+        # A waiting run wakes at its prompts' earliest deadline too, and any run at its own deadline
+        # (the soonest of these; any may be NULL).
         " wake_at = CASE WHEN EXISTS (SELECT 1 FROM records WHERE run_id = ?1 AND status = 'waiting')"
-        "   THEN MIN(COALESCE(?4, ?7), COALESCE(?7, ?4)) ELSE ?4 END,"
+        f"   THEN {soonest(soonest('?4', '?7'), 'deadline')} ELSE {soonest('?4', 'deadline')} END,"
         " owner = NULL, lease_until = NULL, updated_at = ?5, records = MAX(records, ?6)"
         " WHERE run_id = ?1 AND owner = ?2 AND epoch = ?3 RETURNING status",
         params,
@@ -204,12 +213,13 @@ def ready_if_none_waits(
         f" epoch = epoch + (?3 IS NOT NULL), lease_until = CASE WHEN ?3 IS NOT NULL THEN {NOW} + ?4 END, updated_at = ?1"
         " WHERE run_id = ?2 AND status = 'waiting'"
         " AND NOT EXISTS (SELECT 1 FROM records WHERE run_id = ?2 AND status = 'waiting')"
-        " RETURNING workflow, args, epoch, records",
+        " RETURNING workflow, args, epoch, records, deadline",
         (now, run_id, claimant, lease),
     ).fetchone()
     if row is None:
         return False, None
-    return True, None if claimant is None else Claimed(run_id, row[0], row[1], row[2], "waiting", None, "answered", row[3])
+    claimed = Claimed(run_id, row[0], row[1], row[2], "waiting", None, "answered", row[3], row[4])
+    return True, None if claimant is None else claimed
 
 
 def reopen_prompt(conn: sqlite3.Connection, fence: Fence, key: str, now: float) -> bool:

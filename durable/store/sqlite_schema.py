@@ -92,11 +92,15 @@ MIGRATIONS: list[list[str]] = [
         )""",
         "CREATE INDEX messages_queued ON messages (run_id, topic, id) WHERE seq IS NULL",
         "CREATE INDEX messages_by_run ON messages (run_id)",
+        # and a run's deadline (@app.workflow(timeout=...)): past it the run ends failed, RunTimedOut
+        "ALTER TABLE runs ADD COLUMN deadline REAL",
     ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
-# The oldest schema whose runs and records check() can replay, read-only (a journal of the durable before this one).
+# The oldest schema whose runs and records check() can replay, read-only (a journal of the durable before this one),
+# and the schema that added runs.deadline (read as NULL from an older one).
 REPLAYS_FROM = 2
+RUN_DEADLINE_FROM = 4
 
 
 def prepare(path: str) -> None:
@@ -217,7 +221,7 @@ def read_only_uri(path: str, immutable: bool = False) -> str:
     return f"file:{quoted}?mode=ro" + ("&immutable=1" if immutable else "")
 
 
-def open_read_only(path: str, older_ok: bool = False) -> str:
+def open_read_only(path: str, older_ok: bool = False) -> tuple[str, int]:
     """Check a journal that is only to be read; return the URI to read it with. Never writes to it.
 
     A journal in WAL mode is normally read through its -shm file, which a
@@ -262,4 +266,4 @@ def open_read_only(path: str, older_ok: bool = False) -> str:
             f"it was written by an older durable (schema {version}); open it once with write access, "
             "which migrates it, then read it.",
         )
-    return uri
+    return uri, version
