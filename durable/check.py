@@ -35,14 +35,14 @@ STALL_SECONDS = 10.0
 
 
 class _Offline:
-    """What a Checking needs of an engine: a store to read (never written) and a clock."""
+    """What a Checking needs of an engine: a store to read (never written), a clock, the workflows."""
 
     closing = False
     replay_every_step = False
     hold_seconds = 0.0
 
-    def __init__(self, store: Store, clock: Callable[[], float]) -> None:
-        self.store, self.clock = store, clock
+    def __init__(self, store: Store, clock: Callable[[], float], workflows: Mapping[str, Workflow]) -> None:
+        self.store, self.clock, self.workflows = store, clock, workflows
 
 
 class Checking(Execution):
@@ -50,8 +50,11 @@ class Checking(Execution):
 
     __slots__ = ("frontier", "waits", "patches")
 
-    def __init__(self, store: Store, workflow: Workflow, row: RunRow, records: list[Any], clock: Callable[[], float]) -> None:
-        super().__init__(_Offline(store, clock), workflow, Fence(row.run_id, "", -1), row.args, records)  # type: ignore[arg-type]
+    def __init__(
+        self, store: Store, workflows: Mapping[str, Workflow], row: RunRow, records: list[Any], clock: Callable[[], float]
+    ) -> None:
+        offline = _Offline(store, clock, workflows)
+        super().__init__(offline, workflows[row.workflow], Fence(row.run_id, "", -1), row.args, records)  # type: ignore[arg-type]
         self.frontier: int | None = None  # where the replay stopped: the first call with no record
         self.waits: str | None = None  # what the run waits for there, in words
         self.patches: dict[str, bool] = {}  # patch id -> whether this run takes its new path
@@ -99,6 +102,14 @@ class Checking(Execution):
         if record.status == "waiting":
             self._stop_at(seq, f"a message on {topic!r}")
         return await super().receive(seq, topic, *options)
+
+    async def child(self, seq: int, workflow: str, child_id: str, *options: Any) -> Any:
+        record = self.recorded.get(seq)
+        if record is None:
+            self._stop_at(seq)
+        if record.status == "waiting":
+            self._stop_at(seq, f"child run {child_id!r}")
+        return await super().child(seq, workflow, child_id, *options)
 
     async def _reopen(self, key: str, exc: pydantic.ValidationError) -> None:
         seq = next(s for s, r in self.recorded.items() if r.kind == "ask" and r.name == key)
@@ -149,7 +160,7 @@ async def check_run(store: Store, workflows: Mapping[str, Workflow], row: RunRow
             run_id=row.run_id, workflow=row.workflow, verdict="unknown-workflow",
             detail=f"this App registers no workflow {row.workflow!r} (it has: {', '.join(sorted(workflows)) or 'none'})",
         )  # fmt: skip
-    checking = Checking(store, workflow, row, await store.load_replay(row.run_id), clock)
+    checking = Checking(store, workflows, row, await store.load_replay(row.run_id), clock)
     checking.task = asyncio.ensure_future(checking.drive())
     try:
         await asyncio.wait_for(asyncio.shield(checking.task), STALL_SECONDS)

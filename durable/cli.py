@@ -84,6 +84,8 @@ def show(run_id: str, as_json: bool, db: str) -> None:
     ]
     if run.kwargs:
         fields.append(("kwargs", plain(run.kwargs)))
+    if run.parent is not None:
+        fields.append(("parent", run.parent))
     if run.status == "completed":
         fields.append(("result", plain(run.result)))
     if run.error is not None:

@@ -187,6 +187,9 @@ def plain(value: Any) -> str:
 def record_value(record: Record) -> str:
     if record.error is not None:
         return preview(error_text(record.error))
+    if record.kind == "child":
+        outcome = f" → {plain(record.value)}" if record.status == "completed" else ""
+        return preview(f"run {record.question}{outcome}")
     if record.kind == "ask":
         question = record.question or ""
         return preview(question if record.status != "answered" else f"{question} → {plain(record.value)}")

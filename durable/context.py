@@ -7,8 +7,10 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .waits import NO_DEFAULT
+from .codec import encode
+from .errors import WorkflowNotFound
 from .steps import STUBS, step_spec
+from .waits import NO_DEFAULT
 
 if TYPE_CHECKING:
     from .replay import Execution
@@ -137,6 +139,36 @@ class Context:
         seconds = _seconds("ctx.receive", timeout)
         ex = self._ex
         return ex.receive(ex.take("receive", topic), topic, type, seconds, default)
+
+    def child(self, wf: Any, /, *args: Any, run_id: str | None = None, **kwargs: Any) -> Awaitable[Any]:
+        """Start a child run of workflow `wf` (a registered function, or a workflow's name) and wait for its result.
+
+        The parent waits unloaded; any worker with the child's workflow executes
+        the child. Its result comes back decoded by its return annotation, its
+        error raised as its own type (RunCancelled if it was cancelled), also
+        after either run crashed. The child's run_id is ``<parent run_id>/<seq>``
+        unless given, so a replay finds the same child. Cancelling the parent
+        cancels its unfinished children.
+
+        Example:
+            shipment = await ctx.child(ship, order_id)
+            a, b = await asyncio.gather(ctx.child(price, "a"), ctx.child(price, "b"))
+        """
+        ex = self._ex
+        workflows = ex.engine.workflows
+        found = workflows.get(wf) if isinstance(wf, str) else next((w for w in workflows.values() if w.fn is wf), None)
+        name = wf if isinstance(wf, str) else getattr(found, "name", None)
+        if not isinstance(name, str) or not name:
+            raise WorkflowNotFound(getattr(wf, "__name__", repr(wf)), list(workflows))
+        if run_id is not None and (not isinstance(run_id, str) or not run_id):
+            raise TypeError(f"ctx.child(run_id=...) takes a non-empty string, not {run_id!r}.")
+        if found is not None:
+            blob = found.encode_args(args, kwargs)[0]
+        else:  # a workflow this process does not have: its worker checks the arguments
+            blob = encode({"args": list(args), "kwargs": kwargs}, f"the arguments of child workflow {name!r}")
+        seq = ex.take("child", name)
+        timeout = None if found is None else found.timeout
+        return ex.child(seq, name, run_id or f"{ex.run_id}/{seq}", blob, timeout)
 
     @property
     def is_replaying(self) -> bool:

@@ -83,6 +83,7 @@ class RunOut(Model):
     created_at: AwareDatetime
     updated_at: AwareDatetime
     wake_at: AwareDatetime | None = None
+    parent: str | None = Field(default=None, description="The run whose ctx.child started this one.")
     steps: list[RecordOut] = Field(default_factory=list, description="The journal (empty in listings).")
     set_aside: list[RecordOut] = Field(default_factory=list, description="What retries set aside, kept for audit.")
 

@@ -14,7 +14,8 @@ __all__ = ["CheckResult", "Cursor", "Prompt", "Record", "Run"]
 
 
 class Record(msgspec.Struct, frozen=True, kw_only=True):
-    """One journal entry: a step, sleep, prompt (kind 'ask'), clock reading (kind 'now') or patch marker (kind 'patch')."""
+    """One journal entry: a step, sleep, prompt (kind 'ask'), message (kind 'receive'), child run (kind 'child';
+    its run_id in `question`), clock reading (kind 'now') or patch marker (kind 'patch')."""
 
     seq: int
     kind: str
@@ -60,6 +61,7 @@ class Run(msgspec.Struct, frozen=True, kw_only=True):
     created_at: dt.datetime
     updated_at: dt.datetime
     wake_at: dt.datetime | None = None
+    parent: str | None = None  # the run whose ctx.child started this one
     steps: list[Record] = []
     set_aside: list[Record] = []  # what retries set aside: the run's errors (kind 'run') and failed step records
 
@@ -77,6 +79,7 @@ class Run(msgspec.Struct, frozen=True, kw_only=True):
             created_at=from_timestamp(row.created_at),  # type: ignore[arg-type]
             updated_at=from_timestamp(row.updated_at),  # type: ignore[arg-type]
             wake_at=from_timestamp(row.wake_at),
+            parent=row.parent,
             steps=[Record.from_row(r) for r in records],
             set_aside=[Record.from_row(r) for r in set_aside],
         )

@@ -1,4 +1,4 @@
-"""The ctx calls that wait for the world: ask (a person's answer) and receive (a message), with deadlines.
+"""The ctx calls that wait for the world: ask (an answer), receive (a message), child (another run), with deadlines.
 
 Both record a 'waiting' record and unload the run (:class:`~durable.calls.Suspend`)
 until an outside write (an answer, a sent message) fills the record in and
@@ -16,9 +16,9 @@ from typing import Any
 
 import pydantic
 
-from .calls import Calls
-from .codec import encode
-from .errors import DuplicatePromptKey, InvalidMessage, PromptExpired, ReceiveTimedOut
+from .calls import UNREADABLE, Calls
+from .codec import decode_any, encode, error_from_json
+from .errors import DuplicatePromptKey, InvalidMessage, PromptExpired, ReceiveTimedOut, RunCancelled, RunIdInUse
 from .store.base import RecordRow
 
 __all__ = ["ASKED", "NO_DEFAULT", "AskedTypes", "Waits", "answer_schema", "type_adapter"]
@@ -169,6 +169,43 @@ class Waits(Calls):
                 self._wake_for(deadline)
             elif await self._write(self.store.expire(self.fence, seq, self.clock())):
                 return self._timed_out(topic, timeout, default)
+        await self._suspend()
+
+    async def child(self, seq: int, workflow: str, child_id: str, blob: bytes, timeout: float | None) -> Any:
+        """Start a child run (any worker with its workflow executes it) and wait, unloaded, for its outcome."""
+        self._check("child")
+        record = self.recorded.get(seq)
+        if record is None:
+            now = self.clock()
+            deadline = None if timeout is None else now + timeout
+            self._begin()
+            try:
+                ok, status, value, error = await self._write(
+                    self.store.start_child(self.fence, seq, child_id, workflow, blob, now, deadline)
+                )
+            finally:
+                self._end()
+            if not ok:
+                self._lost()
+            if status == "taken":
+                raise RunIdInUse(child_id, value.decode(), workflow)  # type: ignore[union-attr]
+            self.known += 1
+            self.engine.kick()  # a worker here with the workflow takes the child at once
+            if self.replay_each and status != "waiting":
+                self._replay_from_start()
+        else:
+            status, value, error = record.status, record.value, record.error
+        if status == "completed":
+            known = self.engine.workflows.get(workflow)
+            label = f"the result of child run {child_id!r}"
+            try:
+                return decode_any(value) if known is None else known.result_codec.decode(value, label)  # type: ignore[arg-type]
+            except UNREADABLE as exc:
+                self._unreadable(seq, record, exc)  # type: ignore[arg-type]
+        if status == "failed":
+            raise error_from_json(error, workflow)  # type: ignore[arg-type]  # the child's error, as its own type
+        if status == "cancelled":
+            raise RunCancelled(child_id)
         await self._suspend()
 
     def _message(self, topic: str, adapter: pydantic.TypeAdapter[Any], blob: bytes) -> Any:

@@ -176,6 +176,18 @@ async def collector(ctx: durable.Context) -> list[int]:
     return [await ctx.step(got, await ctx.receive("n", type=int)) for _ in range(100)]
 
 
+@app.workflow
+async def kid(ctx: durable.Context, name: str) -> str:
+    return await ctx.step(work, name)
+
+
+@app.workflow
+async def family(ctx: durable.Context) -> str:
+    """A step, then a child run whose step is child-1."""
+    await ctx.step(work, "parent-0")
+    return "child:" + await ctx.child(kid, "child-1")
+
+
 async def main() -> None:
     async with app:
         args = (float(sys.argv[sys.argv.index("--seconds") + 1]),) if "--seconds" in sys.argv else ()

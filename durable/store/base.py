@@ -121,6 +121,7 @@ class RunRow(NamedTuple):
     updated_at: float
     records: int  # how many records the run had when it last parked or ended: a lower bound, to find lost ones
     deadline: float | None = None  # past it the run ends failed, RunTimedOut (the App's clock)
+    parent: str | None = None  # the run whose ctx.child started this one
 
 
 class RecordRow(NamedTuple):
@@ -340,8 +341,21 @@ class Store(Protocol):
         """Record a receive: (False, None) if fenced out; else (True, the oldest queued message of `topic` or None: it waits)."""
         ...
 
+    async def start_child(
+        self, fence: Fence, seq: int, child_id: str, workflow: str, args: bytes, now: float, deadline: float | None
+    ) -> tuple[bool, str, bytes | None, bytes | None]:
+        """Create a child run (pending) and the parent's record at `seq` of it, in one commit; fenced on the parent.
+
+        Returns (False, ...) if fenced out, else the record's (status, value,
+        error): 'waiting', or the outcome of a `child_id` that had already ended;
+        ('taken', the other workflow's name) when `child_id` is a run of another
+        workflow. When the child ends, the store fills that record with its
+        outcome and makes the parent ready, in the child's commit.
+        """
+        ...
+
     async def cancel(self, run_id: str, now: float) -> tuple[str, str | None] | None:
-        """Cancel a run that has not ended; its (status, owner) before, None if there is no such run."""
+        """Cancel a run that has not ended, and its unfinished child runs; its (status, owner) before, None if none."""
         ...
 
     async def flush(self) -> None:
@@ -461,3 +475,6 @@ class OperatorWrites:
 
     async def prune(self, before: float, statuses: Sequence[str], limit: int) -> int:
         return await self._write(self.admin.prune, before, list(statuses), limit)
+
+    async def reclaim(self) -> None:
+        """Nothing to do where the database gives deleted rows' space back itself (PostgreSQL's autovacuum)."""

@@ -113,7 +113,7 @@ class PostgresStore(OperatorWrites):
 
             if self.read_only:
                 if await check_readable(conn, self.target, self.older_ok) < RUN_DEADLINE_FROM:
-                    self._runs = ops.RUN.replace(", deadline", ", NULL")  # an older journal, read as it is
+                    self._runs = ops.RUN_BEFORE_CHILDREN  # an older journal, read as it is
             else:
                 await migrate(conn, self.target)
         except asyncpg.PostgresError as exc:
@@ -353,6 +353,11 @@ class PostgresStore(OperatorWrites):
     async def receive(self, fence: Fence, seq: int, topic: str, now: float, deadline: float | None) -> tuple[bool, bytes | None]:
         return await self._write(postgres_messages.receive, *fence, seq, topic, now, deadline)
 
+    async def start_child(
+        self, fence: Fence, seq: int, child_id: str, workflow: str, args: bytes, now: float, deadline: float | None
+    ) -> tuple[bool, str, bytes | None, bytes | None]:
+        return await self._write(postgres_messages.start_child, *fence, seq, child_id, workflow, args, now, deadline)
+
     async def cancel(self, run_id: str, now: float) -> tuple[str, str | None] | None:
         return await self._write(ops.cancel, run_id, now)
 
@@ -360,9 +365,6 @@ class PostgresStore(OperatorWrites):
         await self._write(ops.flush)
 
     # --- operators' writes (retry, fork, pause, resume, prune: OperatorWrites) -----------------
-
-    async def reclaim(self) -> None:
-        pass  # autovacuum gives deleted rows' space back to the tables
 
     # --- reads -----------------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""The PostgreSQL store's messages: a send delivers into a waiting receive or queues; a receive takes the oldest queued.
+"""The PostgreSQL store's writes between runs: messages (a send delivers or queues, a receive takes the oldest) and child runs.
 
 The same operations as :mod:`.sqlite_messages`. A send locks the run's row
 ``FOR UPDATE`` and a receive (a fenced write) ``FOR SHARE``, so the two are
@@ -12,7 +12,7 @@ from typing import Any
 from .base import FINAL, Answered
 from .postgres_ops import changed_at, ready_if_none_waits
 
-__all__ = ["receive", "send"]
+__all__ = ["receive", "send", "start_child"]
 
 
 async def send(
@@ -67,3 +67,43 @@ async def receive(
         None if queued is None else now, deadline,
     )  # fmt: skip
     return True, None if queued is None else queued[1]
+
+
+async def start_child(
+    conn: Any, run_id: str, owner: str, epoch: int, seq: int, child_id: str, workflow: str, args: bytes,
+    now: float, deadline: float | None,
+) -> tuple[bool, str, bytes | None, bytes | None]:
+    held = await conn.fetchval(
+        "SELECT 1 FROM durable.runs WHERE run_id = $1 AND owner = $2 AND epoch = $3 FOR SHARE", run_id, owner, epoch
+    )
+    if held is None:
+        return False, "", None, None
+    inserted = await conn.fetchval(
+        "INSERT INTO durable.runs (run_id, workflow, status, args, ready, created_at, updated_at, epoch, deadline, parent,"
+        " parent_seq) VALUES ($1, $2, 'pending', $3, 'submitted', $4, $4, 0, $5, $6, $7) ON CONFLICT (run_id) DO NOTHING"
+        " RETURNING 1",
+        child_id, workflow, args, now, deadline, run_id, seq,
+    )  # fmt: skip
+    status, value, error = "waiting", None, None
+    if inserted is None:
+        found = await conn.fetchrow(
+            "SELECT workflow, status, result, error FROM durable.runs WHERE run_id = $1 FOR UPDATE", child_id
+        )
+        if found[0] != workflow:
+            return True, "taken", found[0].encode(), None
+        if found[1] in FINAL:
+            status, value, error = found[1], found[2], found[3]
+        else:
+            await conn.execute(
+                "UPDATE durable.runs SET parent = $2, parent_seq = $3 WHERE run_id = $1 AND parent IS NULL",
+                child_id, run_id, seq,
+            )  # fmt: skip
+    await conn.execute(
+        "INSERT INTO durable.records (run_id, seq, kind, name, status, value, error, attempts, started_at, finished_at,"
+        " question) VALUES ($1, $2, 'child', $3, $4, $5, $6, 1, $7, $8, $9)",
+        run_id, seq, workflow, status, value, error, now, None if status == "waiting" else now, child_id,
+    )  # fmt: skip
+    return True, status, value, error
+
+
+start_child.notifies = True  # type: ignore[attr-defined]  # a worker elsewhere may take the child

@@ -47,8 +47,10 @@ __all__ = [
 NOW = "extract(epoch from clock_timestamp())::float8"
 RUN = (
     "run_id, workflow, status, args, result, error, owner, epoch, lease_until, wake_at, created_at, updated_at, records,"
-    " deadline"
+    " deadline, parent"
 )
+# The same, from a journal older than the schema that added a run's deadline and parent (read-only, for check()).
+RUN_BEFORE_CHILDREN = RUN.replace(", deadline, parent", ", NULL, NULL")
 RECORD_COLUMNS = "run_id, seq, kind, name, status, value, error, attempts, started_at, finished_at, question, schema, deadline"
 
 
@@ -375,14 +377,20 @@ async def cancel(conn: Any, run_id: str, now: float) -> tuple[str, str | None] |
     row = await conn.fetchrow("SELECT status, owner FROM durable.runs WHERE run_id = $1 FOR UPDATE", run_id)
     if row is None or row[0] in FINAL:
         return None if row is None else (row[0], row[1])
+    # The run and its unfinished descendants (child runs, theirs, ...), with the prompts and receives they wait on.
+    tree = (
+        "WITH RECURSIVE tree(id) AS (SELECT $1::text UNION"
+        " SELECT r.run_id FROM durable.runs AS r JOIN tree ON r.parent = tree.id)"
+    )
     await conn.execute(
-        "UPDATE durable.runs SET status = 'cancelled', owner = NULL, lease_until = NULL, wake_at = NULL,"
-        " updated_at = $2 WHERE run_id = $1",
+        f"{tree} UPDATE durable.runs SET status = 'cancelled', owner = NULL, lease_until = NULL, wake_at = NULL,"
+        " updated_at = $2 WHERE run_id IN (SELECT id FROM tree) AND status NOT IN ('completed', 'failed', 'cancelled')",
         run_id, now,
     )  # fmt: skip
     await conn.execute(
-        f"UPDATE durable.records SET status = 'cancelled', finished_at = {changed_at('$2', '$1')}"
-        " WHERE run_id = $1 AND status = 'waiting'",
+        f"{tree} UPDATE durable.records AS c SET status = 'cancelled', finished_at = GREATEST($2, COALESCE("
+        "(SELECT MAX(e.finished_at) FROM durable.records AS e WHERE e.run_id = c.run_id AND e.kind IN ('ask', 'sleep')),"
+        " 0) + 0.000001) WHERE c.run_id IN (SELECT id FROM tree) AND c.status = 'waiting'",
         run_id, now,
     )  # fmt: skip
     return row[0], row[1]

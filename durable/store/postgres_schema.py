@@ -100,6 +100,25 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX messages_by_run ON durable.messages (run_id)",
         # and a run's deadline (@app.workflow(timeout=...)): past it the run ends failed, RunTimedOut
         "ALTER TABLE durable.runs ADD COLUMN deadline double precision",
+        # and child runs (ctx.child): the parent and the seq of its record; when a child ends, its outcome fills
+        # that record and the parent becomes ready, in the child's own transaction (so it is never lost)
+        "ALTER TABLE durable.runs ADD COLUMN parent text",
+        "ALTER TABLE durable.runs ADD COLUMN parent_seq integer",
+        "CREATE INDEX runs_by_parent ON durable.runs (parent) WHERE parent IS NOT NULL",
+        """CREATE FUNCTION durable.child_ended() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            UPDATE durable.records SET status = NEW.status, value = NEW.result, error = NEW.error,
+                finished_at = NEW.updated_at
+                WHERE run_id = NEW.parent AND seq = NEW.parent_seq AND kind = 'child' AND status = 'waiting';
+            UPDATE durable.runs SET status = 'pending', ready = 'answered', wake_at = NULL, updated_at = NEW.updated_at
+                WHERE run_id = NEW.parent AND status = 'waiting'
+                AND NOT EXISTS (SELECT 1 FROM durable.records WHERE run_id = NEW.parent AND status = 'waiting');
+            RETURN NULL;
+        END $$""",
+        """CREATE TRIGGER child_ended AFTER UPDATE OF status ON durable.runs FOR EACH ROW
+        WHEN (NEW.parent IS NOT NULL AND NEW.status IN ('completed', 'failed', 'cancelled')
+            AND OLD.status NOT IN ('completed', 'failed', 'cancelled'))
+        EXECUTE FUNCTION durable.child_ended()""",
     ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

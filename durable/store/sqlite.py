@@ -66,7 +66,7 @@ class SQLiteStore(OperatorWrites):
             # No writer, no migration, no WAL switch: the file is only looked at.
             uri, version = await asyncio.to_thread(open_read_only, self.path, self.older_ok)
             if version < RUN_DEADLINE_FROM:  # an older journal, read as it is: its runs have no deadline
-                self._runs = ops.RUN.replace(", deadline", ", NULL")
+                self._runs = ops.RUN_BEFORE_CHILDREN
             self._reader = await aiosqlite.connect(uri, uri=True, isolation_level=None)
             await self._reader.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             return
@@ -249,6 +249,11 @@ class SQLiteStore(OperatorWrites):
 
     async def receive(self, fence: Fence, seq: int, topic: str, now: float, deadline: float | None) -> tuple[bool, bytes | None]:
         return await self._write(sqlite_messages.receive, *fence, seq, topic, now, deadline)
+
+    async def start_child(
+        self, fence: Fence, seq: int, child_id: str, workflow: str, args: bytes, now: float, deadline: float | None
+    ) -> tuple[bool, str, bytes | None, bytes | None]:
+        return await self._write(sqlite_messages.start_child, *fence, seq, child_id, workflow, args, now, deadline)
 
     async def cancel(self, run_id: str, now: float) -> tuple[str, str | None] | None:
         return await self._write(ops.cancel, run_id, now)

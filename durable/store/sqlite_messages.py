@@ -1,4 +1,4 @@
-"""The SQLite store's messages: a send delivers into a waiting receive or queues; a receive takes the oldest queued.
+"""The SQLite store's writes between runs: messages (a send delivers or queues, a receive takes the oldest) and child runs.
 
 A message is a row of ``messages`` until a ``ctx.receive`` takes it: then its
 ``seq`` names the receive's record, which holds the value from then on (so
@@ -14,7 +14,7 @@ import sqlite3
 from .base import FINAL, Answered
 from .sqlite_ops import CHANGED_AT, ready_if_none_waits
 
-__all__ = ["receive", "send"]
+__all__ = ["receive", "send", "start_child"]
 
 
 def send(
@@ -65,3 +65,39 @@ def receive(
          None if queued is None else now, deadline),
     )  # fmt: skip
     return True, None if queued is None else queued[1]
+
+
+def start_child(
+    conn: sqlite3.Connection, run_id: str, owner: str, epoch: int, seq: int, child_id: str, workflow: str, args: bytes,
+    now: float, deadline: float | None,
+) -> tuple[bool, str, bytes | None, bytes | None]:
+    """Create the child run (pending, for any worker) and the parent's record of it, in one commit.
+
+    Returns (False, ...) if the parent is fenced out; else the record's (status,
+    value, error): 'waiting', or the outcome of a child run_id that had already
+    ended. A child run_id taken by a run of another workflow is ('taken', its workflow).
+    """
+    if conn.execute("SELECT 1 FROM runs WHERE run_id = ? AND owner = ? AND epoch = ?", (run_id, owner, epoch)).fetchone() is None:
+        return False, "", None, None
+    inserted = conn.execute(
+        "INSERT INTO runs (run_id, workflow, status, args, ready, created_at, updated_at, epoch, deadline, parent, parent_seq)"
+        " VALUES (?, ?, 'pending', ?, 'submitted', ?, ?, 0, ?, ?, ?) ON CONFLICT (run_id) DO NOTHING",
+        (child_id, workflow, args, now, now, deadline, run_id, seq),
+    ).rowcount
+    status, value, error = "waiting", None, None
+    if not inserted:  # a run_id given, of a run that exists: wait for it (and hear of its end)
+        found = conn.execute("SELECT workflow, status, result, error FROM runs WHERE run_id = ?", (child_id,)).fetchone()
+        if found[0] != workflow:
+            return True, "taken", found[0].encode(), None
+        if found[1] in FINAL:
+            status, value, error = found[1], found[2], found[3]
+        else:
+            conn.execute(
+                "UPDATE runs SET parent = ?, parent_seq = ? WHERE run_id = ? AND parent IS NULL", (run_id, seq, child_id)
+            )
+    conn.execute(
+        "INSERT INTO records (run_id, seq, kind, name, status, value, error, attempts, started_at, finished_at, question)"
+        " VALUES (?, ?, 'child', ?, ?, ?, ?, 1, ?, ?, ?)",
+        (run_id, seq, workflow, status, value, error, now, None if status == "waiting" else now, child_id),
+    )
+    return True, status, value, error

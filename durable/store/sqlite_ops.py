@@ -22,8 +22,10 @@ __all__ = [
 NOW = "((julianday('now') - 2440587.5) * 86400.0)"  # the store's clock, in seconds since the epoch
 RUN = (
     "run_id, workflow, status, args, result, error, owner, epoch, lease_until, wake_at, created_at, updated_at, records,"
-    " deadline"
+    " deadline, parent"
 )
+# The same, from a journal older than the schema that added a run's deadline and parent (read-only, for check()).
+RUN_BEFORE_CHILDREN = RUN.replace(", deadline, parent", ", NULL, NULL")
 RECORD = "seq, kind, name, status, value, error, attempts, started_at, finished_at, question, schema, deadline"
 
 # The time of an in-place change (a prompt answered, cancelled or reopened, a
@@ -259,14 +261,20 @@ def cancel(conn: sqlite3.Connection, run_id: str, now: float) -> tuple[str, str 
     row = conn.execute("SELECT status, owner FROM runs WHERE run_id = ?", (run_id,)).fetchone()
     if row is None or row[0] in FINAL:
         return row
-    conn.execute(
-        "UPDATE runs SET status = 'cancelled', owner = NULL, lease_until = NULL, wake_at = NULL,"
-        " updated_at = ? WHERE run_id = ?",
-        (now, run_id),
+    # The run and its unfinished descendants (child runs, theirs, ...), with the prompts and receives they wait on.
+    ended = ", ".join(f"'{s}'" for s in sorted(FINAL))
+    tree = (
+        "WITH RECURSIVE tree(id) AS (SELECT :run_id UNION SELECT runs.run_id FROM runs JOIN tree ON runs.parent = tree.id)"
     )
     conn.execute(
-        f"UPDATE records SET status = 'cancelled', finished_at = {CHANGED_AT}"
-        " WHERE run_id = :run_id AND status = 'waiting'",
+        f"{tree} UPDATE runs SET status = 'cancelled', owner = NULL, lease_until = NULL, wake_at = NULL, updated_at = :now"
+        f" WHERE run_id IN (SELECT id FROM tree) AND status NOT IN ({ended})",
+        {"now": now, "run_id": run_id},
+    )
+    conn.execute(
+        f"{tree} UPDATE records SET status = 'cancelled', finished_at = MAX(:now, COALESCE((SELECT MAX(e.finished_at)"
+        " FROM records AS e WHERE e.run_id = records.run_id AND e.kind IN ('ask', 'sleep')), 0) + 0.000001)"
+        " WHERE run_id IN (SELECT id FROM tree) AND status = 'waiting'",
         {"now": now, "run_id": run_id},
     )
     return row

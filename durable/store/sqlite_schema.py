@@ -94,6 +94,21 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX messages_by_run ON messages (run_id)",
         # and a run's deadline (@app.workflow(timeout=...)): past it the run ends failed, RunTimedOut
         "ALTER TABLE runs ADD COLUMN deadline REAL",
+        # and child runs (ctx.child): the parent and the seq of its record; when a child ends, its outcome fills
+        # that record and the parent becomes ready, in the child's own commit (so it is never lost)
+        "ALTER TABLE runs ADD COLUMN parent TEXT",
+        "ALTER TABLE runs ADD COLUMN parent_seq INTEGER",
+        "CREATE INDEX runs_by_parent ON runs (parent) WHERE parent IS NOT NULL",
+        """CREATE TRIGGER child_ended AFTER UPDATE OF status ON runs
+        WHEN NEW.parent IS NOT NULL AND NEW.status IN ('completed', 'failed', 'cancelled')
+            AND OLD.status NOT IN ('completed', 'failed', 'cancelled')
+        BEGIN
+            UPDATE records SET status = NEW.status, value = NEW.result, error = NEW.error, finished_at = NEW.updated_at
+                WHERE run_id = NEW.parent AND seq = NEW.parent_seq AND kind = 'child' AND status = 'waiting';
+            UPDATE runs SET status = 'pending', ready = 'answered', wake_at = NULL, updated_at = NEW.updated_at
+                WHERE run_id = NEW.parent AND status = 'waiting'
+                AND NOT EXISTS (SELECT 1 FROM records WHERE run_id = NEW.parent AND status = 'waiting');
+        END""",
     ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
