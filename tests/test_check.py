@@ -66,7 +66,8 @@ async def park(db: str, n: int) -> None:
     async with app:
         for i in range(n):
             await app.start("wf", i, run_id=f"r{i:03}")
-        while len(await app.prompts()) < n:
+        ours = {f"r{i:03}" for i in range(n)}
+        while len([p for p in await app.prompts() if p.run_id in ours]) < n:
             await asyncio.sleep(0.02)
 
 
