@@ -16,7 +16,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
-from . import inbox, operate
+from . import follow, inbox, operate
 from .check import check_runs
 from .codec import encode
 from .engine import Engine
@@ -27,7 +27,7 @@ from .errors import (
     RunIdInUse,
     WorkflowNotFound,
 )
-from .model import CheckResult, Cursor, Prompt, Record, Run
+from .model import CheckResult, Prompt, Record, Run
 from .store import make_store, redact
 from .store.base import FINAL, STATUSES, RunRow, Store
 from .worker import Worker
@@ -416,7 +416,7 @@ class App:
         if status in FINAL and status != "cancelled":
             raise RunAlreadyFinished(run_id, status)
 
-    async def watch(self, run_id: str, after: str | None = None) -> AsyncIterator[tuple[str, Record]]:
+    def watch(self, run_id: str, after: str | None = None) -> AsyncIterator[tuple[str, Record]]:
         """Yield a run's journal as (cursor, record): recorded ones first, then live ones, until it ends.
 
         Records come in seq order (one waits for those before it, as gathered
@@ -424,29 +424,15 @@ class App:
         cancelled, done) comes again in its new state. Give the last cursor as
         `after` to resume exactly there: nothing is skipped or repeated.
         """
-        cursor = Cursor.parse(after)
-        engine = self._engine_now()
-        await engine.load(run_id)
-        while True:
-            self._require_open()
-            changed = engine.subscribe()  # before the reads: no change between them is missed
-            row = await engine.load(run_id)
-            ended = row.status in FINAL or row.status == "blocked"
-            rows = await self._store.changes(run_id, cursor.seq, (cursor.changed_at, cursor.changed_seq))
-            for record in sorted((r for r in rows if r.seq < cursor.seq), key=lambda r: (r.finished_at, r.seq)):
-                cursor = cursor.changed(record)
-                yield str(cursor), Record.from_row(record)
-            later = {r.seq: r for r in rows if r.seq >= cursor.seq}
-            while later:
-                record = later.pop(cursor.seq, None)
-                if record is None and not ended:
-                    break  # an earlier call is still in flight: keep the order
-                cursor = cursor.passed(record)
-                if record is not None:
-                    yield str(cursor), Record.from_row(record)
-            if ended:
-                return
-            await engine.wait_changed(changed, self.poll_interval)
+        return follow.watch(self._engine_now(), run_id, after, self.poll_interval)
+
+    def stream(self, run_id: str, topic: str, *, after: int | None = None) -> AsyncIterator[tuple[int, Any]]:
+        """Yield what the run published on `topic` as (offset, value): what exists, then live items until it ends.
+
+        Give the last offset seen as `after` to resume exactly after it. Values
+        come as JSON types (the stream has no Python types to decode them by).
+        """
+        return follow.stream(self._engine_now(), run_id, topic, after, self.poll_interval)
 
     # --- prompts ---------------------------------------------------------
 

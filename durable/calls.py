@@ -360,6 +360,25 @@ class Calls:
         self.suspending = True
         raise Suspend
 
+    async def publish(self, seq: int, topic: str, value: Any) -> None:
+        self._check("publish")
+        if seq in self.recorded:
+            return  # published when the run first came here: replay does not publish again
+        blob = encode(value, f"the value published on {topic!r}")
+        now = self.clock()
+        self._begin()
+        try:
+            ok = await self._write(
+                self.store.append(self.fence, RecordRow(seq, "publish", topic, "completed", blob, None, 1, now, now, None, None))
+            )
+        finally:
+            self._end()
+        if not ok:
+            self._lost()
+        self.known += 1
+        if self.replay_each:
+            self._replay_from_start()
+
     def now(self, seq: int) -> dt.datetime:
         record = self.recorded.get(seq)
         if record is not None:

@@ -111,6 +111,10 @@ class Checking(Execution):
             self._stop_at(seq, f"child run {child_id!r}")
         return await super().child(seq, workflow, child_id, *options)
 
+    async def publish(self, seq: int, topic: str, value: Any) -> None:
+        if seq not in self.recorded:
+            self._stop_at(seq)
+
     async def _reopen(self, key: str, exc: pydantic.ValidationError) -> None:
         seq = next(s for s, r in self.recorded.items() if r.kind == "ask" and r.name == key)
         self._stop_at(seq, f"an answer to prompt {key!r} (the recorded one no longer fits its type, so it is asked again)")

@@ -146,7 +146,7 @@ class Context:
         The parent waits unloaded; any worker with the child's workflow executes
         the child. Its result comes back decoded by its return annotation, its
         error raised as its own type (RunCancelled if it was cancelled), also
-        after either run crashed. The child's run_id is ``<parent run_id>/<seq>``
+        after either run crashed. The child's run_id is ``<parent run_id>.<seq>``
         unless given, so a replay finds the same child. Cancelling the parent
         cancels its unfinished children.
 
@@ -168,7 +168,21 @@ class Context:
             blob = encode({"args": list(args), "kwargs": kwargs}, f"the arguments of child workflow {name!r}")
         seq = ex.take("child", name)
         timeout = None if found is None else found.timeout
-        return ex.child(seq, name, run_id or f"{ex.run_id}/{seq}", blob, timeout)
+        return ex.child(seq, name, run_id or f"{ex.run_id}.{seq}", blob, timeout)
+
+    def publish(self, topic: str, value: Any) -> Awaitable[None]:
+        """Append `value` to this run's stream `topic` (progress for people and programs); journaled, so once.
+
+        Readers follow it with ``app.stream(run_id, topic)``, the run's event
+        stream (``GET /runs/{id}/events``, event ``published``) and the web page.
+
+        Example:
+            await ctx.publish("progress", {"done": i, "of": len(rows)})
+        """
+        if not isinstance(topic, str) or not topic:
+            raise TypeError(f"ctx.publish takes a topic (a non-empty string), not {topic!r}.")
+        ex = self._ex
+        return ex.publish(ex.take("publish", topic), topic, value)
 
     @property
     def is_replaying(self) -> bool:

@@ -162,12 +162,17 @@ async def run_events(
 ) -> AsyncIterator[ServerSentEvent]:
     """The run's journal as Server-Sent Events, recorded then live; `event: end` once the run has ended.
 
+    Values the run published (ctx.publish) come as `event: published`, messages
+    it received (ctx.receive) as `event: received`; every other record as a plain message.
+
     Each record's `id:` is its cursor: reconnect with `Last-Event-ID` to resume
     without gaps or repeats.
     """
     async with contextlib.aclosing(app.watch(run_id, after=after)) as records:
         async for cursor, record in records:
-            yield ServerSentEvent(id=cursor, raw_data=msgspec.json.encode(record).decode())
+            # Published values and received messages come as their own event types; other records as messages.
+            event = {"publish": "published", "receive": "received"}.get(record.kind)
+            yield ServerSentEvent(id=cursor, event=event, raw_data=msgspec.json.encode(record).decode())
     status = await app.status(run_id)
     yield ServerSentEvent(event="end", raw_data=msgspec.json.encode({"run_id": run_id, "status": status}).decode())
 

@@ -27,3 +27,9 @@ async def refund_order(ctx: durable.Context, order: str) -> str:
 @app.workflow
 async def review(ctx: durable.Context, order: str) -> bool:
     return await ctx.ask(f"Refund {order}?", type=bool, key="ok")
+
+
+@app.workflow
+async def claim(ctx: durable.Context, order: str) -> bool:
+    await ctx.publish("stage", f"reviewing {order}")
+    return await ctx.child(review, order)

@@ -184,3 +184,24 @@ def test_a_run_has_the_buttons_its_status_allows(tmp_path: Path) -> None:
             assert [r["kind"] for r in http.get("/runs/broken").json()["set_aside"]] == ["run", "step"]
     finally:
         os.environ.pop("REFUNDS_FIXED", None)
+
+
+def test_a_run_shows_what_it_published_and_links_its_child_and_parent(tmp_path: Path) -> None:
+    here = Path(__file__).parent
+    with durable_serve(str(tmp_path / "claims.db"), "refunds:app", cwd=here) as base, httpx.Client(base_url=base) as http:
+        assert http.post("/workflows/claim/runs", json={"args": ["o-3"], "run_id": "c"}).status_code == 202
+        wait_until(lambda: http.get("/runs/c.1").status_code == 200, what="the child run")
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+            try:
+                page = browser.new_page()
+                page.goto(f"{base}/#run=c")
+                expect(page.locator(".facts")).to_contain_text("published stage")
+                expect(page.locator(".facts")).to_contain_text("reviewing o-3")
+                page.locator('.record[data-seq="1"] a').click()  # the child record links to the child run
+                expect(page.locator(".run-head h2")).to_have_text("c.1")
+                expect(page.locator(".facts")).to_contain_text("parent")
+                page.locator(".facts a").click()
+                expect(page.locator(".run-head h2")).to_have_text("c")
+            finally:
+                browser.close()

@@ -72,7 +72,7 @@ async def test_children_under_gather_return_their_results_with_their_types(db: s
         result = await app.run("order", ["tea", "mug", "pot"], run_id="o")
         assert result == [{"item": i, "label": f"picked {i}"} for i in ("tea", "mug", "pot")]
         assert await app.run("order", ["tea", "mug", "pot"], run_id="o") == result  # replays: nothing runs again
-        child = await app.get_run("o/1")
+        child = await app.get_run("o.1")
         assert (child.workflow, child.parent, child.status) == ("ship", "o", "completed")
     assert calls == {"pick tea": 1, "pick mug": 1, "pick pot": 1}
     assert records(db, "o") == [(0, "child", "ship", "completed"), (1, "child", "ship", "completed"), (2, "child", "ship", "completed")]
@@ -82,7 +82,7 @@ async def test_a_childs_error_is_raised_in_the_parent_as_its_own_type(db: str) -
     app = shop(db)
     async with app:
         assert await app.run("careful", "unicorn", run_id="c") == "refunded: no unicorn left"
-        assert await app.status("c/0") == "failed"
+        assert await app.status("c.0") == "failed"
         assert await app.run("careful", "unicorn", run_id="c") == "refunded: no unicorn left"
     assert calls == {"pick unicorn": 1}
 
@@ -91,12 +91,12 @@ async def test_cancelling_the_parent_cancels_its_unfinished_children(db: str) ->
     app = shop(db)
     async with app:
         parent = await app.start("waits_on_a_child", run_id="p")
-        await eventually(lambda: app.prompts(run_id="p/0"), what="the child's prompt")
+        await eventually(lambda: app.prompts(run_id="p.0"), what="the child's prompt")
         assert await app.status("p") == "waiting"
         await app.cancel("p")
         with pytest.raises(durable.RunCancelled):
             await parent.result(timeout=10)
-        assert await app.status("p/0") == "cancelled"
+        assert await app.status("p.0") == "cancelled"
         assert await app.prompts() == []
 
 
@@ -104,10 +104,10 @@ async def test_a_parent_waits_unloaded_and_a_child_answered_elsewhere_moves_it_o
     app = shop(db)
     async with app:
         parent = await app.start("waits_on_a_child", run_id="p")
-        await eventually(lambda: app.prompts(run_id="p/0"), what="the child's prompt")
+        await eventually(lambda: app.prompts(run_id="p.0"), what="the child's prompt")
         assert app.engine.executing("p") is None  # unloaded
         async with durable.App(db) as person:
-            await person.answer("p/0", "ok", "yes")
+            await person.answer("p.0", "ok", "yes")
         assert await parent.result(timeout=10) == "yes"
 
 
@@ -131,8 +131,8 @@ def test_durable_show_links_parent_and_children(db: str) -> None:
 
     asyncio.run(run())
     shown = CliRunner().invoke(main, ["show", "o", "--db", db]).output
-    assert "run o/0" in shown
-    shown = CliRunner().invoke(main, ["show", "o/0", "--db", db]).output
+    assert "run o.0" in shown
+    shown = CliRunner().invoke(main, ["show", "o.0", "--db", db]).output
     assert "parent    o" in shown
 
 

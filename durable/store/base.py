@@ -420,6 +420,10 @@ class Store(Protocol):
 
     async def list_runs(self, status: str | None, workflow: str | None, limit: int) -> list[RunRow]: ...
 
+    async def published(self, run_id: str, topic: str, after: int) -> list[tuple[int, bytes]]:
+        """A run's values published on `topic` after seq `after`, as (seq, value), in seq order."""
+        ...
+
     async def pending_prompts(self, run_id: str | None) -> list[PromptRow]: ...
 
     async def prompt(self, run_id: str, key: str) -> tuple[str, str, str, float | None] | None:

@@ -28,7 +28,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import JournalError, StoreUnavailable
+from ..errors import JournalError
 from . import postgres_admin, postgres_messages
 from . import postgres_ops as ops
 from . import redact, split_url
@@ -37,7 +37,7 @@ from .base import (
     OperatorWrites, damaged_values, lost_records,
 )  # fmt: skip
 from .batch import Batcher, Item, Outcome, runs_of
-from .postgres_schema import REPLAY, RETRY_STATES, UNAVAILABLE_CLASSES, fails_batch, keep_session, rollback, warm
+from .postgres_schema import COMMAND_TIMEOUT_SECONDS, REPLAY, RETRY_STATES, classify, fails_batch, keep_session, rollback, warm
 
 try:
     import asyncpg
@@ -51,10 +51,6 @@ _VALUES_AFTER = VALUES_AFTER.format(schema="durable.", after="($1, $2)")
 log = logging.getLogger("durable")
 
 CHANNEL = "durable"
-# A statement that gets no answer within this long is given up: the connection
-# is dropped and the caller gets StoreUnavailable (a cut network otherwise
-# blocks for as long as TCP retransmits).
-COMMAND_TIMEOUT_SECONDS = 10.0
 CONNECT_TIMEOUT_SECONDS = 10.0
 IDLE_IN_TRANSACTION_MS = 5000
 # Deadlocks and serialization failures are retried this many times before the batch fails.
@@ -168,28 +164,7 @@ class PostgresStore(OperatorWrites):
 
     def _classify(self, exc: BaseException) -> Exception:
         """A driver error as durable's own: what happened and what to do."""
-        if isinstance(exc, StoreUnavailable | JournalError):
-            return exc
-        if isinstance(exc, TimeoutError):
-            return StoreUnavailable(self.target, f"the server did not answer within {COMMAND_TIMEOUT_SECONDS:g} s")
-        if asyncpg is not None and isinstance(exc, asyncpg.PostgresError):
-            state = exc.sqlstate or ""
-            if state == "3D000":
-                return JournalError(self.target, f"PostgreSQL says {exc}. Create the database first.")
-            if state in ("28000", "28P01"):
-                return JournalError(self.target, f"PostgreSQL says {exc}. Check the user and password in the URL.")
-            if state[:2] in UNAVAILABLE_CLASSES:
-                return StoreUnavailable(self.target, f"PostgreSQL says {exc} (SQLSTATE {state})")
-            return exc
-        if asyncpg is not None and isinstance(exc, asyncpg.InterfaceError) and "closed" in str(exc):
-            return StoreUnavailable(self.target, f"the connection to the server was lost ({exc})")
-        if asyncpg is not None and isinstance(exc, asyncpg.exceptions.InternalClientError):
-            # The driver's view of the connection no longer matches the server's (it was cut
-            # off mid-statement): that connection is dropped, and a new one is made for the next.
-            return StoreUnavailable(self.target, f"the connection to the server broke off ({exc})")
-        if isinstance(exc, OSError):
-            return StoreUnavailable(self.target, f"the server cannot be reached ({exc.strerror or exc})")
-        return exc if isinstance(exc, Exception) else StoreUnavailable(self.target, repr(exc))
+        return classify(exc, self.target, asyncpg)
 
     # --- the writer ----------------------------------------------------------------------
 
@@ -408,6 +383,14 @@ class PostgresStore(OperatorWrites):
             status, workflow, limit,
         )  # fmt: skip
         return [RunRow(*r) for r in rows]
+
+    async def published(self, run_id: str, topic: str, after: int) -> list[tuple[int, bytes]]:
+        rows = await self._fetch(
+            "SELECT seq, value FROM durable.records WHERE run_id = $1 AND kind = 'publish' AND name = $2 AND seq > $3"
+            " ORDER BY seq",
+            run_id, topic, after,
+        )  # fmt: skip
+        return [(r[0], r[1]) for r in rows]
 
     async def pending_prompts(self, run_id: str | None) -> list[PromptRow]:
         rows = await self._fetch(

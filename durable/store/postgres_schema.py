@@ -12,17 +12,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import JournalError
+from ..errors import JournalError, StoreUnavailable
 from .postgres_ops import RUN
 
 # What replay reads of a run's records (prepared on every new connection, by warm()).
 REPLAY = "SELECT seq, kind, name, status, value, error, attempts FROM durable.records WHERE run_id = $1 ORDER BY seq"
 
+# A statement that gets no answer within this long is given up: the connection
+# is dropped and the caller gets StoreUnavailable (a cut network otherwise
+# blocks for as long as TCP retransmits).
+COMMAND_TIMEOUT_SECONDS = 10.0
 UNAVAILABLE_CLASSES = ("08", "53", "57", "58")  # connection, resources (disk full), operator, system (I/O)
 RETRY_STATES = ("40001", "40P01")  # serialization failure, deadlock detected
 
 __all__ = [
-    "MIGRATIONS", "REPLAY", "RETRY_STATES", "SCHEMA_VERSION", "UNAVAILABLE_CLASSES", "check_readable", "fails_batch",
+    "COMMAND_TIMEOUT_SECONDS", "MIGRATIONS", "REPLAY", "RETRY_STATES", "SCHEMA_VERSION", "UNAVAILABLE_CLASSES", "check_readable", "fails_batch",
     "keep_session", "migrate", "rollback", "warm",
 ]  # fmt: skip
 
@@ -210,3 +214,29 @@ async def rollback(conn: Any) -> None:
         await conn.execute("ROLLBACK")
     except Exception:
         pass  # the connection is gone: so is the transaction
+
+
+def classify(exc: BaseException, target: str, asyncpg: Any) -> Exception:
+    """A driver error as durable's own: what happened (to the server at `target`) and what to do."""
+    if isinstance(exc, StoreUnavailable | JournalError):
+        return exc
+    if isinstance(exc, TimeoutError):
+        return StoreUnavailable(target, f"the server did not answer within {COMMAND_TIMEOUT_SECONDS:g} s")
+    if asyncpg is not None and isinstance(exc, asyncpg.PostgresError):
+        state = exc.sqlstate or ""
+        if state == "3D000":
+            return JournalError(target, f"PostgreSQL says {exc}. Create the database first.")
+        if state in ("28000", "28P01"):
+            return JournalError(target, f"PostgreSQL says {exc}. Check the user and password in the URL.")
+        if state[:2] in UNAVAILABLE_CLASSES:
+            return StoreUnavailable(target, f"PostgreSQL says {exc} (SQLSTATE {state})")
+        return exc
+    if asyncpg is not None and isinstance(exc, asyncpg.InterfaceError) and "closed" in str(exc):
+        return StoreUnavailable(target, f"the connection to the server was lost ({exc})")
+    if asyncpg is not None and isinstance(exc, asyncpg.exceptions.InternalClientError):
+        # The driver's view of the connection no longer matches the server's (it was cut
+        # off mid-statement): that connection is dropped, and a new one is made for the next.
+        return StoreUnavailable(target, f"the connection to the server broke off ({exc})")
+    if isinstance(exc, OSError):
+        return StoreUnavailable(target, f"the server cannot be reached ({exc.strerror or exc})")
+    return exc if isinstance(exc, Exception) else StoreUnavailable(target, repr(exc))

@@ -313,6 +313,13 @@ class SQLiteStore(OperatorWrites):
         )
         return list(map(RunRow._make, rows))
 
+    async def published(self, run_id: str, topic: str, after: int) -> list[tuple[int, bytes]]:
+        rows = await self._fetch(
+            "SELECT seq, value FROM records WHERE run_id = ? AND kind = 'publish' AND name = ? AND seq > ? ORDER BY seq",
+            (run_id, topic, after),
+        )
+        return [tuple(r) for r in rows]  # type: ignore[misc]
+
     async def pending_prompts(self, run_id: str | None) -> list[PromptRow]:
         rows = await self._fetch(
             "SELECT r.run_id, runs.workflow, r.seq, r.name, r.question, r.schema, r.started_at, r.deadline"

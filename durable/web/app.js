@@ -252,6 +252,10 @@ async function refreshPrompts() {
 
 function recordItem(record, open) {
   const details = [];
+  if (record.kind === "child") {
+    // A child run: its run_id is in `question`; follow the link to its own journal.
+    details.push(h("p", { className: "question" }, "run ", h("a", { href: `#run=${encodeURIComponent(record.question)}` }, record.question)));
+  }
   if (record.kind === "ask") {
     details.push(h("p", { className: "question" }, record.question ?? ""));
     if (record.status === "answered") details.push(h("p", { className: "value" }, "→ ", h("code", {}, preview(record.value, 200))));
@@ -298,6 +302,10 @@ function renderRun() {
     ["updated", ago(run.updated_at)],
   ].filter(Boolean);
   const records = [...state.records.values()].sort((a, b) => a.seq - b.seq);
+  // The latest value the run published on each topic (ctx.publish), and its parent run if it is a child.
+  const latest = new Map(records.filter((r) => r.kind === "publish").map((r) => [r.name, r.value]));
+  for (const [topic, value] of latest) facts.push([`published ${topic}`, preview(value, 120)]);
+  if (run.parent) facts.push(["parent", h("a", { href: `#run=${encodeURIComponent(run.parent)}` }, run.parent)]);
   const open = new Set([...panel.querySelectorAll("details[open]")].map((d) => d.closest("li")?.dataset.seq));
   const parts = [
     h(
@@ -335,11 +343,14 @@ async function loadRun() {
 function watchRun(runId) {
   // Records come recorded first, then live; the browser resumes with Last-Event-ID after a drop.
   const source = new EventSource(`runs/${encodeURIComponent(runId)}/events`);
-  source.onmessage = (event) => {
+  const onRecord = (event) => {
     const record = JSON.parse(event.data);
     state.records.set(record.seq, record);
     renderRun();
   };
+  source.onmessage = onRecord;
+  source.addEventListener("published", onRecord); // ctx.publish: shown as its topic's latest value too
+  source.addEventListener("received", onRecord); // a message the run received (ctx.receive)
   source.addEventListener("end", () => {
     source.close(); // the run has ended; without this the browser would reconnect
     loadRun();
