@@ -279,3 +279,19 @@ def test_the_readme_shows_the_renewal_tests_as_they_are() -> None:
     section = readme[readme.index("## Testing your workflows") :]
     shown = section[section.index("```python\n") + len("```python\n") : section.index("\n```\n")]
     assert shown + "\n" == (EXAMPLES / "test_renewal.py").read_text()
+
+
+# --- payment webhook (messages, a child run, published progress) ----------------------------
+
+
+def test_payment_webhook_prints_what_its_docstring_says(tmp_path: Path) -> None:
+    lines = run_example("payment_webhook.py", cwd=tmp_path)
+    assert lines == [
+        "o-1: waiting for payment (published: 'awaiting payment')",
+        "o-1: the payment webhook arrives: {'amount': 4200, 'reference': 'pay-81'}",
+        "o-1: {'status': 'shipped', 'paid': 4200, 'tracking': 'TRACK-o-1'}",
+        "   its journal: publish stage, receive payment, child ship_order (run o-1.2), publish stage",
+        "o-2: nobody pays; an hour passes",
+        "o-2: {'status': 'cancelled', 'reason': 'no payment within 3600 s'}",
+    ]
+    assert list(tmp_path.iterdir()) == []

@@ -37,7 +37,7 @@ from .base import (
     OperatorWrites, damaged_values, lost_records,
 )  # fmt: skip
 from .batch import Batcher, Item, Outcome, runs_of
-from .postgres_schema import COMMAND_TIMEOUT_SECONDS, REPLAY, RETRY_STATES, classify, fails_batch, keep_session, rollback, warm
+from .postgres_schema import REPLAY, RETRY_STATES, classify, fails_batch, keep_session, rollback, warm
 
 try:
     import asyncpg
@@ -51,6 +51,10 @@ _VALUES_AFTER = VALUES_AFTER.format(schema="durable.", after="($1, $2)")
 log = logging.getLogger("durable")
 
 CHANNEL = "durable"
+# A statement that gets no answer within this long is given up: the connection
+# is dropped and the caller gets StoreUnavailable (a cut network otherwise
+# blocks for as long as TCP retransmits).
+COMMAND_TIMEOUT_SECONDS = 10.0
 CONNECT_TIMEOUT_SECONDS = 10.0
 IDLE_IN_TRANSACTION_MS = 5000
 # Deadlocks and serialization failures are retried this many times before the batch fails.
@@ -164,7 +168,7 @@ class PostgresStore(OperatorWrites):
 
     def _classify(self, exc: BaseException) -> Exception:
         """A driver error as durable's own: what happened and what to do."""
-        return classify(exc, self.target, asyncpg)
+        return classify(exc, self.target, asyncpg, COMMAND_TIMEOUT_SECONDS)
 
     # --- the writer ----------------------------------------------------------------------
 

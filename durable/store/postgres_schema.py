@@ -18,15 +18,11 @@ from .postgres_ops import RUN
 # What replay reads of a run's records (prepared on every new connection, by warm()).
 REPLAY = "SELECT seq, kind, name, status, value, error, attempts FROM durable.records WHERE run_id = $1 ORDER BY seq"
 
-# A statement that gets no answer within this long is given up: the connection
-# is dropped and the caller gets StoreUnavailable (a cut network otherwise
-# blocks for as long as TCP retransmits).
-COMMAND_TIMEOUT_SECONDS = 10.0
 UNAVAILABLE_CLASSES = ("08", "53", "57", "58")  # connection, resources (disk full), operator, system (I/O)
 RETRY_STATES = ("40001", "40P01")  # serialization failure, deadlock detected
 
 __all__ = [
-    "COMMAND_TIMEOUT_SECONDS", "MIGRATIONS", "REPLAY", "RETRY_STATES", "SCHEMA_VERSION", "UNAVAILABLE_CLASSES", "check_readable", "fails_batch",
+    "MIGRATIONS", "REPLAY", "RETRY_STATES", "SCHEMA_VERSION", "UNAVAILABLE_CLASSES", "check_readable", "fails_batch",
     "keep_session", "migrate", "rollback", "warm",
 ]  # fmt: skip
 
@@ -216,12 +212,12 @@ async def rollback(conn: Any) -> None:
         pass  # the connection is gone: so is the transaction
 
 
-def classify(exc: BaseException, target: str, asyncpg: Any) -> Exception:
+def classify(exc: BaseException, target: str, asyncpg: Any, timeout: float) -> Exception:
     """A driver error as durable's own: what happened (to the server at `target`) and what to do."""
     if isinstance(exc, StoreUnavailable | JournalError):
         return exc
     if isinstance(exc, TimeoutError):
-        return StoreUnavailable(target, f"the server did not answer within {COMMAND_TIMEOUT_SECONDS:g} s")
+        return StoreUnavailable(target, f"the server did not answer within {timeout:g} s")
     if asyncpg is not None and isinstance(exc, asyncpg.PostgresError):
         state = exc.sqlstate or ""
         if state == "3D000":
