@@ -11,17 +11,15 @@ from __future__ import annotations
 import asyncio
 import importlib
 import signal
-from typing import Any
 
 import click
-import msgspec
 
 from . import __version__
 from .app import STATUSES, App
 from .cli_base import (
     STALE_PENDING_SECONDS, Failure, ago, db_option, durable_errors_exit_1, echo_json, echo_table, error_text, expects,
-    instant, json_option, load_app, logging_to_stderr, plain, preview, record_value, since, since_seconds, styled_status,
-    with_app,
+    instant, json_option, json_or_text, load_app, logging_to_stderr, plain, preview, record_value, since, since_seconds,
+    styled_status, with_app,
 )
 from .cli_change import COMMANDS
 from .errors import InvalidAnswer
@@ -138,10 +136,7 @@ def prompts(as_json: bool, db: str) -> None:
 @db_option
 def answer(run_id: str, key: str, value: str, db: str) -> None:
     """Answer prompt KEY of run RUN_ID with VALUE (JSON, else taken as a plain string)."""
-    try:
-        parsed: Any = msgspec.json.decode(value)
-    except msgspec.DecodeError:
-        parsed = value
+    parsed = json_or_text(value)
 
     async def give(app: App) -> None:
         try:
@@ -165,10 +160,7 @@ def answer(run_id: str, key: str, value: str, db: str) -> None:
 @db_option
 def send(run_id: str, topic: str, value: str, db: str) -> None:
     """Send run RUN_ID a message on TOPIC: VALUE (JSON, else taken as a plain string), for its ctx.receive(TOPIC)."""
-    try:
-        parsed: Any = msgspec.json.decode(value)
-    except msgspec.DecodeError:
-        parsed = value
+    parsed = json_or_text(value)
     with_app(db, lambda app: app.send(run_id, topic, parsed))
     click.echo(f"sent run {run_id} a message on {topic}")
 

@@ -21,7 +21,7 @@ from .errors import DurableError
 from .model import Record
 from .store import is_url
 
-__all__ = ["Failure", "db_given", "db_option", "durable_errors_exit_1", "echo_json", "echo_table", "json_option", "load_app", "logging_to_stderr", "with_app"]
+__all__ = ["Failure", "db_given", "db_option", "durable_errors_exit_1", "echo_json", "json_or_text", "echo_table", "json_option", "load_app", "logging_to_stderr", "with_app"]
 
 T = TypeVar("T")
 
@@ -90,6 +90,14 @@ def with_app(db: str, operation: Callable[[App], Awaitable[T]], read_only: bool 
 
 
 # --- formatting ---------------------------------------------------------------
+
+
+def json_or_text(value: str) -> Any:
+    """A command-line VALUE: parsed as JSON, falling back to the plain string."""
+    try:
+        return msgspec.json.decode(value)
+    except msgspec.DecodeError:
+        return value
 
 
 def echo_json(value: Any) -> None:

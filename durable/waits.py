@@ -105,12 +105,8 @@ class Waits(Calls):
                     await self._reopen(key, exc)
             elif record.status == "expired":
                 return self._expired(key, default)
-            elif record.status == "waiting" and (deadline := await self._write(self.store.deadline(self.run_id, seq))) is not None:
-                if deadline > self.clock():
-                    self._wake_for(deadline)
-                elif await self._write(self.store.expire(self.fence, seq, self.clock())):
-                    return self._expired(key, default)
-                # else answered at the last moment (or the run is no longer ours): unloaded, and replayed to read it
+            elif record.status == "waiting" and await self._past_deadline(seq):
+                return self._expired(key, default)
         else:
             schema = answer_schema(tp)
             ASKED.remember(self.workflow.name, key, schema, adapter)
@@ -129,6 +125,20 @@ class Waits(Calls):
             if deadline is not None:
                 self._wake_for(deadline)
         await self._suspend()
+
+    async def _past_deadline(self, seq: int) -> bool:
+        """Whether the waiting record at `seq` expired now (closed: 'expired'); else its deadline, if any, wakes the run.
+
+        False also when an answer or a message came at the last moment (or the
+        run is no longer ours): the run is unloaded, and replayed to read it.
+        """
+        deadline = await self._write(self.store.deadline(self.run_id, seq))
+        if deadline is None:
+            return False
+        if deadline > self.clock():
+            self._wake_for(deadline)
+            return False
+        return bool(await self._write(self.store.expire(self.fence, seq, self.clock())))
 
     def _wake_for(self, deadline: float) -> None:
         """The run unloads waiting for a prompt with this deadline: the worker wakes it then."""
@@ -164,11 +174,8 @@ class Waits(Calls):
             return self._message(topic, adapter, record.value)  # type: ignore[arg-type]
         elif record.status == "expired":
             return self._timed_out(topic, timeout, default)
-        elif record.status == "waiting" and (deadline := await self._write(self.store.deadline(self.run_id, seq))) is not None:
-            if deadline > self.clock():
-                self._wake_for(deadline)
-            elif await self._write(self.store.expire(self.fence, seq, self.clock())):
-                return self._timed_out(topic, timeout, default)
+        elif record.status == "waiting" and await self._past_deadline(seq):
+            return self._timed_out(topic, timeout, default)
         await self._suspend()
 
     async def child(self, seq: int, workflow: str, child_id: str, blob: bytes, timeout: float | None) -> Any:
