@@ -4,6 +4,7 @@ from .app import App, RunHandle
 from .context import Context
 from .errors import (
     AppNotOpen,
+    ChildOfAnother,
     DefinitionError,
     DuplicatePromptKey,
     DurableError,
@@ -42,6 +43,7 @@ __version__ = "0.1.0"
 __all__ = [
     "App",
     "AppNotOpen",
+    "ChildOfAnother",
     "CheckResult",
     "Context",
     "DefinitionError",

@@ -7,6 +7,7 @@
     ├── WorkflowNotFound        no workflow of that name is registered on this App
     ├── RunNotFound             no run with that run_id in the journal
     ├── RunIdInUse              the run_id belongs to a run of another workflow
+    ├── ChildOfAnother          ctx.child(run_id=...) named a run that is already another run's child
     ├── RunCancelled            the run was cancelled
     ├── RunTimedOut             the run passed its deadline and was stopped (also a TimeoutError)
     ├── RunAlreadyFinished      the run ended, so it cannot be cancelled
@@ -40,6 +41,7 @@ from __future__ import annotations
 
 __all__ = [
     "AppNotOpen",
+    "ChildOfAnother",
     "DefinitionError",
     "DuplicatePromptKey",
     "DurableError",
@@ -159,6 +161,20 @@ class RunIdInUse(DurableError):
         return (
             f"Run {self.run_id!r} belongs to workflow {self.workflow!r}, not {self.requested!r}. "
             "Pick another run_id for this workflow."
+        )
+
+
+class ChildOfAnother(DurableError):
+    """ctx.child(run_id=...) named a run that is already another run's child."""
+
+    def __init__(self, run_id: str, parent: str) -> None:
+        super().__init__(run_id, parent)
+        self.run_id, self.parent = run_id, parent
+
+    def describe(self) -> str:
+        return (
+            f"Run {self.run_id!r} is already a child of run {self.parent!r}, which hears of its end; a run has one "
+            "parent. Give this child another run_id (or none, for one derived from this run's)."
         )
 
 

@@ -127,6 +127,10 @@ class CheckResult(msgspec.Struct, frozen=True, kw_only=True):
     patches: dict[str, bool] = {}
 
 
+# Records that change after they are written (answered, received, ended, done), so a watcher sees them again.
+CHANGES_IN_PLACE = frozenset({"ask", "sleep", "receive", "child"})
+
+
 class Cursor(msgspec.Struct, frozen=True):
     """Where a watcher of a run's journal is: every record before `seq` seen, and
     every later change of a prompt or sleep up to (`changed_at`, `changed_seq`)."""
@@ -154,7 +158,7 @@ class Cursor(msgspec.Struct, frozen=True):
 
     def passed(self, row: RecordRow | None) -> Cursor:
         """After the record at `seq` (None: a gap left by a call that never finished)."""
-        if row is not None and row.kind in ("ask", "sleep") and row.finished_at is not None:
+        if row is not None and row.kind in CHANGES_IN_PLACE and row.finished_at is not None:
             if (row.finished_at, row.seq) > (self.changed_at, self.changed_seq):
                 return Cursor(self.seq + 1, row.finished_at, row.seq)
         return Cursor(self.seq + 1, self.changed_at, self.changed_seq)

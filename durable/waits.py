@@ -16,9 +16,11 @@ from typing import Any
 
 import pydantic
 
-from .calls import UNREADABLE, Calls
+from .calls import UNREADABLE, Calls, from_step
 from .codec import decode_any, encode, error_from_json
-from .errors import DuplicatePromptKey, InvalidMessage, PromptExpired, ReceiveTimedOut, RunCancelled, RunIdInUse
+from .errors import (
+    ChildOfAnother, DuplicatePromptKey, InvalidMessage, PromptExpired, ReceiveTimedOut, RunCancelled, RunIdInUse,
+)  # fmt: skip
 from .store.base import RecordRow
 
 __all__ = ["ASKED", "NO_DEFAULT", "AskedTypes", "Waits", "answer_schema", "type_adapter"]
@@ -196,6 +198,8 @@ class Waits(Calls):
                 self._lost()
             if status == "taken":
                 raise RunIdInUse(child_id, value.decode(), workflow)  # type: ignore[union-attr]
+            if status == "parented":
+                raise ChildOfAnother(child_id, value.decode())  # type: ignore[union-attr]
             self.known += 1
             self.engine.kick()  # a worker here with the workflow takes the child at once
             if self.replay_each and status != "waiting":
@@ -209,8 +213,8 @@ class Waits(Calls):
                 return decode_any(value) if known is None else known.result_codec.decode(value, label)  # type: ignore[arg-type]
             except UNREADABLE as exc:
                 self._unreadable(seq, record, exc)  # type: ignore[arg-type]
-        if status == "failed":
-            raise error_from_json(error, workflow)  # type: ignore[arg-type]  # the child's error, as its own type
+        if status == "failed":  # the child's error, as its own type (a parent's retry sets it aside, as a step's)
+            raise from_step(error_from_json(error, workflow), seq)  # type: ignore[arg-type]
         if status == "cancelled":
             raise RunCancelled(child_id)
         await self._suspend()

@@ -150,3 +150,117 @@ def test_a_parent_killed_while_its_child_runs_and_a_child_killed_mid_step_both_f
     lines = log_lines(log)
     assert lines.count("start child-1") == 2 and lines.count("done child-1") == 1  # in flight at the kill: ran again
     assert lines.count("start parent-0") == 1  # completed before the kill: never again
+
+
+async def test_many_children_ending_at_once_in_two_processes_never_strand_a_parent(db: str) -> None:
+    """Children of one gather finish in two Apps (two writers) at the same moment: every parent hears of both."""
+
+    def build() -> durable.App:
+        app = make_app(db)
+
+        async def quick(i: int) -> int:
+            return i
+
+        @app.workflow(name="kid")
+        async def kid(ctx: durable.Context, i: int) -> int:
+            return await ctx.step(quick, i)
+
+        @app.workflow(name="pair")
+        async def pair(ctx: durable.Context, i: int) -> int:
+            a, b = await asyncio.gather(ctx.child("kid", i), ctx.child("kid", i + 1))
+            return a + b
+
+        return app
+
+    async with build() as one, build() as two:
+        handles = [await (one if i % 2 else two).start("pair", i, run_id=f"p{i}") for i in range(40)]
+        assert [await h.result(timeout=60) for h in handles] == [2 * i + 1 for i in range(40)]
+
+
+async def test_a_parent_failed_by_its_child_completes_once_both_are_retried(db: str) -> None:
+    app = shop(db)
+    broken = {"on": True}
+
+    def fragile() -> str:
+        calls["fragile"] += 1
+        if broken["on"]:
+            raise RuntimeError("boom")
+        return "fixed"
+
+    @app.workflow(name="kid")
+    async def kid(ctx: durable.Context) -> str:
+        return await ctx.step(fragile)
+
+    @app.workflow(name="mom")
+    async def mom(ctx: durable.Context) -> str:
+        return "mom: " + await ctx.child("kid")
+
+    async with app:
+        with pytest.raises(RuntimeError, match="boom"):
+            await app.run(mom, run_id="m")
+        broken["on"] = False
+        assert await (await app.retry("m.0")).result(timeout=10) == "fixed"
+        assert await (await app.retry("m")).result(timeout=10) == "mom: fixed"
+
+
+async def test_a_run_has_one_parent_and_a_fork_does_not_inherit_a_wait(db: str) -> None:
+    app = shop(db)
+
+    @app.workflow(name="adopts")
+    async def adopts(ctx: durable.Context) -> str:
+        return await ctx.child("approval", run_id="shared")
+
+    async with app:
+        first = await app.start(adopts, run_id="a1")
+        await eventually(lambda: app.prompts(run_id="shared"), what="the child's prompt")
+        with pytest.raises(durable.ChildOfAnother, match="'shared' is already a child of run 'a1'"):
+            await app.run(adopts, run_id="a2")
+        await app.answer("shared", "ok", "first")
+        assert await first.result(timeout=10) == "first"
+        fork = await app.fork("a1", at_seq=1, new_run_id="a1-fork")  # a1's record of 'shared' is copied: it ended
+        assert await fork.result(timeout=10) == "first"
+        assert await app.run(adopts, run_id="a3") == "first"  # an ended run's outcome is anyone's to read
+
+
+async def test_a_parent_that_ends_cancels_its_unfinished_children(db: str) -> None:
+    app = shop(db)
+
+    @app.workflow(name="impatient", timeout=0.5)
+    async def impatient(ctx: durable.Context) -> str:
+        return await ctx.child("approval")  # nobody answers the child: the parent times out
+
+    async with app:
+        with pytest.raises(durable.RunTimedOut):
+            await app.run(impatient, run_id="i")
+        await eventually(lambda: _status(app, "i.0", "cancelled"), what="the orphaned child to be cancelled")
+        assert await app.prompts() == []
+
+
+async def test_watch_sees_a_message_arrive_and_a_child_end_live(db: str) -> None:
+    app = shop(db)
+
+    @app.workflow(name="both")
+    async def both(ctx: durable.Context) -> int:
+        got = await ctx.receive("n", type=int)
+        await ctx.child("approval")
+        return got
+
+    async with app:
+        await app.start(both, run_id="b")
+        seen: list[tuple[int, str, str]] = []
+
+        async def follow() -> None:
+            async for _, record in app.watch("b"):
+                seen.append((record.seq, record.kind, record.status))
+
+        watcher = asyncio.create_task(follow())
+        await eventually(lambda: _is_seen(seen, (0, "receive", "waiting")), what="the waiting receive")
+        await app.send("b", "n", 5)
+        await eventually(lambda: app.prompts(run_id="b.1"), what="the child's prompt")
+        await app.answer("b.1", "ok", "yes")
+        await asyncio.wait_for(watcher, 10)
+    assert seen == [(0, "receive", "waiting"), (0, "receive", "received"), (1, "child", "waiting"), (1, "child", "completed")]
+
+
+async def _is_seen(seen: list, item: tuple) -> bool:
+    return item in seen

@@ -80,12 +80,12 @@ VALUES_AFTER = (
     "SELECT run_id, seq, value, error FROM {schema}records WHERE (run_id, seq) > {after} ORDER BY run_id, seq LIMIT 1000"
 )
 
-# The failed step records retry() sets aside, given the seq of the step whose failure failed the run
+# The failed step (or child run) records retry() sets aside, given the seq of the step whose failure failed the run
 # ({seq}): that step's, and those of steps that failed as late or later (no code could handle them,
 # the run was already failing: other branches of a gather). Earlier failures stay: the code may have
 # caught them and gone on.
 UNHANDLED = (
-    "kind = 'step' AND status = 'failed' AND (seq = {seq} OR (finished_at, seq) > ("
+    "kind IN ('step', 'child') AND status = 'failed' AND (seq = {seq} OR (finished_at, seq) > ("
     "SELECT finished_at, seq FROM {records} WHERE run_id = {run_id} AND seq = {seq}))"
 )
 
@@ -98,6 +98,9 @@ ASKED_AGAIN = (
     " CASE WHEN kind IN ('ask', 'receive') AND status IN ('waiting', 'cancelled') THEN {now} ELSE started_at END,"
     " CASE WHEN kind IN ('ask', 'receive') AND status IN ('waiting', 'cancelled') THEN NULL ELSE finished_at END"
 )
+
+# fork(): the records not copied: a child run the source still waited for (its end is the source's, not the fork's).
+UNENDED_CHILD = "(kind = 'child' AND status IN ('waiting', 'cancelled'))"
 
 # A set-aside record read in the shape of a RecordRow (it has no question or schema).
 SET_ASIDE = "seq, kind, name, status, value, error, attempts, started_at, finished_at, NULL, NULL, NULL"

@@ -374,7 +374,7 @@ class PostgresStore(OperatorWrites):
     async def changes(self, run_id: str, from_seq: int, changed_after: tuple[float, int]) -> list[RecordRow]:
         rows = await self._fetch(
             f"SELECT {_RECORD} FROM durable.records WHERE run_id = $1 AND ((seq >= $2 AND status <> 'retrying')"
-            " OR (kind IN ('ask', 'sleep')"
+            " OR (kind IN ('ask', 'sleep', 'receive', 'child')"
             " AND finished_at IS NOT NULL AND (finished_at > $3 OR (finished_at = $3 AND seq > $4))))",
             run_id, from_seq, *changed_after,
         )  # fmt: skip

@@ -87,17 +87,20 @@ async def start_child(
     status, value, error = "waiting", None, None
     if inserted is None:
         found = await conn.fetchrow(
-            "SELECT workflow, status, result, error FROM durable.runs WHERE run_id = $1 FOR UPDATE", child_id
-        )
+            "SELECT workflow, status, result, error, parent, parent_seq FROM durable.runs WHERE run_id = $1 FOR UPDATE",
+            child_id,
+        )  # fmt: skip
         if found[0] != workflow:
             return True, "taken", found[0].encode(), None
         if found[1] in FINAL:
             status, value, error = found[1], found[2], found[3]
+        elif found[4] is not None and (found[4], found[5]) != (run_id, seq):
+            return True, "parented", found[4].encode(), None  # one parent hears of a child's end: not two
         else:
             await conn.execute(
-                "UPDATE durable.runs SET parent = $2, parent_seq = $3 WHERE run_id = $1 AND parent IS NULL",
-                child_id, run_id, seq,
-            )  # fmt: skip
+                "UPDATE durable.runs SET parent = $2, parent_seq = $3 WHERE run_id = $1", child_id, run_id, seq
+            )
+    await conn.execute("UPDATE durable.runs SET children = children + 1 WHERE run_id = $1", run_id)
     await conn.execute(
         "INSERT INTO durable.records (run_id, seq, kind, name, status, value, error, attempts, started_at, finished_at,"
         " question) VALUES ($1, $2, 'child', $3, $4, $5, $6, 1, $7, $8, $9)",

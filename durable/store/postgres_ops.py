@@ -58,7 +58,7 @@ def changed_at(now: str, run_id: str) -> str:
     """The time of an in-place change, strictly after the run's earlier ones (see the SQLite store)."""
     return (
         f"GREATEST({now}, COALESCE((SELECT MAX(finished_at) FROM durable.records"
-        f" WHERE run_id = {run_id} AND kind IN ('ask', 'sleep')), 0) + 0.000001)"
+        f" WHERE run_id = {run_id} AND kind IN ('ask', 'sleep', 'receive', 'child')), 0) + 0.000001)"
     )
 
 
@@ -389,7 +389,7 @@ async def cancel(conn: Any, run_id: str, now: float) -> tuple[str, str | None] |
     )  # fmt: skip
     await conn.execute(
         f"{tree} UPDATE durable.records AS c SET status = 'cancelled', finished_at = GREATEST($2, COALESCE("
-        "(SELECT MAX(e.finished_at) FROM durable.records AS e WHERE e.run_id = c.run_id AND e.kind IN ('ask', 'sleep')),"
+        "(SELECT MAX(e.finished_at) FROM durable.records AS e WHERE e.run_id = c.run_id AND e.kind IN ('ask', 'sleep', 'receive', 'child')),"
         " 0) + 0.000001) WHERE c.run_id IN (SELECT id FROM tree) AND c.status = 'waiting'",
         run_id, now,
     )  # fmt: skip

@@ -104,11 +104,16 @@ MIGRATIONS: list[list[str]] = [
         # that record and the parent becomes ready, in the child's own transaction (so it is never lost)
         "ALTER TABLE durable.runs ADD COLUMN parent text",
         "ALTER TABLE durable.runs ADD COLUMN parent_seq integer",
+        "ALTER TABLE durable.runs ADD COLUMN children integer NOT NULL DEFAULT 0",  # how many children it started: only such a run cancels any when it ends
         "CREATE INDEX runs_by_parent ON durable.runs (parent) WHERE parent IS NOT NULL",
         """CREATE FUNCTION durable.child_ended() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
+            -- The parent's row first, as every write that decides a run's status: what commits meanwhile
+            -- (the parent parking, another child, a message) is seen by the statements below.
+            PERFORM 1 FROM durable.runs WHERE run_id = NEW.parent FOR UPDATE;
             UPDATE durable.records SET status = NEW.status, value = NEW.result, error = NEW.error,
-                finished_at = NEW.updated_at
+                finished_at = GREATEST(NEW.updated_at, COALESCE((SELECT MAX(e.finished_at) FROM durable.records AS e
+                    WHERE e.run_id = NEW.parent AND e.kind IN ('ask', 'sleep', 'receive', 'child')), 0) + 0.000001)
                 WHERE run_id = NEW.parent AND seq = NEW.parent_seq AND kind = 'child' AND status = 'waiting';
             UPDATE durable.runs SET status = 'pending', ready = 'answered', wake_at = NULL, updated_at = NEW.updated_at
                 WHERE run_id = NEW.parent AND status = 'waiting'
@@ -119,6 +124,21 @@ MIGRATIONS: list[list[str]] = [
         WHEN (NEW.parent IS NOT NULL AND NEW.status IN ('completed', 'failed', 'cancelled')
             AND OLD.status NOT IN ('completed', 'failed', 'cancelled'))
         EXECUTE FUNCTION durable.child_ended()""",
+        # A run that ends, however it ends, cancels its unfinished children (and, through them, theirs).
+        """CREATE FUNCTION durable.parent_ended() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            UPDATE durable.records SET status = 'cancelled', finished_at = NEW.updated_at
+                WHERE status = 'waiting' AND run_id IN (SELECT run_id FROM durable.runs
+                    WHERE parent = NEW.run_id AND status NOT IN ('completed', 'failed', 'cancelled'));
+            UPDATE durable.runs SET status = 'cancelled', owner = NULL, lease_until = NULL, wake_at = NULL,
+                updated_at = NEW.updated_at
+                WHERE parent = NEW.run_id AND status NOT IN ('completed', 'failed', 'cancelled');
+            RETURN NULL;
+        END $$""",
+        """CREATE TRIGGER parent_ended AFTER UPDATE OF status ON durable.runs FOR EACH ROW
+        WHEN (NEW.children > 0 AND NEW.status IN ('completed', 'failed', 'cancelled')
+            AND OLD.status NOT IN ('completed', 'failed', 'cancelled'))
+        EXECUTE FUNCTION durable.parent_ended()""",
     ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

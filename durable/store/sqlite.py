@@ -105,6 +105,7 @@ class SQLiteStore(OperatorWrites):
         conn.execute(f"PRAGMA synchronous = {DURABILITY[self.durability]}")
         conn.execute("PRAGMA busy_timeout = 0")  # from now on the writer waits for locks itself (Writer._apply)
         conn.execute("PRAGMA wal_autocheckpoint = 0")  # the Writer's checkpoint thread does it, off the commit path
+        conn.execute("PRAGMA recursive_triggers = ON")  # a run that ends cancels its children, theirs, and so on
         return conn
 
     def _connect_checkpointer(self) -> sqlite3.Connection:
@@ -299,7 +300,7 @@ class SQLiteStore(OperatorWrites):
         rows = await self._fetch(
             # A step 'retrying' is not streamed until it is final (its record is replaced in place).
             f"SELECT {ops.RECORD} FROM records WHERE run_id = ?1 AND ((seq >= ?2 AND status <> 'retrying')"
-            " OR (kind IN ('ask', 'sleep')"
+            " OR (kind IN ('ask', 'sleep', 'receive', 'child')"
             " AND finished_at IS NOT NULL AND (finished_at > ?3 OR (finished_at = ?3 AND seq > ?4))))",
             (run_id, from_seq, *changed_after),
         )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlite3
 
 from ..codec import failed_step
-from .base import ASKED_AGAIN, FINAL, UNHANDLED
+from .base import ASKED_AGAIN, FINAL, UNENDED_CHILD, UNHANDLED
 
 __all__ = ["fork", "pause", "prune", "reclaim", "resume", "retry"]
 
@@ -53,11 +53,12 @@ def fork(conn: sqlite3.Connection, run_id: str, new_run_id: str, at_seq: int, no
     if conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (new_run_id,)).fetchone() is not None:
         return "exists"
     # A prompt or receive that waits (or was cancelled with its run) waits anew in the fork, its timeout counted
-    # from now; every other record is copied as it is.
+    # from now; a child run it still waited for is not copied (the fork starts a child of its own there); every
+    # other record is copied as it is.
     copied = conn.execute(
         "INSERT INTO records (run_id, seq, kind, name, status, value, error, attempts, started_at, finished_at,"
         f" question, schema, deadline) SELECT ?1, seq, kind, name, {ASKED_AGAIN.format(now='?4')}, question, schema,"
-        " deadline - started_at + ?4 FROM records WHERE run_id = ?2 AND seq < ?3",
+        f" deadline - started_at + ?4 FROM records WHERE run_id = ?2 AND seq < ?3 AND NOT {UNENDED_CHILD}",
         (new_run_id, run_id, at_seq, now),
     ).rowcount
     inserted = conn.execute(

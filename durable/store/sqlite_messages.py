@@ -86,15 +86,18 @@ def start_child(
     ).rowcount
     status, value, error = "waiting", None, None
     if not inserted:  # a run_id given, of a run that exists: wait for it (and hear of its end)
-        found = conn.execute("SELECT workflow, status, result, error FROM runs WHERE run_id = ?", (child_id,)).fetchone()
+        found = conn.execute(
+            "SELECT workflow, status, result, error, parent, parent_seq FROM runs WHERE run_id = ?", (child_id,)
+        ).fetchone()
         if found[0] != workflow:
             return True, "taken", found[0].encode(), None
         if found[1] in FINAL:
             status, value, error = found[1], found[2], found[3]
+        elif found[4] is not None and (found[4], found[5]) != (run_id, seq):
+            return True, "parented", found[4].encode(), None  # one parent hears of a child's end: not two
         else:
-            conn.execute(
-                "UPDATE runs SET parent = ?, parent_seq = ? WHERE run_id = ? AND parent IS NULL", (run_id, seq, child_id)
-            )
+            conn.execute("UPDATE runs SET parent = ?, parent_seq = ? WHERE run_id = ?", (run_id, seq, child_id))
+    conn.execute("UPDATE runs SET children = children + 1 WHERE run_id = ?", (run_id,))
     conn.execute(
         "INSERT INTO records (run_id, seq, kind, name, status, value, error, attempts, started_at, finished_at, question)"
         " VALUES (?, ?, 'child', ?, ?, ?, ?, 1, ?, ?, ?)",

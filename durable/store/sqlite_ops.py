@@ -33,7 +33,7 @@ RECORD = "seq, kind, name, status, value, error, attempts, started_at, finished_
 # order of these times is their commit order and a watcher can resume after one.
 CHANGED_AT = (
     "MAX(:now, COALESCE((SELECT MAX(finished_at) FROM records"
-    " WHERE run_id = :run_id AND kind IN ('ask', 'sleep')), 0) + 0.000001)"
+    " WHERE run_id = :run_id AND kind IN ('ask', 'sleep', 'receive', 'child')), 0) + 0.000001)"
 )
 _FENCED = "EXISTS (SELECT 1 FROM runs WHERE run_id = :run_id AND owner = :owner AND epoch = :epoch)"
 
@@ -273,7 +273,7 @@ def cancel(conn: sqlite3.Connection, run_id: str, now: float) -> tuple[str, str 
     )
     conn.execute(
         f"{tree} UPDATE records SET status = 'cancelled', finished_at = MAX(:now, COALESCE((SELECT MAX(e.finished_at)"
-        " FROM records AS e WHERE e.run_id = records.run_id AND e.kind IN ('ask', 'sleep')), 0) + 0.000001)"
+        " FROM records AS e WHERE e.run_id = records.run_id AND e.kind IN ('ask', 'sleep', 'receive', 'child')), 0) + 0.000001)"
         " WHERE run_id IN (SELECT id FROM tree) AND status = 'waiting'",
         {"now": now, "run_id": run_id},
     )

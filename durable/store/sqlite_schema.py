@@ -98,16 +98,32 @@ MIGRATIONS: list[list[str]] = [
         # that record and the parent becomes ready, in the child's own commit (so it is never lost)
         "ALTER TABLE runs ADD COLUMN parent TEXT",
         "ALTER TABLE runs ADD COLUMN parent_seq INTEGER",
+        "ALTER TABLE runs ADD COLUMN children INTEGER NOT NULL DEFAULT 0",  # how many children it started: only such a run cancels any when it ends
         "CREATE INDEX runs_by_parent ON runs (parent) WHERE parent IS NOT NULL",
         """CREATE TRIGGER child_ended AFTER UPDATE OF status ON runs
         WHEN NEW.parent IS NOT NULL AND NEW.status IN ('completed', 'failed', 'cancelled')
             AND OLD.status NOT IN ('completed', 'failed', 'cancelled')
         BEGIN
-            UPDATE records SET status = NEW.status, value = NEW.result, error = NEW.error, finished_at = NEW.updated_at
+            UPDATE records SET status = NEW.status, value = NEW.result, error = NEW.error,
+                finished_at = MAX(NEW.updated_at, COALESCE((SELECT MAX(e.finished_at) FROM records AS e
+                    WHERE e.run_id = NEW.parent AND e.kind IN ('ask', 'sleep', 'receive', 'child')), 0) + 0.000001)
                 WHERE run_id = NEW.parent AND seq = NEW.parent_seq AND kind = 'child' AND status = 'waiting';
             UPDATE runs SET status = 'pending', ready = 'answered', wake_at = NULL, updated_at = NEW.updated_at
                 WHERE run_id = NEW.parent AND status = 'waiting'
                 AND NOT EXISTS (SELECT 1 FROM records WHERE run_id = NEW.parent AND status = 'waiting');
+        END""",
+        # A run that ends, however it ends, cancels its unfinished children (and, through them, theirs:
+        # the writer's connection sets recursive_triggers).
+        """CREATE TRIGGER parent_ended AFTER UPDATE OF status ON runs
+        WHEN NEW.children > 0 AND NEW.status IN ('completed', 'failed', 'cancelled')
+            AND OLD.status NOT IN ('completed', 'failed', 'cancelled')
+        BEGIN
+            UPDATE records SET status = 'cancelled', finished_at = NEW.updated_at
+                WHERE status = 'waiting' AND run_id IN (SELECT run_id FROM runs
+                    WHERE parent = NEW.run_id AND status NOT IN ('completed', 'failed', 'cancelled'));
+            UPDATE runs SET status = 'cancelled', owner = NULL, lease_until = NULL, wake_at = NULL,
+                updated_at = NEW.updated_at
+                WHERE parent = NEW.run_id AND status NOT IN ('completed', 'failed', 'cancelled');
         END""",
     ],
 ]
