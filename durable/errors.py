@@ -39,39 +39,16 @@ in order: a stored error is rebuilt with ``cls(*args)``.
 
 from __future__ import annotations
 
+import datetime as dt
+
 __all__ = [
-    "AppNotOpen",
-    "ChildOfAnother",
-    "DefinitionError",
-    "DuplicatePromptKey",
-    "DurableError",
-    "EncodingError",
-    "InvalidAnswer",
-    "InvalidArguments",
-    "InvalidMessage",
-    "JournalError",
-    "NondeterminismError",
-    "NotInWorkflow",
-    "PromptAlreadyAnswered",
-    "PromptExpired",
-    "PromptNotFound",
-    "ReceiveTimedOut",
-    "RunAlreadyFinished",
-    "RunCancelled",
-    "RunExists",
-    "RunIdInUse",
-    "RunNotFound",
-    "RunTimedOut",
-    "SeqOutOfRange",
-    "SignatureChanged",
-    "StepFailed",
-    "StepTimeout",
-    "StoreUnavailable",
-    "UnreadableRecord",
-    "UnsafeBind",
-    "WorkflowNotFound",
+    "AppNotOpen", "ChildOfAnother", "DefinitionError", "DuplicatePromptKey", "DurableError", "EncodingError",
+    "InvalidAnswer", "InvalidArguments", "InvalidMessage", "JournalError", "NondeterminismError", "NotInWorkflow",
+    "PromptAlreadyAnswered", "PromptExpired", "PromptNotFound", "ReceiveTimedOut", "RunAlreadyFinished",
+    "RunCancelled", "RunExists", "RunIdInUse", "RunNotFound", "RunTimedOut", "SeqOutOfRange", "SignatureChanged",
+    "StepFailed", "StepTimeout", "StoreUnavailable", "UnreadableRecord", "UnsafeBind", "WorkflowNotFound",
     "WrongRunStatus",
-]
+]  # fmt: skip
 
 
 class DurableError(Exception):
@@ -200,8 +177,6 @@ class RunTimedOut(DurableError, TimeoutError):
         self.run_id, self.deadline = run_id, deadline
 
     def describe(self) -> str:
-        import datetime as dt
-
         at = dt.datetime.fromtimestamp(self.deadline, dt.timezone.utc).isoformat(timespec="seconds")
         return (
             f"Run {self.run_id!r} passed its deadline ({at}) and was stopped where it was; it ended failed. "
@@ -217,17 +192,15 @@ class RunAlreadyFinished(DurableError):
         self.run_id, self.status, self.action = run_id, status, action
 
     def describe(self) -> str:
-        if self.action == "answer":
-            return (
-                f"Run {self.run_id!r} already ended with status {self.status!r}: its prompts take no more answers, "
-                "and nothing was recorded."
-            )
-        if self.action == "send":
-            return (
-                f"Run {self.run_id!r} already ended with status {self.status!r}: it receives no more messages, "
-                "and nothing was stored. Send it to a run that is still going."
-            )
-        return f"Run {self.run_id!r} already ended with status {self.status!r}; there is nothing to {self.action}."
+        so = ENDED_SO.get(self.action, f"; there is nothing to {self.action}.")
+        return f"Run {self.run_id!r} already ended with status {self.status!r}{so}"
+
+
+# What an ended run no longer does, by what was asked of it (RunAlreadyFinished.action).
+ENDED_SO = {
+    "answer": ": its prompts take no more answers, and nothing was recorded.",
+    "send": ": it receives no more messages, and nothing was stored. Send it to a run that is still going.",
+}
 
 
 class WrongRunStatus(DurableError):
@@ -460,10 +433,7 @@ class AppNotOpen(DurableError):
         self.path = path
 
     def describe(self) -> str:
-        return (
-            f"The App for {self.path!r} is not open. Use it inside `async with app:` "
-            "(or await app.open() first)."
-        )
+        return f"The App for {self.path!r} is not open. Use it inside `async with app:` " "(or await app.open() first)."
 
 
 class JournalError(DurableError):
