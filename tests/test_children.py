@@ -140,6 +140,7 @@ def test_a_parent_killed_while_its_child_runs_and_a_child_killed_mid_step_both_f
     log = tmp_path / "log"
     parent = spawn(db, log, "fam", "family", "--block", "child-1")  # the child blocks in its step: kill there
     wait_until(lambda: "start child-1" in log_lines(log), what="the child's step to start")
+    wait_until(lambda: getattr(stored_run(db, "fam"), "status", None) == "waiting", what="the parent to park")
     parent.send_signal(signal.SIGKILL)
     parent.communicate(timeout=10)
     row = stored_run(db, "fam")

@@ -377,20 +377,15 @@ async def cancel(conn: Any, run_id: str, now: float) -> tuple[str, str | None] |
     row = await conn.fetchrow("SELECT status, owner FROM durable.runs WHERE run_id = $1 FOR UPDATE", run_id)
     if row is None or row[0] in FINAL:
         return None if row is None else (row[0], row[1])
-    # The run and its unfinished descendants (child runs, theirs, ...), with the prompts and receives they wait on.
-    tree = (
-        "WITH RECURSIVE tree(id) AS (SELECT $1::text UNION"
-        " SELECT r.run_id FROM durable.runs AS r JOIN tree ON r.parent = tree.id)"
-    )
+    # Its unfinished children (and theirs) are cancelled by the parent_ended trigger, in this same statement.
     await conn.execute(
-        f"{tree} UPDATE durable.runs SET status = 'cancelled', owner = NULL, lease_until = NULL, wake_at = NULL,"
-        " updated_at = $2 WHERE run_id IN (SELECT id FROM tree) AND status NOT IN ('completed', 'failed', 'cancelled')",
+        "UPDATE durable.runs SET status = 'cancelled', owner = NULL, lease_until = NULL, wake_at = NULL,"
+        " updated_at = $2 WHERE run_id = $1",
         run_id, now,
     )  # fmt: skip
     await conn.execute(
-        f"{tree} UPDATE durable.records AS c SET status = 'cancelled', finished_at = GREATEST($2, COALESCE("
-        "(SELECT MAX(e.finished_at) FROM durable.records AS e WHERE e.run_id = c.run_id AND e.kind IN ('ask', 'sleep', 'receive', 'child')),"
-        " 0) + 0.000001) WHERE c.run_id IN (SELECT id FROM tree) AND c.status = 'waiting'",
+        f"UPDATE durable.records SET status = 'cancelled', finished_at = {changed_at('$2', '$1')}"
+        " WHERE run_id = $1 AND status = 'waiting'",
         run_id, now,
     )  # fmt: skip
     return row[0], row[1]

@@ -261,20 +261,15 @@ def cancel(conn: sqlite3.Connection, run_id: str, now: float) -> tuple[str, str 
     row = conn.execute("SELECT status, owner FROM runs WHERE run_id = ?", (run_id,)).fetchone()
     if row is None or row[0] in FINAL:
         return row
-    # The run and its unfinished descendants (child runs, theirs, ...), with the prompts and receives they wait on.
-    ended = ", ".join(f"'{s}'" for s in sorted(FINAL))
-    tree = (
-        "WITH RECURSIVE tree(id) AS (SELECT :run_id UNION SELECT runs.run_id FROM runs JOIN tree ON runs.parent = tree.id)"
+    # Its unfinished children (and theirs) are cancelled by the parent_ended trigger, in this same statement.
+    conn.execute(
+        "UPDATE runs SET status = 'cancelled', owner = NULL, lease_until = NULL, wake_at = NULL,"
+        " updated_at = ? WHERE run_id = ?",
+        (now, run_id),
     )
     conn.execute(
-        f"{tree} UPDATE runs SET status = 'cancelled', owner = NULL, lease_until = NULL, wake_at = NULL, updated_at = :now"
-        f" WHERE run_id IN (SELECT id FROM tree) AND status NOT IN ({ended})",
-        {"now": now, "run_id": run_id},
-    )
-    conn.execute(
-        f"{tree} UPDATE records SET status = 'cancelled', finished_at = MAX(:now, COALESCE((SELECT MAX(e.finished_at)"
-        " FROM records AS e WHERE e.run_id = records.run_id AND e.kind IN ('ask', 'sleep', 'receive', 'child')), 0) + 0.000001)"
-        " WHERE run_id IN (SELECT id FROM tree) AND status = 'waiting'",
+        f"UPDATE records SET status = 'cancelled', finished_at = {CHANGED_AT}"
+        " WHERE run_id = :run_id AND status = 'waiting'",
         {"now": now, "run_id": run_id},
     )
     return row
