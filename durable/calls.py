@@ -15,6 +15,7 @@ for a run that is cancelled, lost, shutting down or whose store failed.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import datetime as dt
 import functools
 import logging
@@ -31,6 +32,7 @@ from .errors import (
     NotInWorkflow,
     StoreUnavailable,
     UnreadableRecord,
+    UnsafeRace,
 )
 from .steps import StepSpec, run_attempts
 from .store.base import Fence, RecordRow, Recorded
@@ -39,7 +41,7 @@ if TYPE_CHECKING:
     from .engine import Engine
     from .store.base import Store
 
-__all__ = ["GRACEFUL", "HOLD_SECONDS", "STOP_RANK", "STORE_FAULTS", "Calls", "Stop", "Suspend", "failing_step"]
+__all__ = ["BRANCH", "GRACEFUL", "HOLD_SECONDS", "STOP_RANK", "STORE_FAULTS", "Calls", "Stop", "Suspend", "failing_step"]
 
 log = logging.getLogger("durable")
 
@@ -59,6 +61,26 @@ GRACEFUL = frozenset({"paused", "shutdown"})
 
 # What a store raises when it cannot do its part: never an outcome of the run.
 STORE_FAULTS = (StoreUnavailable, JournalError)
+
+
+# The branch of a race (ctx.wait) that the current task runs, if it runs one: its waits hold it in the race.
+BRANCH: contextvars.ContextVar[Any] = contextvars.ContextVar("durable_branch", default=None)
+# The asyncio functions that decide by completion order, which a replay cannot know: refused over ctx calls.
+ASYNCIO_RACES = {"wait": "asyncio.wait", "_wait": "asyncio.wait", "as_completed": "asyncio.as_completed",
+                 "_wait_for_one": "asyncio.as_completed"}  # fmt: skip
+
+
+def plain_race(task: asyncio.Task[Any]) -> str | None:
+    """Which asyncio race (asyncio.wait, as_completed) the workflow's task awaits now, if any: its await chain, walked."""
+    awaited: Any = task.get_coro()
+    for _ in range(64):
+        code = getattr(awaited, "cr_code", None) or getattr(awaited, "gi_code", None)
+        if code is None:
+            return None
+        if code.co_filename == asyncio.tasks.__file__ and code.co_name in ASYNCIO_RACES:
+            return ASYNCIO_RACES[code.co_name]
+        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+    return None
 
 
 class Suspend(BaseException):
@@ -123,6 +145,8 @@ class Calls:
     active: bool
     replay_each: bool
     replay_end: int
+    task: asyncio.Task[None]
+    parked_at: set[int]
 
     def take(self, kind: str, name: str | None = None) -> int:
         """Take the next seq for a ctx call and match it against its record now, when it is called.
@@ -227,7 +251,16 @@ class Calls:
             self._store_failed(exc)
 
     def _begin(self) -> None:
+        if asyncio.current_task() is not self.task and self.task is not None and BRANCH.get() is None:
+            self._refuse_plain_race()
         self.inflight += 1
+
+    def _refuse_plain_race(self) -> None:
+        """A ctx call runs in a task of asyncio.wait or as_completed: what finishes first is not recorded. Refused."""
+        race = plain_race(self.task)
+        if race is not None:
+            self.violation = UnsafeRace(self.run_id, race)
+            raise self.violation
 
     def _end(self) -> None:
         self.inflight -= 1
@@ -313,7 +346,7 @@ class Calls:
         """Wait until `wake_at` by this App's clock: in memory if it is near, else unloaded (resumed by replay)."""
         while (remaining := wake_at - self.clock()) > 0:
             if remaining > self.engine.hold_seconds:
-                self.wake_at = wake_at if self.wake_at is None else min(self.wake_at, wake_at)
+                self._wake_at(wake_at)
                 await self._suspend()
             await asyncio.sleep(remaining)
             if self.stop_reason is not None:
@@ -348,7 +381,27 @@ class Calls:
         if record is None or record.status == "scheduled":
             self.store.complete_sleep_nowait(self.fence, seq, self.clock())
 
-    async def _suspend(self) -> NoReturn:
+    def _wake_at(self, wake_at: float) -> None:
+        """A durable timer this call waits for: the run's (it wakes the run), or its race branch's."""
+        branch = BRANCH.get()
+        if branch is not None:
+            branch.wake_at = wake_at if branch.wake_at is None else min(branch.wake_at, wake_at)
+        else:
+            self.wake_at = wake_at if self.wake_at is None else min(self.wake_at, wake_at)
+
+    async def _suspend(self, seq: int | None = None) -> NoReturn:
+        """Wait for the world (an answer, a message, a child run at `seq`, a timer): unload the run.
+
+        A branch of a race waits in the race instead, which unloads the run
+        only once every branch still running waits.
+        """
+        if seq is not None:
+            self.parked_at.add(seq)
+        branch = BRANCH.get()
+        if branch is not None:
+            await branch.race.hold(branch)  # raises: the branch is run again, or withdrawn
+        if self.task is not None and asyncio.current_task() is not self.task:
+            self._refuse_plain_race()
         # Yield once first: parallel branches already started (asyncio.gather)
         # get to make their own calls, so all of a run's prompts are asked together.
         self.parking = True

@@ -40,6 +40,7 @@ class _Offline:
     closing = False
     replay_every_step = False
     hold_seconds = 0.0
+    poll_interval = 1.0
 
     def __init__(self, store: Store, clock: Callable[[], float], workflows: Mapping[str, Workflow]) -> None:
         self.store, self.clock, self.workflows = store, clock, workflows

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .codec import encode
@@ -13,6 +14,7 @@ from .steps import STUBS, step_spec
 from .waits import NO_DEFAULT
 
 if TYPE_CHECKING:
+    from .races import Branches
     from .replay import Execution
 
 __all__ = ["Context"]
@@ -183,6 +185,53 @@ class Context:
             raise TypeError(f"ctx.publish takes a topic (a non-empty string), not {topic!r}.")
         ex = self._ex
         return ex.publish(ex.take("publish", topic), topic, value)
+
+    def wait(
+        self, aws: Iterable[Awaitable[Any]], *, return_when: str = asyncio.FIRST_COMPLETED, timeout: float | dt.timedelta | None = None
+    ) -> Awaitable[tuple[Branches, Branches]]:
+        """Like ``asyncio.wait``, over ctx calls: run them together and return ``(done, pending)`` once `return_when` holds.
+
+        Which calls finished (and whether the timeout fired) is recorded, so a
+        replay returns the same sets even if the timings differ. The calls in
+        `pending` are withdrawn: a waiting one is closed ('withdrawn': a prompt
+        leaves the inbox, a child run is cancelled, a message goes to the next
+        receive) and a step still running is cancelled, its result never recorded.
+        Elements of both sets have ``.result()``, and compare equal to the call passed.
+
+        Args:
+            aws: ctx calls not yet awaited: ``ctx.step(...)``, ``ctx.sleep(...)``,
+                ``ctx.ask(...)``, ``ctx.receive(...)``, ``ctx.child(...)``.
+            return_when: ``asyncio.FIRST_COMPLETED`` (default), ``FIRST_EXCEPTION`` or ``ALL_COMPLETED``.
+            timeout: seconds (or a timedelta), kept durably: the race ends then with what has finished.
+
+        Example:
+            paid = ctx.receive("payment", type=Payment)
+            done, pending = await ctx.wait([paid, ctx.sleep(3600)])
+            if paid in done:
+                payment = done[paid].result()
+        """
+        ex = self._ex
+        branches = ex.branches(aws, "ctx.wait")  # first: whatever is wrong next, the calls given are closed
+        if return_when not in (asyncio.FIRST_COMPLETED, asyncio.FIRST_EXCEPTION, asyncio.ALL_COMPLETED):
+            raise ValueError(f"ctx.wait(return_when=...) takes asyncio.FIRST_COMPLETED, FIRST_EXCEPTION or ALL_COMPLETED, not {return_when!r}.")
+        seconds = _seconds("ctx.wait", timeout)
+        return ex.wait(ex.take("wait", return_when), branches, return_when, seconds)
+
+    def as_completed(self, aws: Iterable[Awaitable[Any]], *, timeout: float | dt.timedelta | None = None) -> Iterator[Awaitable[Any]]:
+        """Like ``asyncio.as_completed``, over ctx calls: awaitables of their results in the order they finish, recorded.
+
+        The calls not yet taken keep running while the workflow handles each
+        result; those left when the run ends end with it. With `timeout`, a
+        ``next`` after it raises TimeoutError.
+
+        Example:
+            for next_quote in ctx.as_completed([ctx.child(quote, s) for s in suppliers], timeout=600):
+                offer = await next_quote
+        """
+        ex = self._ex
+        branches = ex.branches(aws, "ctx.as_completed")
+        seconds = _seconds("ctx.as_completed", timeout)
+        return ex.as_completed(ex.take("wait", "as_completed"), branches, seconds)
 
     @property
     def is_replaying(self) -> bool:

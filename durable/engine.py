@@ -379,6 +379,8 @@ class Engine:
             delivered = await write(None, 0.0)
             if delivered is not None and delivered.ready:
                 self.kick()
+            if (execution := self._executions.get(run_id)) is not None:
+                execution.recheck_races()  # a branch of a race it runs here may wait for this
             return delivered
         self._mark(run_id)
         claim = asyncio.ensure_future(self._deliver_and_resume(run_id, write, why))

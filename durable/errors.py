@@ -16,7 +16,8 @@
     ├── SeqOutOfRange           a seq given for a run is past the end of its journal (fork's at_seq)
     ├── NondeterminismError     replay met a different call than the one recorded
     │   ├── SignatureChanged    a run's recorded arguments no longer fit its workflow
-    │   └── UnreadableRecord    a recorded value no longer reads back as its type
+    │   ├── UnreadableRecord    a recorded value no longer reads back as its type
+    │   └── UnsafeRace          ctx calls raced with asyncio.wait or as_completed (use ctx.wait)
     ├── StepFailed              a step's recorded error whose type cannot be rebuilt
     ├── StepTimeout             a step attempt ran longer than its timeout
     ├── NotInWorkflow           a Context was used outside its running workflow
@@ -47,7 +48,7 @@ __all__ = [
     "PromptAlreadyAnswered", "PromptExpired", "PromptNotFound", "ReceiveTimedOut", "RunAlreadyFinished",
     "RunCancelled", "RunExists", "RunIdInUse", "RunNotFound", "RunTimedOut", "SeqOutOfRange", "SignatureChanged",
     "StepFailed", "StepTimeout", "StoreUnavailable", "UnreadableRecord", "UnsafeBind", "WorkflowNotFound",
-    "WrongRunStatus",
+    "UnsafeRace", "WrongRunStatus",
 ]  # fmt: skip
 
 
@@ -285,6 +286,22 @@ class UnreadableRecord(NondeterminismError):
             f"Run {self.run_id!r} at seq {self.seq}: the recorded value of {self.recorded} cannot be read back "
             f"({self.reason}). Its type annotation changed, or the journal is damaged; the run is blocked and its "
             "journal untouched. Restore the old annotation (or the journal from a backup), then run it again."
+        )
+
+
+class UnsafeRace(NondeterminismError):
+    """ctx calls awaited through asyncio.wait or asyncio.as_completed, whose completion order no journal records."""
+
+    def __init__(self, run_id: str, race: str) -> None:
+        DurableError.__init__(self, run_id, race)
+        self.run_id, self.race, self.seq, self.recorded, self.called = run_id, race, -1, "", race
+
+    def describe(self) -> str:
+        fix = "ctx.as_completed(aws)" if self.race.endswith("as_completed") else "ctx.wait(aws, return_when=...)"
+        return (
+            f"Run {self.run_id!r} awaited ctx calls through {self.race}: which one finishes first is not recorded, so a "
+            f"replay could take another branch. The run is blocked and its journal untouched. Use {fix} instead "
+            "(it records the order), then run it again."
         )
 
 

@@ -26,7 +26,7 @@ from .codec import error_from_json, error_to_json
 from .context import Context
 from .errors import EncodingError, JournalError, NondeterminismError, RunTimedOut, SignatureChanged, StoreUnavailable
 from .store.base import Fence, Recorded
-from .waits import Waits
+from .races import Races
 from .workflow import Workflow
 
 if TYPE_CHECKING:
@@ -37,13 +37,13 @@ __all__ = ["Execution"]
 log = logging.getLogger("durable")
 
 
-class Execution(Waits):
+class Execution(Races):
     """One run being executed by this process."""
 
     __slots__ = (
         "engine", "store", "clock", "fence", "workflow", "run_id", "args", "decoded", "recorded", "known", "next_seq", "keys",
         "inflight", "_settled", "wake_at", "deadline", "suspending", "parking", "stop_reason", "store_error", "violation", "active",
-        "status", "result", "error", "task", "replay_each", "replay_end", "run_deadline",
+        "status", "result", "error", "task", "replay_each", "replay_end", "run_deadline", "races", "parked_at", "racing",
     )  # fmt: skip
 
     def __init__(
@@ -88,6 +88,9 @@ class Execution(Waits):
         self.error: BaseException | None = None
         self.task: asyncio.Task[None] = None  # type: ignore[assignment]  # set by Engine.launch
         self.replay_each = engine.replay_every_step
+        self.races: list[Any] = []  # ctx.wait and ctx.as_completed races not decided yet
+        self.parked_at: set[int] = set()  # the seqs of the waiting records its calls wait at
+        self.racing: list[int] | None = None  # when it unloads with race branches waiting: parked_at (see Store.park)
 
     def stop(self, reason: str) -> None:
         """Stop at the next ctx call: 'cancelled' or 'lost' (write nothing more), 'shutdown' or 'paused' (record what finishes)."""
@@ -138,10 +141,13 @@ class Execution(Waits):
             outcome, exiting = "stopped", exc
         except Exception as exc:
             outcome, value = "failed", exc
+        if self.suspending and outcome == "completed":
+            outcome = "suspended"  # a call waits, but its Suspend was caught (gather(return_exceptions=True)): replayed
         try:
             while self.inflight:
                 self._settled = asyncio.get_running_loop().create_future()
                 await self._settled
+            self.racing = self.end_races()
             self.active = False
             if outcome in ("completed", "failed") and self.violation is None:
                 self._check_all_reached(outcome)
@@ -234,7 +240,7 @@ class Execution(Waits):
             self.status = None
             return
         if outcome == "suspended":
-            self.status = await store.park(fence, self.wake_at, now, self.known, self.deadline)
+            self.status = await store.park(fence, self.wake_at, now, self.known, self.deadline, self.racing)
             return
         if outcome == "completed":
             try:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pydantic
 
-from .calls import UNREADABLE, Calls, from_step
+from .calls import BRANCH, UNREADABLE, Calls, from_step
 from .codec import decode_any, encode, error_from_json
 from .errors import (
     ChildOfAnother, DuplicatePromptKey, InvalidMessage, PromptExpired, ReceiveTimedOut, RunCancelled, RunIdInUse,
@@ -126,7 +126,7 @@ class Waits(Calls):
             self.known += 1
             if deadline is not None:
                 self._wake_for(deadline)
-        await self._suspend()
+        await self._suspend(seq)
 
     async def _past_deadline(self, seq: int) -> bool:
         """Whether the waiting record at `seq` expired now (closed: 'expired'); else its deadline, if any, wakes the run.
@@ -143,8 +143,9 @@ class Waits(Calls):
         return bool(await self._write(self.store.expire(self.fence, seq, self.clock())))
 
     def _wake_for(self, deadline: float) -> None:
-        """The run unloads waiting for a prompt with this deadline: the worker wakes it then."""
-        self.deadline = deadline if self.deadline is None else min(self.deadline, deadline)
+        """The run unloads waiting for a prompt with this deadline: the worker wakes it then (or its race branch does)."""
+        holder = BRANCH.get() or self
+        holder.deadline = deadline if holder.deadline is None else min(holder.deadline, deadline)
 
     def _expired(self, key: str, default: Any) -> Any:
         if default is NO_DEFAULT:
@@ -178,7 +179,7 @@ class Waits(Calls):
             return self._timed_out(topic, timeout, default)
         elif record.status == "waiting" and await self._past_deadline(seq):
             return self._timed_out(topic, timeout, default)
-        await self._suspend()
+        await self._suspend(seq)
 
     async def child(self, seq: int, workflow: str, child_id: str, blob: bytes, timeout: float | None) -> Any:
         """Start a child run (any worker with its workflow executes it) and wait, unloaded, for its outcome."""
@@ -217,7 +218,7 @@ class Waits(Calls):
             raise from_step(error_from_json(error, workflow), seq)  # type: ignore[arg-type]
         if status == "cancelled":
             raise RunCancelled(child_id)
-        await self._suspend()
+        await self._suspend(seq)
 
     def _message(self, topic: str, adapter: pydantic.TypeAdapter[Any], blob: bytes) -> Any:
         try:

@@ -188,6 +188,34 @@ async def family(ctx: durable.Context) -> str:
     return "child:" + await ctx.child(kid, "child-1")
 
 
+def pace(name: str) -> float:
+    """How long step `name` of a race takes: 'fast' is fast, 'slow' slow, and swapped under RACE_FLIP=1."""
+    fast = (name == "fast") != (os.environ.get("RACE_FLIP") == "1")
+    return 0.05 if fast else float(os.environ.get("RACE_SLOW", "3"))
+
+
+async def paced(name: str, seconds: float) -> str:
+    note(f"start {name}")
+    await asyncio.sleep(seconds)
+    note(f"done {name}")
+    return name
+
+
+@app.workflow
+async def first_wins(ctx: durable.Context) -> str:
+    """ctx.wait over a slow step (seq 0) and a fast one (seq 1); then a step named after the winner."""
+    done, _ = await ctx.wait([ctx.step(paced, "slow", pace("slow")), ctx.step(paced, "fast", pace("fast"))])
+    (winner,) = done
+    return await ctx.step(work, "after-" + winner.result())
+
+
+@app.workflow
+async def in_order(ctx: durable.Context) -> list[str]:
+    """ctx.as_completed over a slow step (seq 0) and a fast one (seq 1); a step after each, in that order."""
+    steps = [ctx.step(paced, "slow", pace("slow")), ctx.step(paced, "fast", pace("fast"))]
+    return [await ctx.step(work, "after-" + await next_done) for next_done in ctx.as_completed(steps)]
+
+
 async def main() -> None:
     async with app:
         args = (float(sys.argv[sys.argv.index("--seconds") + 1]),) if "--seconds" in sys.argv else ()

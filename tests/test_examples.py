@@ -281,7 +281,7 @@ def test_the_readme_shows_the_renewal_tests_as_they_are() -> None:
     assert shown + "\n" == (EXAMPLES / "test_renewal.py").read_text()
 
 
-# --- payment webhook (messages, a child run, published progress) ----------------------------
+# --- payment webhook (a race of messages and a timer, a child run, published progress) ----------------------------
 
 
 def test_payment_webhook_prints_what_its_docstring_says(tmp_path: Path) -> None:
@@ -290,8 +290,11 @@ def test_payment_webhook_prints_what_its_docstring_says(tmp_path: Path) -> None:
         "o-1: waiting for payment (published: 'awaiting payment')",
         "o-1: the payment webhook arrives: {'amount': 4200, 'reference': 'pay-81'}",
         "o-1: {'status': 'shipped', 'paid': 4200, 'tracking': 'TRACK-o-1'}",
-        "   its journal: publish stage, receive payment, child ship_order (run o-1.2), publish stage",
+        "   its journal: publish stage, receive payment, receive cancel (withdrawn), sleep sleep (withdrawn),"
+        " wait FIRST_COMPLETED, child ship_order (run o-1.5), publish stage",
         "o-2: nobody pays; an hour passes",
         "o-2: {'status': 'cancelled', 'reason': 'no payment within 3600 s'}",
+        "o-3: the customer cancels: 'ordered twice'",
+        "o-3: {'status': 'cancelled', 'reason': 'by the customer: ordered twice'}",
     ]
     assert list(tmp_path.iterdir()) == []

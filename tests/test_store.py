@@ -515,3 +515,47 @@ async def test_a_fork_asks_a_waiting_prompt_anew_with_its_timeout_counted_from_t
     [done, asked] = await a.load_records("copy")
     assert (done.status, done.started_at) == ("completed", 1.0)
     assert (asked.status, asked.started_at, asked.finished_at, asked.deadline) == ("waiting", 500.0, None, 560.0)
+
+
+def receive(seq: int, topic: str) -> RecordRow:
+    return RecordRow(seq, "receive", topic, "waiting", None, None, 1, 1.0, None, None, None)
+
+
+async def test_a_run_parked_in_a_race_wakes_at_the_first_wait_filled_not_the_last(pair: tuple[Store, Store]) -> None:
+    a, b = pair
+    for racing in (False, True):
+        fence = await running(a, f"race-{racing}")
+        await a.append(fence, ask(0, "approve"))
+        await a.append(fence, receive(1, "payment"))
+        assert await a.park(fence, None, 2.0, 2, None, [0, 1] if racing else None) == "waiting"
+        sent = await b.send(fence.run_id, "payment", b"5", 3.0)
+        assert sent is not None and sent.ready is racing  # a gather waits for both; a race for the first
+        row = await b.load_run(fence.run_id)
+        assert row is not None and row.status == ("pending" if racing else "waiting")
+    # A race one of whose waits was filled while the run still executed is ready as it parks (and not otherwise).
+    fence = await running(a, "filled")
+    await a.append(fence, ask(0, "approve"))
+    await a.append(fence, receive(1, "payment"))
+    await b.send("filled", "payment", b"5", 3.0)
+    assert await a.park(fence, 50.0, 4.0, 2, None, [0, 1]) == "pending"
+
+
+async def test_settling_a_race_withdraws_its_losers_and_requeues_a_message_one_took(pair: tuple[Store, Store]) -> None:
+    a, b = pair
+    fence = await running(a, "p")
+    assert (await a.start_child(fence, 0, "p.0", "kid", b'{"args": []}', 1.0, None))[:2] == (True, "waiting")
+    await a.append(fence, ask(1, "approve"))
+    await a.append(fence, receive(2, "payment"))
+    await a.append(fence, RecordRow(3, "wait", "FIRST_COMPLETED", "scheduled", b'"2026-01-01T00:00:00Z"', None, 1, 1.0, None, None, None))
+    await b.send("p", "payment", b"7", 2.0)  # taken by the receive, which is about to lose
+    decision = RecordRow(3, "wait", "FIRST_COMPLETED", "completed", b'{"done":[]}', None, 1, 1.0, 3.0, None, None)
+    assert await b.settle(Fence("p", "B", 1), decision, [0, 1, 2]) is False  # fenced, as every write of a run
+    assert await a.settle(fence, decision, [0, 1, 2]) is True
+    records = {r.seq: r for r in await b.load_records("p")}
+    assert [records[s].status for s in range(4)] == ["withdrawn", "withdrawn", "withdrawn", "completed"]
+    assert records[3].value == b'{"done":[]}'
+    child = await b.load_run("p.0")
+    assert child is not None and child.status == "cancelled"
+    assert await b.pending_prompts("p") == []
+    ok, value = await a.receive(fence, 4, "payment", 4.0, None)  # the message is queued again, for the next receive
+    assert (ok, value) == (True, b"7")

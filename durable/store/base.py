@@ -23,10 +23,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NamedTuple, Protocol
 
-import msgspec
-
 __all__ = [
     "FINAL",
+    "IN_PLACE",
+    "IN_PLACE_BEFORE_RACES",
     "STATUSES",
     "Answered",
     "Claimed",
@@ -39,46 +39,6 @@ __all__ = [
     "Store",
 ]
 
-
-def lost_records(rows: list[Any]) -> list[str]:
-    """The findings of verify() for (run_id, records committed, records found) rows."""
-    return [
-        f"run {run_id!r} committed {committed} records but only {found} are left (lost pages, or a deleted -wal file)"
-        for run_id, committed, found in rows
-    ]
-
-
-async def damaged_values(page: Callable[[str, int], Awaitable[list[Any]]]) -> list[str]:
-    """Records whose stored value or error is not the JSON durable wrote (a page damaged in place).
-
-    `page(run_id, seq)` returns the next (run_id, seq, value, error) rows after
-    that key, in key order: the journal is read a page at a time, never at once.
-    """
-    findings: list[str] = []
-    after = ("", -1)
-    while rows := await page(*after):
-        for run_id, seq, value, error in rows:
-            for what, blob in (("value", value), ("error", error)):
-                if blob is None:
-                    continue
-                try:
-                    msgspec.json.decode(blob)
-                except msgspec.DecodeError:
-                    findings.append(f"run {run_id!r}: the {what} recorded at seq {seq} is not the JSON durable wrote")
-        after = (rows[-1][0], rows[-1][1])
-    return findings
-
-
-# Runs that hold fewer records than they counted when they last wrote (the same check a claim makes).
-LOST_RECORDS = (
-    "SELECT runs.run_id, runs.records, count(r.seq) FROM {schema}runs AS runs"
-    " LEFT JOIN {schema}records AS r ON r.run_id = runs.run_id"
-    " GROUP BY runs.run_id, runs.records HAVING count(r.seq) < runs.records ORDER BY runs.run_id"
-)
-# The next page of stored values for damaged_values(), after the key given as {after}.
-VALUES_AFTER = (
-    "SELECT run_id, seq, value, error FROM {schema}records WHERE (run_id, seq) > {after} ORDER BY run_id, seq LIMIT 1000"
-)
 
 # The failed step (or child run) records retry() sets aside, given the seq of the step whose failure failed the run
 # ({seq}): that step's, and those of steps that failed as late or later (no code could handle them,
@@ -99,11 +59,22 @@ ASKED_AGAIN = (
     " CASE WHEN kind IN ('ask', 'receive') AND status IN ('waiting', 'cancelled') THEN NULL ELSE finished_at END"
 )
 
-# fork(): the records not copied: a child run the source still waited for (its end is the source's, not the fork's).
-UNENDED_CHILD = "(kind = 'child' AND status IN ('waiting', 'cancelled'))"
+# fork(): the records not copied: a child run the source still waited for (its end is the source's, not the fork's);
+# and a loser of a race whose decision is not copied (no race decided after it, before the fork's seq {at_seq}):
+# the fork runs that race anew. `records` is the source's table, as the query names it ({records}).
+NOT_COPIED = (
+    "((kind = 'child' AND status IN ('waiting', 'cancelled')) OR (status = 'withdrawn' AND NOT EXISTS ("
+    "SELECT 1 FROM {records} AS d WHERE d.run_id = {records}.run_id AND d.kind = 'wait' AND d.status = 'completed'"
+    " AND d.seq > {records}.seq AND d.seq < {at_seq})))"
+)
 
 # A set-aside record read in the shape of a RecordRow (it has no question or schema).
 SET_ASIDE = "seq, kind, name, status, value, error, attempts, started_at, finished_at, NULL, NULL, NULL"
+
+# The kinds of record changed in place once written (answered, received, done, withdrawn): a watcher follows
+# them by finished_at, which every such change sets strictly later than the run's earlier ones.
+IN_PLACE = "('ask', 'sleep', 'receive', 'child', 'wait')"
+IN_PLACE_BEFORE_RACES = "('ask', 'sleep', 'receive', 'child')"  # as the migrations before ctx.wait wrote it
 
 STATUSES = ("pending", "running", "sleeping", "waiting", "paused", "blocked", "completed", "failed", "cancelled")
 FINAL = frozenset({"completed", "failed", "cancelled"})
@@ -290,13 +261,25 @@ class Store(Protocol):
         ...
 
     async def park(
-        self, fence: Fence, wake_at: float | None, now: float, records: int, deadline: float | None = None
+        self, fence: Fence, wake_at: float | None, now: float, records: int, deadline: float | None = None,
+        racing: Sequence[int] | None = None,
     ) -> str | None:
         """Unload a run: 'paused' (if it was paused), 'waiting' (a prompt waits), 'sleeping' (until wake_at) or 'pending'; None if fenced out.
 
         `records`: how many of the run's records are known committed (kept as RunRow.records).
         `deadline`: the earliest deadline of its prompts; a 'waiting' run is woken
         at it (or at `wake_at`, if sooner), as a 'sleeping' one at `wake_at`.
+        `racing`: the seqs at which branches of a race (ctx.wait) wait: the run is
+        ready at the first of them filled (at once, if one already is), not the last.
+        """
+        ...
+
+    async def settle(self, fence: Fence, decision: RecordRow, losers: Sequence[int]) -> bool:
+        """Record how a race ended (`decision`, in place of its 'scheduled' record) and withdraw its losers, in one commit.
+
+        A loser's waiting record becomes 'withdrawn': a prompt leaves the inbox, a
+        message a receive took meanwhile goes back to the queue, a child run that
+        has not ended is cancelled. A step's record stays. False if fenced out.
         """
         ...
 

@@ -33,9 +33,9 @@ from . import postgres_admin, postgres_messages
 from . import postgres_ops as ops
 from . import redact, split_url
 from .base import (
-    FINAL, LOST_RECORDS, SET_ASIDE, VALUES_AFTER, Answered, Claimed, Fence, PromptRow, RecordRow, Recorded, RunRow,
-    OperatorWrites, damaged_values, lost_records,
+    FINAL, IN_PLACE, SET_ASIDE, Answered, Claimed, Fence, OperatorWrites, PromptRow, RecordRow, Recorded, RunRow,
 )  # fmt: skip
+from .verify import LOST_RECORDS, VALUES_AFTER, damaged_values, lost_records
 from .batch import Batcher, Item, Outcome, runs_of
 from .postgres_schema import REPLAY, RETRY_STATES, classify, fails_batch, keep_session, rollback, warm
 
@@ -299,9 +299,13 @@ class PostgresStore(OperatorWrites):
         self._batcher.submit_nowait(ops.append, (fence.run_id, *record, fence.owner, fence.epoch))
 
     async def park(
-        self, fence: Fence, wake_at: float | None, now: float, records: int, deadline: float | None = None
+        self, fence: Fence, wake_at: float | None, now: float, records: int, deadline: float | None = None,
+        racing: Sequence[int] | None = None,
     ) -> str | None:
-        return await self._write(ops.park, *fence, wake_at, now, records, deadline)
+        return await self._write(ops.park, *fence, wake_at, now, records, deadline, None if racing is None else list(racing))
+
+    async def settle(self, fence: Fence, decision: RecordRow, losers: Sequence[int]) -> bool:
+        return await self._write(postgres_messages.settle, fence, decision, list(losers))
 
     async def finish(
         self, fence: Fence, status: str, result: bytes | None, error: bytes | None, now: float, records: int
@@ -374,7 +378,7 @@ class PostgresStore(OperatorWrites):
     async def changes(self, run_id: str, from_seq: int, changed_after: tuple[float, int]) -> list[RecordRow]:
         rows = await self._fetch(
             f"SELECT {_RECORD} FROM durable.records WHERE run_id = $1 AND ((seq >= $2 AND status <> 'retrying')"
-            " OR (kind IN ('ask', 'sleep', 'receive', 'child')"
+            f" OR (kind IN {IN_PLACE}"
             " AND finished_at IS NOT NULL AND (finished_at > $3 OR (finished_at = $3 AND seq > $4))))",
             run_id, from_seq, *changed_after,
         )  # fmt: skip

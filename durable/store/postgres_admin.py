@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..codec import failed_step
-from .base import ASKED_AGAIN, FINAL, UNENDED_CHILD, UNHANDLED
+from .base import ASKED_AGAIN, FINAL, NOT_COPIED, UNHANDLED
 
 __all__ = ["fork", "pause", "prune", "resume", "retry"]
 
@@ -68,7 +68,7 @@ async def fork(conn: Any, run_id: str, new_run_id: str, at_seq: int, now: float)
         "INSERT INTO durable.records (run_id, seq, kind, name, status, value, error, attempts, started_at,"
         f" finished_at, question, schema, deadline) SELECT $1, seq, kind, name, {ASKED_AGAIN.format(now='$4')},"
         " question, schema, deadline - started_at + $4 FROM durable.records WHERE run_id = $2 AND seq < $3"
-        f" AND NOT {UNENDED_CHILD}",
+        f" AND NOT {NOT_COPIED.format(records='durable.records', at_seq='$3')}",
         new_run_id, run_id, at_seq, now,
     ))  # fmt: skip
     await conn.execute("UPDATE durable.runs SET records = $2 WHERE run_id = $1", new_run_id, copied)

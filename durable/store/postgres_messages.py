@@ -1,4 +1,4 @@
-"""The PostgreSQL store's writes between runs: messages (a send delivers or queues, a receive takes the oldest) and child runs.
+"""The PostgreSQL store's writes between runs: messages (a send delivers or queues, a receive takes the oldest), child runs, races.
 
 The same operations as :mod:`.sqlite_messages`. A send locks the run's row
 ``FOR UPDATE`` and a receive (a fenced write) ``FOR SHARE``, so the two are
@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import FINAL, Answered
+from . import postgres_ops
+from .base import FINAL, Answered, Fence, RecordRow
 from .postgres_ops import changed_at, ready_if_none_waits
 
-__all__ = ["receive", "send", "start_child"]
+__all__ = ["receive", "send", "settle", "start_child"]
 
 
 async def send(
@@ -110,3 +111,41 @@ async def start_child(
 
 
 start_child.notifies = True  # type: ignore[attr-defined]  # a worker elsewhere may take the child
+
+
+async def settle(conn: Any, fence: Fence, decision: RecordRow, losers: list[int]) -> bool:
+    """Record a race's decision (in place of its 'scheduled' record) and withdraw its losers, in one transaction."""
+    run_id, owner, epoch = fence
+    held = await conn.fetchval(
+        "SELECT 1 FROM durable.runs WHERE run_id = $1 AND owner = $2 AND epoch = $3 FOR UPDATE", run_id, owner, epoch
+    )
+    if held is None:
+        return False
+    await conn.execute(
+        "INSERT INTO durable.records (run_id, seq, kind, name, status, value, error, attempts, started_at, finished_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (run_id, seq) DO UPDATE SET"
+        " status = excluded.status, value = excluded.value, finished_at = excluded.finished_at"
+        " WHERE durable.records.status = 'scheduled'",
+        run_id, *decision[:9],
+    )  # fmt: skip
+    if not losers:
+        return True
+    children = await conn.fetch(
+        "SELECT question FROM durable.records WHERE run_id = $1 AND seq = ANY($2::int[]) AND kind = 'child'"
+        " AND status = 'waiting'",
+        run_id, losers,
+    )  # fmt: skip
+    # A message a loser took is queued again, in its place.
+    await conn.execute("UPDATE durable.messages SET seq = NULL WHERE run_id = $1 AND seq = ANY($2::int[])", run_id, losers)
+    await conn.execute(
+        "UPDATE durable.records SET status = 'withdrawn', value = CASE WHEN kind = 'sleep' THEN value END,"
+        f" finished_at = {changed_at('$3', '$1')} WHERE run_id = $1 AND seq = ANY($2::int[])"
+        " AND status IN ('waiting', 'scheduled', 'received', 'answered')",
+        run_id, losers, decision.finished_at,
+    )  # fmt: skip
+    for (child,) in children:
+        await postgres_ops.cancel(conn, child, decision.finished_at)
+    return True
+
+
+settle.notifies = True  # type: ignore[attr-defined]  # a withdrawn child's process stops it at once

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import FINAL, Answered, Claimed, RunRow
+from .base import FINAL, IN_PLACE, Answered, Claimed, RunRow
 
 __all__ = [
     "append",
@@ -58,7 +58,7 @@ def changed_at(now: str, run_id: str) -> str:
     """The time of an in-place change, strictly after the run's earlier ones (see the SQLite store)."""
     return (
         f"GREATEST({now}, COALESCE((SELECT MAX(finished_at) FROM durable.records"
-        f" WHERE run_id = {run_id} AND kind IN ('ask', 'sleep', 'receive', 'child')), 0) + 0.000001)"
+        f" WHERE run_id = {run_id} AND kind IN {IN_PLACE}), 0) + 0.000001)"
     )
 
 
@@ -272,27 +272,31 @@ release.notifies = True  # type: ignore[attr-defined]
 
 async def park(
     conn: Any, run_id: str, owner: str, epoch: int, wake_at: float | None, now: float, records: int,
-    deadline: float | None = None,
+    deadline: float | None = None, racing: list[int] | None = None,
 ) -> str | None:
     # Lock first, decide next: an answer committed meanwhile is seen by the second statement,
-    # so the run is never left 'waiting' for an answer it already has.
+    # so the run is never left 'waiting' for an answer it already has; nor a race ($6: the seqs
+    # its branches wait at) one of whose waits was filled meanwhile.
     if await conn.fetchval(
         "SELECT 1 FROM durable.runs WHERE run_id = $1 AND owner = $2 AND epoch = $3 FOR UPDATE", run_id, owner, epoch
     ) is None:
         return None
+    raced = (
+        "($6::int[] IS NOT NULL AND EXISTS (SELECT 1 FROM durable.records WHERE run_id = $1"
+        " AND seq = ANY($6::int[]) AND status <> 'waiting'))"
+    )
+    waits = "EXISTS (SELECT 1 FROM durable.records WHERE run_id = $1 AND status = 'waiting')"
     return await conn.fetchval(
-        "UPDATE durable.runs SET status = CASE WHEN status = 'paused' THEN 'paused'"
-        "   WHEN EXISTS (SELECT 1 FROM durable.records WHERE run_id = $1 AND status = 'waiting') THEN 'waiting'"
-        "   WHEN $2::float8 IS NOT NULL THEN 'sleeping' ELSE 'pending' END,"
-        " ready = CASE WHEN $2::float8 IS NULL AND status <> 'paused'"
-        "   AND NOT EXISTS (SELECT 1 FROM durable.records WHERE run_id = $1 AND status = 'waiting') THEN 'answered' END,"
+        f"UPDATE durable.runs SET status = CASE WHEN status = 'paused' THEN 'paused' WHEN {raced} THEN 'pending'"
+        f"   WHEN {waits} THEN 'waiting' WHEN $2::float8 IS NOT NULL THEN 'sleeping' ELSE 'pending' END,"
+        f" ready = CASE WHEN status <> 'paused' AND ({raced} OR ($2::float8 IS NULL AND NOT {waits})) THEN 'answered' END,"
         # A waiting run wakes at its prompts' earliest deadline too, and any run at its own deadline
         # (the soonest of these; LEAST leaves out NULLs).
-        " wake_at = CASE WHEN EXISTS (SELECT 1 FROM durable.records WHERE run_id = $1 AND status = 'waiting')"
-        "   THEN LEAST($2::float8, $5::float8, deadline) ELSE LEAST($2::float8, deadline) END,"
+        f" wake_at = CASE WHEN {waits} THEN LEAST($2::float8, $5::float8, deadline) ELSE LEAST($2::float8, deadline) END,"
+        " wake_any = $6::int[] IS NOT NULL,"
         " owner = NULL, lease_until = NULL, updated_at = $3, records = GREATEST(records, $4)"
         " WHERE run_id = $1 RETURNING status",
-        run_id, wake_at, now, records, deadline,
+        run_id, wake_at, now, records, deadline, racing,
     )  # fmt: skip
 
 
@@ -349,7 +353,8 @@ async def answer(conn: Any, run_id: str, key: str, value: bytes, now: float, cla
 async def ready_if_none_waits(
     conn: Any, run_id: str, now: float, claimant: str | None, lease: float
 ) -> tuple[bool, Claimed | None]:
-    """After an answer or a delivered message (the run's row locked): a waiting run none of whose records waits is ready.
+    """After an answer or a delivered message (the run's row locked): a waiting run none of whose records waits is ready
+    (one unloaded in a race, ``wake_any``: at the first).
 
     The process that answered may take it at once (it has the workflow and
     room): one commit instead of two. Returns (ready, the claim if taken).
@@ -360,7 +365,7 @@ async def ready_if_none_waits(
         " epoch = epoch + CASE WHEN $3::text IS NULL THEN 0 ELSE 1 END,"
         f" lease_until = CASE WHEN $3::text IS NOT NULL THEN {NOW} + $4 END, updated_at = $1"
         " WHERE run_id = $2 AND status = 'waiting'"
-        " AND NOT EXISTS (SELECT 1 FROM durable.records WHERE run_id = $2 AND status = 'waiting')"
+        " AND (wake_any OR NOT EXISTS (SELECT 1 FROM durable.records WHERE run_id = $2 AND status = 'waiting'))"
         " RETURNING workflow, args, epoch, records, deadline",
         now, run_id, claimant, lease,
     )  # fmt: skip

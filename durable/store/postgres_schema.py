@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import JournalError, StoreUnavailable
+from .base import IN_PLACE, IN_PLACE_BEFORE_RACES
 from .postgres_ops import RUN
 
 # What replay reads of a run's records (prepared on every new connection, by warm()).
@@ -28,6 +29,26 @@ __all__ = [
 
 # pg_advisory_xact_lock key: "durable" in ASCII, as one bigint.
 MIGRATION_LOCK = 0x64757261626C65
+
+# When a child ends, its outcome fills the parent's record and the parent, if waiting, becomes ready: when nothing
+# else it waits for is left ({wakes}). Its time is later than the run's in-place changes before ({kinds}).
+CHILD_ENDED = (
+    """{create} FUNCTION durable.child_ended() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            -- The parent's row first, as every write that decides a run's status: what commits meanwhile
+            -- (the parent parking, another child, a message) is seen by the statements below.
+            PERFORM 1 FROM durable.runs WHERE run_id = NEW.parent FOR UPDATE;
+            UPDATE durable.records SET status = NEW.status, value = NEW.result, error = NEW.error,
+                finished_at = GREATEST(NEW.updated_at, COALESCE((SELECT MAX(e.finished_at) FROM durable.records AS e
+                    WHERE e.run_id = NEW.parent AND e.kind IN {kinds}), 0) + 0.000001)
+                WHERE run_id = NEW.parent AND seq = NEW.parent_seq AND kind = 'child' AND status = 'waiting';
+            UPDATE durable.runs SET status = 'pending', ready = 'answered', wake_at = NULL, updated_at = NEW.updated_at
+                WHERE run_id = NEW.parent AND status = 'waiting'
+                AND {wakes};
+            RETURN NULL;
+        END $$"""
+)
+ALL_FILLED = "NOT EXISTS (SELECT 1 FROM durable.records WHERE run_id = NEW.parent AND status = 'waiting')"
 
 MIGRATIONS: list[list[str]] = [
     [  # version 1
@@ -106,20 +127,7 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE durable.runs ADD COLUMN parent_seq integer",
         "ALTER TABLE durable.runs ADD COLUMN children integer NOT NULL DEFAULT 0",  # how many children it started: only such a run cancels any when it ends
         "CREATE INDEX runs_by_parent ON durable.runs (parent) WHERE parent IS NOT NULL",
-        """CREATE FUNCTION durable.child_ended() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN
-            -- The parent's row first, as every write that decides a run's status: what commits meanwhile
-            -- (the parent parking, another child, a message) is seen by the statements below.
-            PERFORM 1 FROM durable.runs WHERE run_id = NEW.parent FOR UPDATE;
-            UPDATE durable.records SET status = NEW.status, value = NEW.result, error = NEW.error,
-                finished_at = GREATEST(NEW.updated_at, COALESCE((SELECT MAX(e.finished_at) FROM durable.records AS e
-                    WHERE e.run_id = NEW.parent AND e.kind IN ('ask', 'sleep', 'receive', 'child')), 0) + 0.000001)
-                WHERE run_id = NEW.parent AND seq = NEW.parent_seq AND kind = 'child' AND status = 'waiting';
-            UPDATE durable.runs SET status = 'pending', ready = 'answered', wake_at = NULL, updated_at = NEW.updated_at
-                WHERE run_id = NEW.parent AND status = 'waiting'
-                AND NOT EXISTS (SELECT 1 FROM durable.records WHERE run_id = NEW.parent AND status = 'waiting');
-            RETURN NULL;
-        END $$""",
+        CHILD_ENDED.format(create="CREATE", wakes=ALL_FILLED, kinds=IN_PLACE_BEFORE_RACES),
         """CREATE TRIGGER child_ended AFTER UPDATE OF status ON durable.runs FOR EACH ROW
         WHEN (NEW.parent IS NOT NULL AND NEW.status IN ('completed', 'failed', 'cancelled')
             AND OLD.status NOT IN ('completed', 'failed', 'cancelled'))
@@ -139,6 +147,10 @@ MIGRATIONS: list[list[str]] = [
         WHEN (NEW.children > 0 AND NEW.status IN ('completed', 'failed', 'cancelled')
             AND OLD.status NOT IN ('completed', 'failed', 'cancelled'))
         EXECUTE FUNCTION durable.parent_ended()""",
+    ],
+    [  # version 4: ctx.wait and ctx.as_completed: a run unloaded in a race wakes at the first of its waits filled
+        "ALTER TABLE durable.runs ADD COLUMN wake_any boolean NOT NULL DEFAULT false",
+        CHILD_ENDED.format(create="CREATE OR REPLACE", wakes=f"(wake_any OR {ALL_FILLED})", kinds=IN_PLACE),
     ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -24,9 +24,9 @@ from ..errors import JournalError, StoreUnavailable
 from . import sqlite_admin, sqlite_messages
 from . import sqlite_ops as ops
 from .base import (
-    FINAL, LOST_RECORDS, SET_ASIDE, VALUES_AFTER, Answered, Claimed, Fence, PromptRow, RecordRow, Recorded, RunRow,
-    OperatorWrites, damaged_values, lost_records,
+    FINAL, IN_PLACE, SET_ASIDE, Answered, Claimed, Fence, OperatorWrites, PromptRow, RecordRow, Recorded, RunRow,
 )
+from .verify import LOST_RECORDS, VALUES_AFTER, damaged_values, lost_records
 from .sqlite_schema import BUSY_TIMEOUT_MS, RUN_DEADLINE_FROM, open_read_only, prepare, read_only_location
 from .sqlite_writer import Writer, is_busy
 
@@ -218,9 +218,14 @@ class SQLiteStore(OperatorWrites):
         self._writer.submit_nowait(ops.append, (fence.run_id, *record, fence.owner, fence.epoch))
 
     async def park(
-        self, fence: Fence, wake_at: float | None, now: float, records: int, deadline: float | None = None
+        self, fence: Fence, wake_at: float | None, now: float, records: int, deadline: float | None = None,
+        racing: Sequence[int] | None = None,
     ) -> str | None:
-        return await self._write(ops.park, (*fence, wake_at, now, records, deadline))
+        raced = None if racing is None else json.dumps(list(racing))
+        return await self._write(ops.park, (*fence, wake_at, now, records, deadline, raced))
+
+    async def settle(self, fence: Fence, decision: RecordRow, losers: Sequence[int]) -> bool:
+        return await self._write(sqlite_messages.settle, fence, decision, list(losers))
 
     async def finish(
         self, fence: Fence, status: str, result: bytes | None, error: bytes | None, now: float, records: int
@@ -300,7 +305,7 @@ class SQLiteStore(OperatorWrites):
         rows = await self._fetch(
             # A step 'retrying' is not streamed until it is final (its record is replaced in place).
             f"SELECT {ops.RECORD} FROM records WHERE run_id = ?1 AND ((seq >= ?2 AND status <> 'retrying')"
-            " OR (kind IN ('ask', 'sleep', 'receive', 'child')"
+            f" OR (kind IN {IN_PLACE}"
             " AND finished_at IS NOT NULL AND (finished_at > ?3 OR (finished_at = ?3 AND seq > ?4))))",
             (run_id, from_seq, *changed_after),
         )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlite3
 
 from ..codec import failed_step
-from .base import ASKED_AGAIN, FINAL, UNENDED_CHILD, UNHANDLED
+from .base import ASKED_AGAIN, FINAL, NOT_COPIED, UNHANDLED
 
 __all__ = ["fork", "pause", "prune", "reclaim", "resume", "retry"]
 
@@ -58,7 +58,8 @@ def fork(conn: sqlite3.Connection, run_id: str, new_run_id: str, at_seq: int, no
     copied = conn.execute(
         "INSERT INTO records (run_id, seq, kind, name, status, value, error, attempts, started_at, finished_at,"
         f" question, schema, deadline) SELECT ?1, seq, kind, name, {ASKED_AGAIN.format(now='?4')}, question, schema,"
-        f" deadline - started_at + ?4 FROM records WHERE run_id = ?2 AND seq < ?3 AND NOT {UNENDED_CHILD}",
+        f" deadline - started_at + ?4 FROM records WHERE run_id = ?2 AND seq < ?3"
+        f" AND NOT {NOT_COPIED.format(records='records', at_seq='?3')}",
         (new_run_id, run_id, at_seq, now),
     ).rowcount
     inserted = conn.execute(

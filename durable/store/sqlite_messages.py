@@ -1,4 +1,4 @@
-"""The SQLite store's writes between runs: messages (a send delivers or queues, a receive takes the oldest) and child runs.
+"""The SQLite store's writes between runs: messages (a send delivers or queues, a receive takes the oldest), child runs, races.
 
 A message is a row of ``messages`` until a ``ctx.receive`` takes it: then its
 ``seq`` names the receive's record, which holds the value from then on (so
@@ -9,12 +9,14 @@ other, and every message is received once, in send order.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
-from .base import FINAL, Answered
+from . import sqlite_ops
+from .base import FINAL, Answered, Fence, RecordRow
 from .sqlite_ops import CHANGED_AT, ready_if_none_waits
 
-__all__ = ["receive", "send", "start_child"]
+__all__ = ["receive", "send", "settle", "start_child"]
 
 
 def send(
@@ -104,3 +106,35 @@ def start_child(
         (run_id, seq, workflow, status, value, error, now, None if status == "waiting" else now, child_id),
     )
     return True, status, value, error
+
+
+# What a loser of a race (ctx.wait) can be withdrawn from: a wait, a timer, or what came for it after the race was decided.
+WITHDRAWABLE = "('waiting', 'scheduled', 'received', 'answered')"
+
+
+def settle(conn: sqlite3.Connection, fence: Fence, decision: RecordRow, losers: list[int]) -> bool:
+    """Record a race's decision (in place of its 'scheduled' record) and withdraw its losers, in one commit."""
+    run_id, owner, epoch = fence
+    if conn.execute("SELECT 1 FROM runs WHERE run_id = ? AND owner = ? AND epoch = ?", fence).fetchone() is None:
+        return False
+    conn.execute(
+        "INSERT INTO records (run_id, seq, kind, name, status, value, error, attempts, started_at, finished_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, seq) DO UPDATE SET status = excluded.status,"
+        " value = excluded.value, finished_at = excluded.finished_at WHERE records.status = 'scheduled'",
+        (run_id, *decision[:9]),
+    )
+    if not losers:
+        return True
+    seqs = {"run_id": run_id, "seqs": json.dumps(losers), "now": decision.finished_at}
+    among = "run_id = :run_id AND seq IN (SELECT value FROM json_each(:seqs))"
+    children = conn.execute(f"SELECT question FROM records WHERE {among} AND kind = 'child' AND status = 'waiting'", seqs)
+    children = [child for (child,) in children.fetchall()]
+    conn.execute(f"UPDATE messages SET seq = NULL WHERE {among}", seqs)  # taken by a loser: queued again, in its place
+    conn.execute(
+        f"UPDATE records SET status = 'withdrawn', value = CASE WHEN kind = 'sleep' THEN value END,"
+        f" finished_at = {CHANGED_AT} WHERE {among} AND status IN {WITHDRAWABLE}",
+        seqs,
+    )
+    for child in children:
+        sqlite_ops.cancel(conn, child, decision.finished_at)
+    return True

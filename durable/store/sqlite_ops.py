@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from .base import FINAL, Answered, Claimed, Fence, RunRow
+from .base import FINAL, IN_PLACE, Answered, Claimed, Fence, RunRow
 
 __all__ = [
     "CHANGED_AT", "CLAIMABLE", "RECORD", "RUN", "answer", "append", "cancel", "checkpoint", "claim", "claim_ready",
@@ -33,7 +33,7 @@ RECORD = "seq, kind, name, status, value, error, attempts, started_at, finished_
 # order of these times is their commit order and a watcher can resume after one.
 CHANGED_AT = (
     "MAX(:now, COALESCE((SELECT MAX(finished_at) FROM records"
-    " WHERE run_id = :run_id AND kind IN ('ask', 'sleep', 'receive', 'child')), 0) + 0.000001)"
+    f" WHERE run_id = :run_id AND kind IN {IN_PLACE}), 0) + 0.000001)"
 )
 _FENCED = "EXISTS (SELECT 1 FROM runs WHERE run_id = :run_id AND owner = :owner AND epoch = :epoch)"
 
@@ -154,17 +154,21 @@ def soonest(a: str, b: str) -> str:
 
 def park(conn: sqlite3.Connection, params: tuple[Any, ...]) -> str | None:
     # Decided inside the transaction: an answer that arrived while the run was
-    # still executing must not leave it 'waiting' for an answer it already has.
+    # still executing must not leave it 'waiting' for an answer it already has;
+    # nor a race (?8: the seqs its branches wait at) one of whose waits was filled meanwhile.
+    raced = (
+        "(?8 IS NOT NULL AND EXISTS (SELECT 1 FROM records WHERE run_id = ?1"
+        " AND seq IN (SELECT value FROM json_each(?8)) AND status <> 'waiting'))"
+    )
+    waits = "EXISTS (SELECT 1 FROM records WHERE run_id = ?1 AND status = 'waiting')"
     row = conn.execute(
-        "UPDATE runs SET status = CASE WHEN status = 'paused' THEN 'paused'"
-        "   WHEN EXISTS (SELECT 1 FROM records WHERE run_id = ?1 AND status = 'waiting') THEN 'waiting'"
-        "   WHEN ?4 IS NOT NULL THEN 'sleeping' ELSE 'pending' END,"
-        " ready = CASE WHEN ?4 IS NULL AND status <> 'paused'"
-        "   AND NOT EXISTS (SELECT 1 FROM records WHERE run_id = ?1 AND status = 'waiting') THEN 'answered' END,"
+        f"UPDATE runs SET status = CASE WHEN status = 'paused' THEN 'paused' WHEN {raced} THEN 'pending'"
+        f"   WHEN {waits} THEN 'waiting' WHEN ?4 IS NOT NULL THEN 'sleeping' ELSE 'pending' END,"
+        f" ready = CASE WHEN status <> 'paused' AND ({raced} OR (?4 IS NULL AND NOT {waits})) THEN 'answered' END,"
         # A waiting run wakes at its prompts' earliest deadline too, and any run at its own deadline
         # (the soonest of these; any may be NULL).
-        " wake_at = CASE WHEN EXISTS (SELECT 1 FROM records WHERE run_id = ?1 AND status = 'waiting')"
-        f"   THEN {soonest(soonest('?4', '?7'), 'deadline')} ELSE {soonest('?4', 'deadline')} END,"
+        f" wake_at = CASE WHEN {waits} THEN {soonest(soonest('?4', '?7'), 'deadline')} ELSE {soonest('?4', 'deadline')} END,"
+        " wake_any = ?8 IS NOT NULL,"
         " owner = NULL, lease_until = NULL, updated_at = ?5, records = MAX(records, ?6)"
         " WHERE run_id = ?1 AND owner = ?2 AND epoch = ?3 RETURNING status",
         params,
@@ -204,7 +208,8 @@ def answer(
 def ready_if_none_waits(
     conn: sqlite3.Connection, run_id: str, now: float, claimant: str | None, lease: float
 ) -> tuple[bool, Claimed | None]:
-    """After an answer or a delivered message: a waiting run none of whose records waits any more is ready.
+    """After an answer or a delivered message: a waiting run none of whose records waits any more is ready
+    (one unloaded in a race, ``wake_any``: at the first).
 
     The process that answered may take it at once (it has the workflow and
     room): one commit instead of two. Returns (ready, the claim if taken).
@@ -214,7 +219,7 @@ def ready_if_none_waits(
         " ready = CASE WHEN ?3 IS NULL THEN 'answered' END, owner = ?3, wake_at = NULL,"
         f" epoch = epoch + (?3 IS NOT NULL), lease_until = CASE WHEN ?3 IS NOT NULL THEN {NOW} + ?4 END, updated_at = ?1"
         " WHERE run_id = ?2 AND status = 'waiting'"
-        " AND NOT EXISTS (SELECT 1 FROM records WHERE run_id = ?2 AND status = 'waiting')"
+        " AND (wake_any OR NOT EXISTS (SELECT 1 FROM records WHERE run_id = ?2 AND status = 'waiting'))"
         " RETURNING workflow, args, epoch, records, deadline",
         (now, run_id, claimant, lease),
     ).fetchone()

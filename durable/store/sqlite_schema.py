@@ -13,12 +13,31 @@ import time
 import urllib.parse
 
 from ..errors import JournalError
+from .base import IN_PLACE, IN_PLACE_BEFORE_RACES
 
 __all__ = ["APPLICATION_ID", "BUSY_TIMEOUT_MS", "MIGRATIONS", "SCHEMA_VERSION", "open_read_only", "prepare"]
 
 # "DRBL": marks a file as a durable journal, so a foreign database is never touched.
 APPLICATION_ID = 0x4452424C
 BUSY_TIMEOUT_MS = 10_000
+
+# When a child ends, its outcome fills the parent's record and the parent, if waiting, becomes ready: when nothing
+# else it waits for is left ({wakes}). Its time is later than the run's in-place changes before ({kinds}).
+CHILD_ENDED = (
+    """CREATE TRIGGER child_ended AFTER UPDATE OF status ON runs
+            WHEN NEW.parent IS NOT NULL AND NEW.status IN ('completed', 'failed', 'cancelled')
+                AND OLD.status NOT IN ('completed', 'failed', 'cancelled')
+            BEGIN
+                UPDATE records SET status = NEW.status, value = NEW.result, error = NEW.error,
+                    finished_at = MAX(NEW.updated_at, COALESCE((SELECT MAX(e.finished_at) FROM records AS e
+                        WHERE e.run_id = NEW.parent AND e.kind IN {kinds}), 0) + 0.000001)
+                    WHERE run_id = NEW.parent AND seq = NEW.parent_seq AND kind = 'child' AND status = 'waiting';
+                UPDATE runs SET status = 'pending', ready = 'answered', wake_at = NULL, updated_at = NEW.updated_at
+                    WHERE run_id = NEW.parent AND status = 'waiting'
+                    AND {wakes};
+            END"""
+)
+ALL_FILLED = "NOT EXISTS (SELECT 1 FROM records WHERE run_id = NEW.parent AND status = 'waiting')"
 
 MIGRATIONS: list[list[str]] = [
     [  # version 1
@@ -100,18 +119,7 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE runs ADD COLUMN parent_seq INTEGER",
         "ALTER TABLE runs ADD COLUMN children INTEGER NOT NULL DEFAULT 0",  # how many children it started: only such a run cancels any when it ends
         "CREATE INDEX runs_by_parent ON runs (parent) WHERE parent IS NOT NULL",
-        """CREATE TRIGGER child_ended AFTER UPDATE OF status ON runs
-        WHEN NEW.parent IS NOT NULL AND NEW.status IN ('completed', 'failed', 'cancelled')
-            AND OLD.status NOT IN ('completed', 'failed', 'cancelled')
-        BEGIN
-            UPDATE records SET status = NEW.status, value = NEW.result, error = NEW.error,
-                finished_at = MAX(NEW.updated_at, COALESCE((SELECT MAX(e.finished_at) FROM records AS e
-                    WHERE e.run_id = NEW.parent AND e.kind IN ('ask', 'sleep', 'receive', 'child')), 0) + 0.000001)
-                WHERE run_id = NEW.parent AND seq = NEW.parent_seq AND kind = 'child' AND status = 'waiting';
-            UPDATE runs SET status = 'pending', ready = 'answered', wake_at = NULL, updated_at = NEW.updated_at
-                WHERE run_id = NEW.parent AND status = 'waiting'
-                AND NOT EXISTS (SELECT 1 FROM records WHERE run_id = NEW.parent AND status = 'waiting');
-        END""",
+        CHILD_ENDED.format(wakes=ALL_FILLED, kinds=IN_PLACE_BEFORE_RACES),
         # A run that ends, however it ends, cancels its unfinished children (and, through them, theirs:
         # the writer's connection sets recursive_triggers).
         """CREATE TRIGGER parent_ended AFTER UPDATE OF status ON runs
@@ -125,6 +133,11 @@ MIGRATIONS: list[list[str]] = [
                 updated_at = NEW.updated_at
                 WHERE parent = NEW.run_id AND status NOT IN ('completed', 'failed', 'cancelled');
         END""",
+    ],
+    [  # version 5: ctx.wait and ctx.as_completed: a run unloaded in a race wakes at the first of its waits filled
+        "ALTER TABLE runs ADD COLUMN wake_any INTEGER NOT NULL DEFAULT 0",
+        "DROP TRIGGER child_ended",
+        CHILD_ENDED.format(wakes=f"(wake_any OR {ALL_FILLED})", kinds=IN_PLACE),
     ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
