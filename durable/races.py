@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import inspect
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, MutableSet
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import msgspec
@@ -45,13 +45,25 @@ FINISHED = frozenset({"completed", "failed", "received", "answered", "expired", 
 
 
 class Decision(msgspec.Struct, omit_defaults=True):
-    """How a race ended, as recorded: the seqs of the branches that finished, in order, and whether it timed out."""
+    """How a race ended, as recorded: the seqs of the branches that finished, in order; whether it timed out; the
+    seqs of those it withdrew (a fork before the decision does not copy their records)."""
 
     done: list[int]
     timed_out: bool = False
+    withdrawn: list[int] = []
 
 
 DECISION = msgspec.json.Decoder(Decision)
+
+
+def _settle(future: asyncio.Future[bool], value: bool) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+def _due(branch: Branch, now: float) -> bool:
+    """Whether a waiting branch's timer, or its prompt's or receive's deadline, has come."""
+    return any(t is not None and t <= now for t in (branch.wake_at, branch.deadline))
 
 
 class Recheck(BaseException):
@@ -124,14 +136,39 @@ class Branch:
         return await getattr(type(ex), self.kind)(ex, *self.args)
 
 
-class Branches(set):  # type: ignore[type-arg]
-    """A set of branches (what ctx.wait returns) that also finds the branch of a call: ``done[payment].result()``."""
+class Branches(MutableSet[Branch]):
+    """The branches ctx.wait returns: a set in recorded order (the order they finished), which also finds a call's
+    branch: ``done[payment].result()``."""
+
+    def __init__(self, branches: Iterable[Branch] = ()) -> None:
+        self._items: list[Branch] = []
+        for branch in branches:
+            self.add(branch)
+
+    def __contains__(self, item: object) -> bool:
+        return any(branch == item for branch in self._items)
+
+    def __iter__(self) -> Iterator[Branch]:
+        return iter(list(self._items))
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def add(self, value: Branch) -> None:
+        if value not in self:
+            self._items.append(value)
+
+    def discard(self, value: object) -> None:
+        self._items = [branch for branch in self._items if not branch == value]
 
     def __getitem__(self, aw: Any) -> Branch:
-        for branch in self:
+        for branch in self._items:
             if branch == aw:
-                return branch  # type: ignore[no-any-return]
+                return branch
         raise KeyError(f"{aw!r} is not among these branches")
+
+    def __repr__(self) -> str:
+        return f"Branches({self._items!r})"
 
 
 class Race:
@@ -141,14 +178,14 @@ class Race:
 
     def __init__(self, ex: Execution, branches: list[Branch], deadline: float | None = None) -> None:
         self.ex, self.branches, self.deadline = ex, branches, deadline
-        self.changed: asyncio.Future[None] | None = None
+        self.changed: asyncio.Future[bool] | None = None
         self.fatal: BaseException | None = None  # a branch met Suspend or Stop: the run unloads or stops
         self.finished = 0
         self.stale = False  # something was delivered to the run here: its waiting branches' records are read again
 
     def _poke(self) -> None:
-        if self.changed is not None and not self.changed.done():
-            self.changed.set_result(None)
+        if self.changed is not None:
+            _settle(self.changed, True)
 
     def _done(self, branch: Branch) -> None:
         self.finished += 1
@@ -163,8 +200,12 @@ class Race:
                 branch.value = await branch.call(self.ex)
             except Recheck:
                 continue
-            except asyncio.CancelledError:
-                raise
+            except asyncio.CancelledError as exc:
+                if asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                    raise  # withdrawn, or the execution ends
+                self.fatal = self.fatal or exc  # the step's own code was cancelled: as outside a race, the run is released
+                self._poke()
+                return
             except Exception as exc:
                 branch.error = exc
             except BaseException as exc:  # Suspend or Stop, from the run itself
@@ -204,7 +245,13 @@ class Race:
         branch.state = "waiting"
         branch.resume = asyncio.get_running_loop().create_future()
         self._poke()
-        await branch.resume  # cancelled if it is withdrawn, or the execution ends
+        if branch.kind == "step":
+            self.ex._end()  # a step waiting for its next attempt works at nothing: the run may unload
+        try:
+            await branch.resume  # cancelled if it is withdrawn, or the execution ends
+        finally:
+            if branch.kind == "step":
+                self.ex._begin()
         branch.resume = None
         self.ex.parked_at.discard(branch.seq)
         raise Recheck
@@ -237,7 +284,7 @@ class Race:
             if self.deadline is not None and now >= self.deadline:
                 return True
             waiting = [b for b in self.branches if b.state == "waiting"]
-            due = [b for b in waiting if b.wake_at is not None and b.wake_at <= now]
+            due = [b for b in waiting if _due(b, now)]
             if due:
                 await self._rerun(due)
                 continue
@@ -245,16 +292,25 @@ class Race:
             hold = ex.engine.hold_seconds
             if not working and (self.deadline is None or self.deadline - now > hold):
                 await ex._suspend()  # every branch left waits for the world: the run unloads
-            timers = [b.wake_at - now for b in waiting if b.wake_at is not None]
+            timers = [t - now for b in waiting for t in (b.wake_at, b.deadline) if t is not None]
             if self.deadline is not None and hold:
                 timers.append(self.deadline - now)
             if waiting:
                 timers.append(poll)
-            self.changed = asyncio.get_running_loop().create_future()
-            await asyncio.wait([self.changed], timeout=min(timers) if timers else None)
-            if waiting and (self.stale or not self.changed.done()):
+            if await self._changed(min(timers) if timers else None) is False or self.stale:
                 self.stale = False
                 await self._rerun([b for b in waiting if b.state == "waiting"])
+
+    async def _changed(self, timeout: float | None) -> bool:
+        """Wait until a branch changes (True) or `timeout` passes (False)."""
+        loop = asyncio.get_running_loop()
+        self.changed = changed = loop.create_future()
+        timer = None if timeout is None else loop.call_later(max(0.0, timeout), _settle, changed, False)
+        try:
+            return await changed
+        finally:
+            if timer is not None:
+                timer.cancel()
 
     async def _rerun(self, branches: list[Branch]) -> None:
         """Read the records of waiting branches; run again those that changed (filled, or a timer now due)."""
@@ -263,8 +319,7 @@ class Race:
         now = ex.clock()
         for branch in branches:
             record = records.get(branch.seq)
-            due = branch.wake_at is not None and branch.wake_at <= now
-            if branch.resume is None or record is None or (record.status == "waiting" and not due):
+            if branch.resume is None or record is None or (record.status == "waiting" and not _due(branch, now)):
                 continue
             ex.recorded[branch.seq] = record
             if branch.kind == "ask" and ex.keys is not None:
@@ -361,7 +416,8 @@ class Races(Waits):
             decision = self._read(seq, record, lambda: DECISION.decode(record.value))  # type: ignore[arg-type]
             await race.replay(decision.done)
             race.withdraw([b for b in branches if b.state != "done"])
-            return Branches(b for b in branches if b.state == "done"), Branches(b for b in branches if b.state != "done")
+            done = sorted((b for b in branches if b.state == "done"), key=lambda b: b.order)
+            return Branches(done), Branches(b for b in branches if b.state != "done")
         if timeout is not None:
             race.deadline = await self._race_deadline(seq, record, return_when, timeout)
         if return_when == asyncio.FIRST_COMPLETED:
@@ -375,7 +431,8 @@ class Races(Waits):
         self.races.remove(race)
         done = sorted((b for b in branches if b.state == "done"), key=lambda b: b.order)
         losers = [b for b in branches if b.state != "done"]
-        await self._decide(seq, return_when, record, Decision([b.seq for b in done], timed_out), [b.seq for b in losers])
+        withdrawn = [b.seq for b in losers]
+        await self._decide(seq, return_when, record, Decision([b.seq for b in done], timed_out, withdrawn), withdrawn)
         race.withdraw(losers)
         if self.replay_each:
             self._replay_from_start()
@@ -459,8 +516,8 @@ class Races(Waits):
             race.stale = True
             race._poke()
 
-    def end_races(self) -> list[int] | None:
-        """The execution is over: stop the races' tasks; the seqs at which their branches wait, if any do (see park)."""
+    def end_races(self) -> bool:
+        """The execution is over: stop the races' tasks; whether branches of a race wait (their timers are the run's)."""
         waits = False
         for race in self.races:
             for branch in race.branches:
@@ -474,4 +531,4 @@ class Races(Waits):
                 self._wake_at(race.deadline)
             race.drop()
         self.races = []
-        return sorted(self.parked_at) if waits else None
+        return waits

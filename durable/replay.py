@@ -43,7 +43,7 @@ class Execution(Races):
     __slots__ = (
         "engine", "store", "clock", "fence", "workflow", "run_id", "args", "decoded", "recorded", "known", "next_seq", "keys",
         "inflight", "_settled", "wake_at", "deadline", "suspending", "parking", "stop_reason", "store_error", "violation", "active",
-        "status", "result", "error", "task", "replay_each", "replay_end", "run_deadline", "races", "parked_at", "racing",
+        "status", "result", "error", "task", "replay_each", "replay_end", "run_deadline", "races", "parked_at", "race_waits",
     )  # fmt: skip
 
     def __init__(
@@ -90,7 +90,7 @@ class Execution(Races):
         self.replay_each = engine.replay_every_step
         self.races: list[Any] = []  # ctx.wait and ctx.as_completed races not decided yet
         self.parked_at: set[int] = set()  # the seqs of the waiting records its calls wait at
-        self.racing: list[int] | None = None  # when it unloads with race branches waiting: parked_at (see Store.park)
+        self.race_waits = False  # it unloads with branches of a race waiting: woken at the first wait filled
 
     def stop(self, reason: str) -> None:
         """Stop at the next ctx call: 'cancelled' or 'lost' (write nothing more), 'shutdown' or 'paused' (record what finishes)."""
@@ -100,6 +100,8 @@ class Execution(Races):
             return
         if reason not in GRACEFUL:
             self.task.cancel()  # whatever it computes now could not be recorded
+            for race in self.races:
+                race.drop()  # nor what the branches of its races compute
         elif self.inflight == 0 and not self.parking:
             self.task.cancel()  # waiting in a short sleep or a non-durable await: nothing to finish
 
@@ -147,7 +149,7 @@ class Execution(Races):
             while self.inflight:
                 self._settled = asyncio.get_running_loop().create_future()
                 await self._settled
-            self.racing = self.end_races()
+            self.race_waits = self.end_races()
             self.active = False
             if outcome in ("completed", "failed") and self.violation is None:
                 self._check_all_reached(outcome)
@@ -240,7 +242,8 @@ class Execution(Races):
             self.status = None
             return
         if outcome == "suspended":
-            self.status = await store.park(fence, self.wake_at, now, self.known, self.deadline, self.racing)
+            waiting_at = sorted(self.parked_at)
+            self.status = await store.park(fence, self.wake_at, now, self.known, self.deadline, waiting_at, self.race_waits)
             return
         if outcome == "completed":
             try:

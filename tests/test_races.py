@@ -46,7 +46,7 @@ async def test_a_message_wins_against_a_timer_while_the_run_is_unloaded_and_repl
         assert await app.run(order, run_id="o") == "paid 42"
     assert records(db, "o") == [(0, "receive", "payment", "received"), (1, "sleep", "sleep", "withdrawn"),
                                 (2, "wait", "FIRST_COMPLETED", "completed")]  # fmt: skip
-    assert decisions(db, "o")[0][3] == {"done": [0]}
+    assert decisions(db, "o")[0][3] == {"done": [0], "withdrawn": [1]}
 
 
 async def test_a_timer_that_wins_withdraws_the_receive_and_the_message_goes_to_the_next_receive(
@@ -98,7 +98,7 @@ async def test_a_prompt_that_loses_leaves_the_inbox_and_a_child_that_loses_is_ca
         assert await app.status("a.1") == "cancelled"
         with pytest.raises(durable.PromptNotFound):
             await app.answer("a", "ok", True)
-    assert decisions(db, "a")[0] == (2, "FIRST_COMPLETED", "completed", {"done": [], "timed_out": True})
+    assert decisions(db, "a")[0] == (2, "FIRST_COMPLETED", "completed", {"done": [], "timed_out": True, "withdrawn": [0, 1]})
 
 
 async def test_a_message_wins_against_a_step_still_running_which_is_cancelled_and_never_run_again(db: str) -> None:
@@ -149,7 +149,7 @@ async def test_all_completed_with_a_timeout_and_first_exception(db: str, durable
         await eventually(lambda: _status(app, "g", "waiting"), what="the race, again after one message")
         await durable_clock.advance(600)
         assert await handle.result(timeout=10) == ["A", "True", "ValueError"]
-    assert [d[3] for d in decisions(db, "g")] == [{"done": [0], "timed_out": True}, {"done": [3]}]
+    assert [d[3] for d in decisions(db, "g")] == [{"done": [0], "timed_out": True, "withdrawn": [1]}, {"done": [3], "withdrawn": [4]}]
 
 
 async def test_as_completed_takes_results_in_the_order_they_finish_and_replays_that_order(db: str) -> None:
@@ -331,4 +331,111 @@ async def test_check_replays_decided_and_waiting_races_and_the_test_kit_replays_
         assert [(c.run_id, c.verdict) for c in await app.check()] == [("r", "ok")]
         await app.answer("r", "k", "yes")
         assert await handle.result(timeout=10) == ["A", "yes"]
-    assert [d[3] for d in decisions(db, "r")] == [{"done": [0]}, {"done": [4]}]
+    assert [d[3] for d in decisions(db, "r")] == [{"done": [0], "withdrawn": [1]}, {"done": [4], "withdrawn": [3]}]
+
+
+async def test_a_step_waiting_to_retry_in_a_race_lets_the_run_unload_and_the_other_branch_win(
+    db: str, durable_clock: VirtualClock
+) -> None:
+    app = make_app(db, clock=durable_clock)
+    attempts: list[int] = []
+
+    @durable.step(retries=3, backoff_seconds=600)
+    def flaky() -> str:
+        attempts.append(1)
+        raise ConnectionError("down")
+
+    @app.workflow
+    async def job(ctx: durable.Context) -> str:
+        stop = ctx.receive("stop", type=str)
+        done, _ = await ctx.wait([ctx.step(flaky), stop])
+        return done[stop].result() if stop in done else "retried"
+
+    async with app:
+        handle = await app.start(job, run_id="j")
+        await eventually(lambda: _status(app, "j", "waiting"), what="the run to unload while its step waits to retry")
+        await app.send("j", "stop", "stopped")
+        assert await handle.result(timeout=10) == "stopped"
+    assert attempts == [1]
+
+
+async def test_an_as_completed_left_early_does_not_keep_later_waits_from_waking_the_run(db: str) -> None:
+    app = make_app(db)
+
+    @app.workflow
+    async def first_only(ctx: durable.Context) -> list[str]:
+        for next_done in ctx.as_completed([ctx.receive("a", type=str), ctx.receive("b", type=str)]):
+            first = await next_done
+            break
+        return [first, await ctx.receive("c", type=str), await ctx.receive("d", type=str)]
+
+    async with app:
+        handle = await app.start(first_only, run_id="r")
+        for topic in "acd":
+            await eventually(lambda: _status(app, "r", "waiting"), what=f"the run to wait before {topic}")
+            await app.send("r", topic, topic.upper())
+        assert await handle.result(timeout=10) == ["A", "C", "D"]
+
+
+async def test_a_receive_timeout_in_a_race_fires_while_a_step_still_works(db: str) -> None:
+    app = make_app(db)
+
+    async def crunch() -> str:
+        await asyncio.sleep(20)
+        return "crunched"
+
+    @app.workflow
+    async def job(ctx: durable.Context) -> str:
+        late = ctx.receive("x", type=str, timeout=0.2, default="timed out")
+        done, _ = await ctx.wait([ctx.step(crunch), late])
+        return done[late].result()
+
+    async with app:
+        assert await asyncio.wait_for(app.run(job, run_id="j"), 10) == "timed out"
+
+
+async def test_cancel_stops_a_step_running_in_a_race_at_once(db: str) -> None:
+    app = make_app(db)
+    calls: list[str] = []
+
+    async def crunch() -> str:
+        calls.append("start")
+        await asyncio.sleep(20)
+        calls.append("done")
+        return "crunched"
+
+    @app.workflow
+    async def job(ctx: durable.Context) -> str:
+        done, _ = await ctx.wait([ctx.step(crunch), ctx.receive("x", type=str)])
+        return "no"
+
+    async with app:
+        handle = await app.start(job, run_id="j")
+        await eventually(lambda: asyncio.sleep(0, calls), what="the step to start")
+        await app.cancel("j")
+        with pytest.raises(durable.RunCancelled):
+            await asyncio.wait_for(handle.result(), 5)
+        await eventually(lambda: asyncio.sleep(0, app.engine.executing("j") is None), what="the execution to end")
+    assert calls == ["start"]
+
+
+async def test_done_comes_in_the_order_the_calls_finished_and_other_tasks_may_make_ctx_calls_meanwhile(db: str) -> None:
+    app = make_app(db)
+
+    async def paced(name: str, seconds: float) -> str:
+        await asyncio.sleep(seconds)
+        return name
+
+    @app.workflow
+    async def fan(ctx: durable.Context) -> list[str]:
+        async with asyncio.TaskGroup() as tg:  # a ctx call in another task while the race waits: not a plain race
+            side = tg.create_task(ctx.step(paced, "side", 0.05))
+            done, _ = await ctx.wait(
+                [ctx.step(paced, "c", 0.3), ctx.step(paced, "b", 0.15), ctx.step(paced, "a", 0.01)],
+                return_when=asyncio.ALL_COMPLETED,
+            )
+        return [b.result() for b in done] + [side.result()]
+
+    async with app:
+        assert await app.run(fan, run_id="f") == ["a", "b", "c", "side"]
+        assert await app.run(fan, run_id="f") == ["a", "b", "c", "side"]  # replayed: the recorded order

@@ -523,21 +523,29 @@ def receive(seq: int, topic: str) -> RecordRow:
 
 async def test_a_run_parked_in_a_race_wakes_at_the_first_wait_filled_not_the_last(pair: tuple[Store, Store]) -> None:
     a, b = pair
-    for racing in (False, True):
-        fence = await running(a, f"race-{racing}")
+    for case in ("gather", "race", "stale"):
+        fence = await running(a, case)
         await a.append(fence, ask(0, "approve"))
         await a.append(fence, receive(1, "payment"))
-        assert await a.park(fence, None, 2.0, 2, None, [0, 1] if racing else None) == "waiting"
-        sent = await b.send(fence.run_id, "payment", b"5", 3.0)
-        assert sent is not None and sent.ready is racing  # a gather waits for both; a race for the first
-        row = await b.load_run(fence.run_id)
-        assert row is not None and row.status == ("pending" if racing else "waiting")
+        # stale: the run waits only at seq 0; seq 1 waits for an abandoned ctx.as_completed branch.
+        waiting_at, race = {"gather": ([0, 1], False), "race": ([0, 1], True), "stale": ([0], False)}[case]
+        assert await a.park(fence, None, 2.0, 2, None, waiting_at, race) == "waiting"
+        answered = await b.answer(case, "approve", b"true", 3.0)
+        assert answered.ready is (case != "gather")  # a gather waits for both; a race, or a stale wait, for the first
+        row = await b.load_run(case)
+        assert row is not None and row.status == ("waiting" if case == "gather" else "pending")
     # A race one of whose waits was filled while the run still executed is ready as it parks (and not otherwise).
     fence = await running(a, "filled")
     await a.append(fence, ask(0, "approve"))
     await a.append(fence, receive(1, "payment"))
     await b.send("filled", "payment", b"5", 3.0)
-    assert await a.park(fence, 50.0, 4.0, 2, None, [0, 1]) == "pending"
+    assert await a.park(fence, 50.0, 4.0, 2, None, [0, 1], True) == "pending"
+    # Paused in a race and resumed: replayed (its race may be decided), not left waiting.
+    fence = await running(a, "paused")
+    await a.append(fence, ask(0, "approve"))
+    assert await a.park(fence, None, 2.0, 1, None, [0], True) == "waiting"
+    assert (await b.pause("paused", 3.0))[0] == "waiting"  # type: ignore[index]
+    assert await b.resume("paused", 4.0) == ("paused", "pending")
 
 
 async def test_settling_a_race_withdraws_its_losers_and_requeues_a_message_one_took(pair: tuple[Store, Store]) -> None:

@@ -60,13 +60,9 @@ ASKED_AGAIN = (
 )
 
 # fork(): the records not copied: a child run the source still waited for (its end is the source's, not the fork's);
-# and a loser of a race whose decision is not copied (no race decided after it, before the fork's seq {at_seq}):
-# the fork runs that race anew. `records` is the source's table, as the query names it ({records}).
-NOT_COPIED = (
-    "((kind = 'child' AND status IN ('waiting', 'cancelled')) OR (status = 'withdrawn' AND NOT EXISTS ("
-    "SELECT 1 FROM {records} AS d WHERE d.run_id = {records}.run_id AND d.kind = 'wait' AND d.status = 'completed'"
-    " AND d.seq > {records}.seq AND d.seq < {at_seq})))"
-)
+# and a loser of a race whose decision is not copied: the fork runs that race anew. {decided} says whether a
+# race decision before the fork's seq (a 'wait' record) lists this record's seq among those it withdrew.
+NOT_COPIED = "((kind = 'child' AND status IN ('waiting', 'cancelled')) OR (status = 'withdrawn' AND NOT {decided}))"
 
 # A set-aside record read in the shape of a RecordRow (it has no question or schema).
 SET_ASIDE = "seq, kind, name, status, value, error, attempts, started_at, finished_at, NULL, NULL, NULL"
@@ -262,15 +258,18 @@ class Store(Protocol):
 
     async def park(
         self, fence: Fence, wake_at: float | None, now: float, records: int, deadline: float | None = None,
-        racing: Sequence[int] | None = None,
+        waiting_at: Sequence[int] | None = None, race: bool = False,
     ) -> str | None:
         """Unload a run: 'paused' (if it was paused), 'waiting' (a prompt waits), 'sleeping' (until wake_at) or 'pending'; None if fenced out.
 
         `records`: how many of the run's records are known committed (kept as RunRow.records).
         `deadline`: the earliest deadline of its prompts; a 'waiting' run is woken
         at it (or at `wake_at`, if sooner), as a 'sleeping' one at `wake_at`.
-        `racing`: the seqs at which branches of a race (ctx.wait) wait: the run is
-        ready at the first of them filled (at once, if one already is), not the last.
+        `waiting_at`: the seqs of the records its calls wait at now. A waiting run
+        is ready when none of its records waits any more, except when `race`
+        (branches of a ctx.wait wait among them) or when records wait that it no
+        longer waits at (left by an abandoned ctx.as_completed): then at the
+        first of `waiting_at` filled (at once, if one already is).
         """
         ...
 

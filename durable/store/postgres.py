@@ -300,9 +300,10 @@ class PostgresStore(OperatorWrites):
 
     async def park(
         self, fence: Fence, wake_at: float | None, now: float, records: int, deadline: float | None = None,
-        racing: Sequence[int] | None = None,
+        waiting_at: Sequence[int] | None = None, race: bool = False,
     ) -> str | None:
-        return await self._write(ops.park, *fence, wake_at, now, records, deadline, None if racing is None else list(racing))
+        seqs = None if waiting_at is None else list(waiting_at)
+        return await self._write(ops.park, *fence, wake_at, now, records, deadline, seqs, race)
 
     async def settle(self, fence: Fence, decision: RecordRow, losers: Sequence[int]) -> bool:
         return await self._write(postgres_messages.settle, fence, decision, list(losers))

@@ -14,6 +14,12 @@ from .base import ASKED_AGAIN, FINAL, NOT_COPIED, UNHANDLED
 
 __all__ = ["fork", "pause", "prune", "resume", "retry"]
 
+# fork(): a race decided before the fork's seq ($3) withdrew this record (see NOT_COPIED).
+_DECIDED = (
+    "EXISTS (SELECT 1 FROM durable.records AS d WHERE d.run_id = durable.records.run_id AND d.kind = 'wait'"
+    " AND d.status = 'completed' AND d.seq < $3"
+    " AND convert_from(d.value, 'UTF8')::jsonb -> 'withdrawn' @> to_jsonb(durable.records.seq))"
+)
 _ASIDE = (
     "INSERT INTO durable.set_aside (run_id, seq, kind, name, status, value, error, attempts, started_at, finished_at,"
     " set_aside_at)"
@@ -68,7 +74,7 @@ async def fork(conn: Any, run_id: str, new_run_id: str, at_seq: int, now: float)
         "INSERT INTO durable.records (run_id, seq, kind, name, status, value, error, attempts, started_at,"
         f" finished_at, question, schema, deadline) SELECT $1, seq, kind, name, {ASKED_AGAIN.format(now='$4')},"
         " question, schema, deadline - started_at + $4 FROM durable.records WHERE run_id = $2 AND seq < $3"
-        f" AND NOT {NOT_COPIED.format(records='durable.records', at_seq='$3')}",
+        f" AND NOT {NOT_COPIED.format(decided=_DECIDED)}",
         new_run_id, run_id, at_seq, now,
     ))  # fmt: skip
     await conn.execute("UPDATE durable.runs SET records = $2 WHERE run_id = $1", new_run_id, copied)
@@ -94,7 +100,7 @@ async def resume(conn: Any, run_id: str, now: float) -> tuple[str, str] | None:
     if status != "paused":
         return None if status is None else (status, status)
     after = await conn.fetchval(
-        "UPDATE durable.runs AS r SET status = CASE WHEN owner IS NOT NULL THEN 'running'"
+        "UPDATE durable.runs AS r SET status = CASE WHEN owner IS NOT NULL THEN 'running' WHEN wake_any THEN 'pending'"
         " WHEN EXISTS (SELECT 1 FROM durable.records WHERE run_id = r.run_id AND status = 'waiting') THEN 'waiting'"
         " ELSE 'pending' END, updated_at = $2 WHERE run_id = $1 RETURNING status",
         run_id, now,

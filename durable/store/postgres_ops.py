@@ -254,9 +254,9 @@ async def renew(conn: Any, owner: str, lease: float) -> dict[str, tuple[int, boo
 
 async def release(conn: Any, owner: str, run_id: str | None, now: float, records: int | None) -> int:
     status = await conn.execute(
-        # A run paused while it executed here stays paused, now unloaded.
+        # A run paused while it executed here stays paused, now unloaded (and replayed when resumed: wake_any).
         "UPDATE durable.runs SET status = CASE WHEN status = 'paused' THEN 'paused' ELSE 'pending' END,"
-        " ready = CASE WHEN status = 'paused' THEN NULL ELSE 'released' END, owner = NULL, lease_until = NULL,"
+        " ready = CASE WHEN status = 'paused' THEN NULL ELSE 'released' END, owner = NULL, lease_until = NULL, wake_any = TRUE,"
         " updated_at = $3, records = GREATEST(records, COALESCE($4::integer, 0))"
         " WHERE owner = $1 AND status IN ('running', 'paused') AND ($2::text IS NULL OR run_id = $2)",
         owner, run_id, now, records,
@@ -272,20 +272,25 @@ release.notifies = True  # type: ignore[attr-defined]
 
 async def park(
     conn: Any, run_id: str, owner: str, epoch: int, wake_at: float | None, now: float, records: int,
-    deadline: float | None = None, racing: list[int] | None = None,
+    deadline: float | None = None, waiting_at: list[int] | None = None, race: bool = False,
 ) -> str | None:
     # Lock first, decide next: an answer committed meanwhile is seen by the second statement,
-    # so the run is never left 'waiting' for an answer it already has; nor a race ($6: the seqs
-    # its branches wait at) one of whose waits was filled meanwhile.
+    # so the run is never left 'waiting' for an answer it already has; nor a run that wakes at
+    # its first wait filled (wake_any) one of whose waits was. $6: the seqs it waits at, $7: a race's among them.
     if await conn.fetchval(
         "SELECT 1 FROM durable.runs WHERE run_id = $1 AND owner = $2 AND epoch = $3 FOR UPDATE", run_id, owner, epoch
     ) is None:
         return None
-    raced = (
-        "($6::int[] IS NOT NULL AND EXISTS (SELECT 1 FROM durable.records WHERE run_id = $1"
-        " AND seq = ANY($6::int[]) AND status <> 'waiting'))"
-    )
     waits = "EXISTS (SELECT 1 FROM durable.records WHERE run_id = $1 AND status = 'waiting')"
+    # A race, or waits the run no longer makes (left by an abandoned ctx.as_completed): the first filled wakes it.
+    wake_any = (
+        "($7::boolean OR ($6::int[] IS NOT NULL AND EXISTS (SELECT 1 FROM durable.records WHERE run_id = $1"
+        " AND status = 'waiting' AND NOT seq = ANY($6::int[]))))"
+    )
+    raced = (
+        f"({wake_any} AND EXISTS (SELECT 1 FROM durable.records WHERE run_id = $1 AND seq = ANY($6::int[])"
+        " AND status <> 'waiting'))"
+    )
     return await conn.fetchval(
         f"UPDATE durable.runs SET status = CASE WHEN status = 'paused' THEN 'paused' WHEN {raced} THEN 'pending'"
         f"   WHEN {waits} THEN 'waiting' WHEN $2::float8 IS NOT NULL THEN 'sleeping' ELSE 'pending' END,"
@@ -293,10 +298,10 @@ async def park(
         # A waiting run wakes at its prompts' earliest deadline too, and any run at its own deadline
         # (the soonest of these; LEAST leaves out NULLs).
         f" wake_at = CASE WHEN {waits} THEN LEAST($2::float8, $5::float8, deadline) ELSE LEAST($2::float8, deadline) END,"
-        " wake_any = $6::int[] IS NOT NULL,"
+        f" wake_any = {wake_any},"
         " owner = NULL, lease_until = NULL, updated_at = $3, records = GREATEST(records, $4)"
         " WHERE run_id = $1 RETURNING status",
-        run_id, wake_at, now, records, deadline, racing,
+        run_id, wake_at, now, records, deadline, waiting_at, race,
     )  # fmt: skip
 
 

@@ -219,10 +219,10 @@ class SQLiteStore(OperatorWrites):
 
     async def park(
         self, fence: Fence, wake_at: float | None, now: float, records: int, deadline: float | None = None,
-        racing: Sequence[int] | None = None,
+        waiting_at: Sequence[int] | None = None, race: bool = False,
     ) -> str | None:
-        raced = None if racing is None else json.dumps(list(racing))
-        return await self._write(ops.park, (*fence, wake_at, now, records, deadline, raced))
+        seqs = None if waiting_at is None else json.dumps(list(waiting_at))
+        return await self._write(ops.park, (*fence, wake_at, now, records, deadline, seqs, race))
 
     async def settle(self, fence: Fence, decision: RecordRow, losers: Sequence[int]) -> bool:
         return await self._write(sqlite_messages.settle, fence, decision, list(losers))

@@ -13,6 +13,11 @@ from .base import ASKED_AGAIN, FINAL, NOT_COPIED, UNHANDLED
 
 __all__ = ["fork", "pause", "prune", "reclaim", "resume", "retry"]
 
+# fork(): a race decided before the fork's seq (?3) withdrew this record (see NOT_COPIED).
+_DECIDED = (
+    "EXISTS (SELECT 1 FROM records AS d, json_each(CAST(d.value AS TEXT), '$.withdrawn') AS w"
+    " WHERE d.run_id = records.run_id AND d.kind = 'wait' AND d.status = 'completed' AND d.seq < ?3 AND w.value = records.seq)"
+)
 _ASIDE = (
     "INSERT INTO set_aside (run_id, seq, kind, name, status, value, error, attempts, started_at, finished_at, set_aside_at)"
 )
@@ -59,7 +64,7 @@ def fork(conn: sqlite3.Connection, run_id: str, new_run_id: str, at_seq: int, no
         "INSERT INTO records (run_id, seq, kind, name, status, value, error, attempts, started_at, finished_at,"
         f" question, schema, deadline) SELECT ?1, seq, kind, name, {ASKED_AGAIN.format(now='?4')}, question, schema,"
         f" deadline - started_at + ?4 FROM records WHERE run_id = ?2 AND seq < ?3"
-        f" AND NOT {NOT_COPIED.format(records='records', at_seq='?3')}",
+        f" AND NOT {NOT_COPIED.format(decided=_DECIDED)}",
         (new_run_id, run_id, at_seq, now),
     ).rowcount
     inserted = conn.execute(
@@ -88,9 +93,10 @@ def pause(conn: sqlite3.Connection, run_id: str, now: float) -> tuple[str, str |
 
 # What a paused run goes back to: executing (its owner had not stopped it yet), waiting (for a prompt or a
 # message, woken at its wake_at), or ready: a worker replays it, and a run that sleeps parks again with its timer
-# (wake_at may be stale: the deadline of a prompt answered while the run was paused).
+# (wake_at may be stale: the deadline of a prompt answered while the run was paused). A run parked in a race, or
+# released while it executed (wake_any), is replayed: its race may have been decided meanwhile.
 RESUMED = (
-    "CASE WHEN owner IS NOT NULL THEN 'running'"
+    "CASE WHEN owner IS NOT NULL THEN 'running' WHEN wake_any THEN 'pending'"
     " WHEN EXISTS (SELECT 1 FROM records WHERE run_id = runs.run_id AND status = 'waiting') THEN 'waiting'"
     " ELSE 'pending' END"
 )

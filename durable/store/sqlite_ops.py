@@ -155,12 +155,13 @@ def soonest(a: str, b: str) -> str:
 def park(conn: sqlite3.Connection, params: tuple[Any, ...]) -> str | None:
     # Decided inside the transaction: an answer that arrived while the run was
     # still executing must not leave it 'waiting' for an answer it already has;
-    # nor a race (?8: the seqs its branches wait at) one of whose waits was filled meanwhile.
-    raced = (
-        "(?8 IS NOT NULL AND EXISTS (SELECT 1 FROM records WHERE run_id = ?1"
-        " AND seq IN (SELECT value FROM json_each(?8)) AND status <> 'waiting'))"
-    )
+    # nor a run that wakes at its first wait filled (wake_any) one of whose waits was.
+    # ?8: the seqs it waits at (JSON), ?9: whether branches of a race wait among them.
     waits = "EXISTS (SELECT 1 FROM records WHERE run_id = ?1 AND status = 'waiting')"
+    among = "seq IN (SELECT value FROM json_each(?8))"
+    # A race, or waits the run no longer makes (left by an abandoned ctx.as_completed): the first filled wakes it.
+    wake_any = f"(?9 OR (?8 IS NOT NULL AND EXISTS (SELECT 1 FROM records WHERE run_id = ?1 AND status = 'waiting' AND NOT {among})))"
+    raced = f"({wake_any} AND EXISTS (SELECT 1 FROM records WHERE run_id = ?1 AND {among} AND status <> 'waiting'))"
     row = conn.execute(
         f"UPDATE runs SET status = CASE WHEN status = 'paused' THEN 'paused' WHEN {raced} THEN 'pending'"
         f"   WHEN {waits} THEN 'waiting' WHEN ?4 IS NOT NULL THEN 'sleeping' ELSE 'pending' END,"
@@ -168,7 +169,7 @@ def park(conn: sqlite3.Connection, params: tuple[Any, ...]) -> str | None:
         # A waiting run wakes at its prompts' earliest deadline too, and any run at its own deadline
         # (the soonest of these; any may be NULL).
         f" wake_at = CASE WHEN {waits} THEN {soonest(soonest('?4', '?7'), 'deadline')} ELSE {soonest('?4', 'deadline')} END,"
-        " wake_any = ?8 IS NOT NULL,"
+        f" wake_any = {wake_any},"
         " owner = NULL, lease_until = NULL, updated_at = ?5, records = MAX(records, ?6)"
         " WHERE run_id = ?1 AND owner = ?2 AND epoch = ?3 RETURNING status",
         params,
@@ -282,9 +283,9 @@ def cancel(conn: sqlite3.Connection, run_id: str, now: float) -> tuple[str, str 
 
 def release(conn: sqlite3.Connection, owner: str, run_id: str | None, now: float, records: int | None) -> int:
     return conn.execute(
-        # A run paused while it executed here stays paused, now unloaded.
+        # A run paused while it executed here stays paused, now unloaded (and replayed when resumed: wake_any).
         "UPDATE runs SET status = CASE WHEN status = 'paused' THEN 'paused' ELSE 'pending' END,"
-        " ready = CASE WHEN status = 'paused' THEN NULL ELSE 'released' END, owner = NULL, lease_until = NULL,"
+        " ready = CASE WHEN status = 'paused' THEN NULL ELSE 'released' END, owner = NULL, lease_until = NULL, wake_any = TRUE,"
         " updated_at = ?1, records = MAX(records, COALESCE(?4, 0))"
         " WHERE owner = ?2 AND status IN ('running', 'paused') AND (?3 IS NULL OR run_id = ?3)",
         (now, owner, run_id, records),
