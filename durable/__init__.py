@@ -37,6 +37,7 @@ from .errors import (
     WrongRunStatus,
 )
 from .model import CheckResult, Prompt, Record, Run
+from .queues import Queue
 from .steps import step
 
 __version__ = "0.1.0"
@@ -58,6 +59,7 @@ __all__ = [
     "NondeterminismError",
     "NotInWorkflow",
     "Prompt",
+    "Queue",
     "PromptAlreadyAnswered",
     "PromptExpired",
     "PromptNotFound",

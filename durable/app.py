@@ -16,18 +16,17 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
-from . import follow, inbox, operate
+from . import follow, inbox, operate, queues
 from .check import check_runs
-from .codec import encode
 from .engine import Engine
 from .errors import (
     AppNotOpen,
     DefinitionError,
     RunAlreadyFinished,
-    RunIdInUse,
     WorkflowNotFound,
 )
 from .model import CheckResult, Prompt, Record, Run
+from .queues import Queue
 from .store import make_store, redact
 from .store.base import FINAL, STATUSES, RunRow, Store
 from .worker import Worker
@@ -130,6 +129,7 @@ class App:
         self.max_concurrent_runs = max_concurrent_runs
         self._workflows: dict[str, Workflow] = {}
         self._by_fn: dict[Any, Workflow] = {}
+        self._queues: dict[str, Queue] = {}
         self._engine: Engine | None = None
         self._worker: Worker | None = None
 
@@ -158,11 +158,15 @@ class App:
 
     # --- registry --------------------------------------------------------
 
-    def workflow(self, fn: F | None = None, *, name: str | None = None, timeout: float | dt.timedelta | None = None) -> Any:
+    def workflow(
+        self, fn: F | None = None, *, name: str | None = None, timeout: float | dt.timedelta | None = None,
+        queue: str | None = None,
+    ) -> Any:
         """Register an ``async def`` workflow, under its function name or `name`.
 
         `timeout`: seconds (or a timedelta) each run may take from its start;
         past it the run is stopped, whatever it is doing, and ends failed with RunTimedOut.
+        `queue`: the name of the queue its runs go on (``app.add_queue``), unless a submit names another.
         """
 
         def register(fn: F) -> F:
@@ -174,12 +178,24 @@ class App:
                     f"A workflow named {wf_name!r} is already registered on this App. "
                     "Give one of them another name with @app.workflow(name=...)."
                 )
+            if queue is not None and (not isinstance(queue, str) or not queue):
+                raise DefinitionError(f"@app.workflow(queue=...) takes a queue's name, not {queue!r}.")
             workflow = Workflow(fn, wf_name, timeout)
+            workflow.queue = queue
             self._workflows[wf_name] = workflow
             self._by_fn[fn] = workflow
             return fn
 
         return register if fn is None else register(fn)
+
+    def add_queue(self, queue: Queue) -> Queue:
+        """Register a queue: this App's worker claims the runs on it, within its limits (see durable.Queue)."""
+        if not isinstance(queue, Queue):
+            raise TypeError(f"add_queue takes a durable.Queue, not {queue!r}.")
+        if queue.name in self._queues:
+            raise DefinitionError(f"A queue named {queue.name!r} is already registered on this App.")
+        self._queues[queue.name] = queue
+        return queue
 
     @property
     def workflows(self) -> dict[str, Workflow]:
@@ -225,6 +241,7 @@ class App:
             max_concurrent_runs=self.max_concurrent_runs,
             poll_interval=self.poll_interval,
             replay_every_step=self.replay_every_step,
+            queues=self._queues,
         )
         worker = Worker(engine)
         engine.kick = worker.kick
@@ -289,6 +306,8 @@ class App:
         if engine.closing:
             raise AppNotOpen(redact(self.path))
         workflow = self._resolve(wf)
+        if workflow.queue is not None:  # it starts when its queue lets it
+            return await self.submit(workflow.fn, *args, run_id=run_id, timeout=timeout, **kwargs)
         blob, decoded = workflow.encode_args(args, kwargs)
         rerun = run_id is not None
         run_id = _check_run_id(run_id)
@@ -302,31 +321,19 @@ class App:
         return None if seconds is None else self._clock() + seconds
 
     async def submit(
-        self, wf: Any, /, *args: Any, run_id: str | None = None, timeout: float | None = None, **kwargs: Any
+        self, wf: Any, /, *args: Any, run_id: str | None = None, timeout: float | None = None, queue: str | None = None,
+        key: str | None = None, delay: float | dt.timedelta | None = None, priority: int = 0, **kwargs: Any,
     ) -> RunHandle:
         """Record a run as 'pending' for any worker that has its workflow; return its handle at once.
 
         `wf` may be a workflow name this App does not have (a producer process
         need not import the workflow code); its arguments are then checked only
-        when a worker runs it. A known run_id is left as it is.
+        when a worker runs it. A known run_id is left as it is. `queue` (default:
+        the workflow's) puts it on a queue, `key` gives it a key there (see
+        durable.Queue), `delay` seconds pass before it may start, and runs of
+        higher `priority` start first.
         """
-        engine = self._engine_now()
-        workflow = self._workflows.get(wf) if isinstance(wf, str) else self._resolve(wf)
-        if workflow is not None:
-            name, blob = workflow.name, workflow.encode_args(args, kwargs)[0]
-        elif isinstance(wf, str) and wf:
-            name, blob = wf, encode({"args": list(args), "kwargs": kwargs}, f"the arguments of workflow {wf!r}")
-        else:
-            raise WorkflowNotFound(repr(wf), list(self._workflows))
-        run_id = _check_run_id(run_id)
-        existing = await self._store.create_run(
-            run_id, name, blob, None, self.lease_seconds, self._clock(), self._deadline(workflow, timeout)
-        )
-        if existing is not None and existing.workflow != name:
-            raise RunIdInUse(run_id, existing.workflow, name)
-        if existing is None and name in self._workflows:
-            engine.kick()
-        return RunHandle(self, run_id, created=existing is None)
+        return await queues.submit(self, wf, args, kwargs, run_id, timeout, queue, key, delay, priority)
 
     async def status(self, run_id: str) -> str:
         """A run's status (one small read); raise RunNotFound if there is none."""
@@ -337,12 +344,14 @@ class App:
         row = await self._engine_now().load(run_id)
         return Run.from_row(row, await self._store.load_records(run_id), await self._store.load_set_aside(run_id))
 
-    async def list_runs(self, status: str | None = None, workflow: str | None = None, limit: int = 100) -> list[Run]:
-        """Runs, newest first, optionally of one status or workflow (without their records)."""
+    async def list_runs(
+        self, status: str | None = None, workflow: str | None = None, limit: int = 100, queue: str | None = None
+    ) -> list[Run]:
+        """Runs, newest first, optionally of one status, workflow or queue (without their records)."""
         self._require_open()
         if status is not None and status not in STATUSES:
             raise ValueError(f"status must be one of {', '.join(STATUSES)}; got {status!r}.")
-        rows = await self._store.list_runs(status, workflow, limit)
+        rows = await self._store.list_runs(status, workflow, limit, queue)
         return [Run.from_row(row, []) for row in rows]
 
     async def verify(self) -> list[str]:

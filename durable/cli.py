@@ -22,6 +22,7 @@ from .cli_base import (
     styled_status, with_app,
 )
 from .cli_change import COMMANDS
+from .cli_queues import COMMANDS as QUEUE_COMMANDS
 from .errors import InvalidAnswer
 from .model import Prompt, Run
 from .store import redact
@@ -38,13 +39,14 @@ def main() -> None:
 @main.command()
 @click.option("--status", type=click.Choice(STATUSES), help="Only runs with this status.")
 @click.option("--workflow", help="Only runs of this workflow.")
+@click.option("--queue", help="Only runs on this queue.")
 @click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True, help="At most this many runs.")
 @json_option
 @db_option
-def runs(status: str | None, workflow: str | None, limit: int, as_json: bool, db: str) -> None:
+def runs(status: str | None, workflow: str | None, queue: str | None, limit: int, as_json: bool, db: str) -> None:
     """List runs, newest first."""
     found: list[Run] = with_app(
-        db, lambda app: app.list_runs(status=status, workflow=workflow, limit=limit), read_only=True
+        db, lambda app: app.list_runs(status=status, workflow=workflow, limit=limit, queue=queue), read_only=True
     )
     if as_json:
         echo_json(found)
@@ -246,5 +248,5 @@ def serve(app_spec: str, host: str, port: int, db: str) -> None:
         http.serve(app, host=host, port=port)
 
 
-for command in COMMANDS:
+for command in COMMANDS + QUEUE_COMMANDS:
     main.add_command(command)

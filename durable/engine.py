@@ -47,9 +47,11 @@ class Engine:
         max_concurrent_runs: int,
         poll_interval: float,
         replay_every_step: bool = False,
+        queues: Mapping[str, Any] | None = None,
     ) -> None:
         self.store = store
         self.workflows = workflows  # the App's registry, read here
+        self.queues = queues if queues is not None else {}  # the App's queues (durable.Queue), read at each claim
         self.clock = clock
         self.lease_seconds = lease_seconds
         self.max_concurrent_runs = max_concurrent_runs
@@ -205,9 +207,8 @@ class Engine:
         if self.closing or room == 0:
             return 0  # saturated stays as the last claim found it: only then are runs known to wait
         self.saturated = False
-        claimed = await self.store.claim_ready(
-            self.owner, list(self.workflows), dead_owners, room, self.lease_seconds, self.clock()
-        )
+        limits = {name: queue.limits for name, queue in self.queues.items()}
+        claimed = await self.store.claim_ready(self.owner, list(self.workflows), dead_owners, room, self.lease_seconds, self.clock(), limits)
         marked = {c.run_id for c in claimed if self._mark(c.run_id)}
         fresh, contested = [c for c in claimed if c.run_id in marked], [c for c in claimed if c.run_id not in marked]
         try:

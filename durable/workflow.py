@@ -28,7 +28,7 @@ _stored_args = msgspec.json.Decoder(_StoredArgs)
 class Workflow:
     """An ``async def`` workflow function registered under a name."""
 
-    __slots__ = ("codecs", "fn", "name", "result_codec", "signature", "timeout")
+    __slots__ = ("codecs", "fn", "name", "queue", "result_codec", "signature", "timeout")
 
     def __init__(self, fn: Callable[..., Any], name: str, timeout: float | None = None) -> None:
         if not inspect.iscoroutinefunction(fn):
@@ -50,6 +50,7 @@ class Workflow:
                 "Define the annotated types at module level."
             ) from None
         self.fn, self.name = fn, name
+        self.queue: str | None = None  # the queue its runs go on by default (@app.workflow(queue=...))
         self.timeout = check_timeout(f"@app.workflow(timeout=...) of {name!r}", timeout)
         self.signature = inspect.Signature(params[1:])
         self.codecs = {p.name: Codec(hints.get(p.name, Any)) for p in params[1:]}

@@ -39,10 +39,10 @@ async def work(run_id: str, step: int, delay: float) -> int:
 
 
 @app.workflow
-async def chain(ctx: durable.Context, steps: int = 3, delay: float = 0.0) -> int:
+async def chain(ctx: durable.Context, steps: int = 3, step_seconds: float = 0.0) -> int:
     total = 0
     for i in range(steps):
-        total += await ctx.step(work, ctx.run_id, i, delay)
+        total += await ctx.step(work, ctx.run_id, i, step_seconds)
     return total
 
 

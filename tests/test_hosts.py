@@ -171,7 +171,7 @@ async def test_hosts_share_a_journal_through_a_kill_and_a_cut(hosts: Hosts, stor
     try:
         async with make_app(store) as control:
             for n in range(RUNS):
-                await control.submit("chain", steps=STEPS, delay=STEP_SECONDS, run_id=f"r{n:04}")
+                await control.submit("chain", steps=STEPS, step_seconds=STEP_SECONDS, run_id=f"r{n:04}")
             workers = {i: start_host_worker(hosts, i, store, logs[i], err_files[i]) for i in range(1, HOSTS + 1)}
             await eventually(lambda: _at_least(control, RUNS // 5), timeout=120, what="a fifth of the runs to complete")
 

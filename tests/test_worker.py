@@ -64,7 +64,7 @@ async def test_two_workers_complete_100_runs_each_step_once(db: str, tmp_path: P
     log = tmp_path / "fleet.log"
     async with make_app(db) as producer:  # has no workflow code: it only submits by name
         for i in range(100):
-            await producer.submit("chain", steps=4, delay=0.01, run_id=f"run-{i:03}")
+            await producer.submit("chain", steps=4, step_seconds=0.01, run_id=f"run-{i:03}")
         # neither worker can hold all 100 runs at once, so both take part
         workers = [start_worker(db, log, concurrency=20), start_worker(db, log, concurrency=20)]
         try:
@@ -84,7 +84,7 @@ async def test_sigkill_one_worker_the_other_finishes_its_runs(db: str, tmp_path:
     log = tmp_path / "fleet.log"
     async with make_app(db) as producer:
         for i in range(40):
-            await producer.submit("chain", steps=5, delay=0.02, run_id=f"run-{i:02}")
+            await producer.submit("chain", steps=5, step_seconds=0.02, run_id=f"run-{i:02}")
         victim = start_worker(db, log, concurrency=10)
         wait_until(lambda: len(entries(log, "done")) >= 30, what="the first worker to get going")
         victim.send_signal(signal.SIGKILL)

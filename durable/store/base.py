@@ -20,8 +20,10 @@ resumable; it is never a run's outcome.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol
+
+from .queues import Limits
 
 __all__ = [
     "FINAL",
@@ -32,6 +34,7 @@ __all__ = [
     "Claimed",
     "Fence",
     "OperatorWrites",
+    "Placement",
     "PromptRow",
     "RecordRow",
     "Recorded",
@@ -92,6 +95,15 @@ class RunRow(NamedTuple):
     records: int  # how many records the run had when it last parked or ended: a lower bound, to find lost ones
     deadline: float | None = None  # past it the run ends failed, RunTimedOut (the App's clock)
     parent: str | None = None  # the run whose ctx.child started this one
+
+
+class Placement(NamedTuple):
+    """Where a submitted run waits to start: its queue (None: none), key, priority (higher first), earliest start."""
+
+    queue: str | None = None
+    key: str | None = None
+    priority: int = 0
+    not_before: float | None = None
 
 
 class RecordRow(NamedTuple):
@@ -180,11 +192,12 @@ class Store(Protocol):
 
     def create_run(
         self, run_id: str, workflow: str, args: bytes, claimant: str | None, lease_seconds: float, now: float,
-        deadline: float | None = None,
+        deadline: float | None = None, placement: Placement | None = None,
     ) -> Awaitable[RunRow | None]:
         """Insert a run, 'running' under `claimant` (epoch 1) or 'pending' without; None if inserted, else the run stored under run_id.
 
         `deadline`: when the run times out; a parked run is woken at it at the latest.
+        `placement` (with no claimant): its queue, key, priority and earliest start.
         """
         ...
 
@@ -217,12 +230,15 @@ class Store(Protocol):
         limit: int,
         lease_seconds: float,
         now: float,
+        queues: Mapping[str, Limits] | None = None,
     ) -> list[Claimed]:
         """Claim up to `limit` runs of `workflows` that no live process executes, orphans first.
 
         Orphans are runs 'running' under another owner whose lease has expired
-        or who is in `dead_owners`; then runs 'pending', and 'sleeping' runs due
-        at `now`. Racing claimants never take the same run.
+        or who is in `dead_owners`; then runs 'pending' (whose earliest start has
+        come), and 'sleeping' runs due at `now`. Racing claimants never take the
+        same run. Runs on a queue are claimed only for `queues` (name → limits),
+        higher priority first, and only while the queue's limits hold (see queues.py).
         """
         ...
 
@@ -403,7 +419,11 @@ class Store(Protocol):
         """Records at `from_seq` or later, and prompts/sleeps before it changed after (time, seq)."""
         ...
 
-    async def list_runs(self, status: str | None, workflow: str | None, limit: int) -> list[RunRow]: ...
+    async def list_runs(self, status: str | None, workflow: str | None, limit: int, queue: str | None = None) -> list[RunRow]: ...
+
+    async def queue_counts(self) -> dict[str, dict[str, int]]:
+        """Queue name → status → how many of its runs have it (ended runs left out)."""
+        ...
 
     async def published(self, run_id: str, topic: str, after: int) -> list[tuple[int, bytes]]:
         """A run's values published on `topic` after seq `after`, as (seq, value), in seq order."""
@@ -436,7 +456,7 @@ class Store(Protocol):
         ...
 
     async def next_wake(self) -> float | None:
-        """The earliest wake-up time of a sleeping run."""
+        """The earliest wake-up time of a sleeping run, or start of a run submitted with a delay."""
         ...
 
     async def wait_for_change(self, timeout: float, wake: object) -> bool:

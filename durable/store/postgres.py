@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..errors import JournalError
@@ -33,8 +33,9 @@ from . import postgres_admin, postgres_messages
 from . import postgres_ops as ops
 from . import redact, split_url
 from .base import (
-    FINAL, IN_PLACE, SET_ASIDE, Answered, Claimed, Fence, OperatorWrites, PromptRow, RecordRow, Recorded, RunRow,
+    FINAL, IN_PLACE, SET_ASIDE, Answered, Claimed, Fence, OperatorWrites, Placement, PromptRow, RecordRow, Recorded, RunRow,
 )  # fmt: skip
+from .queues import Limits, by_queue
 from .verify import LOST_RECORDS, VALUES_AFTER, damaged_values, lost_records
 from .batch import Batcher, Item, Outcome, runs_of
 from .postgres_schema import REPLAY, RETRY_STATES, classify, fails_batch, keep_session, rollback, warm
@@ -247,8 +248,10 @@ class PostgresStore(OperatorWrites):
 
     def create_run(
         self, run_id: str, workflow: str, args: bytes, claimant: str | None, lease_seconds: float, now: float,
-        deadline: float | None = None,
+        deadline: float | None = None, placement: Placement | None = None,
     ) -> Any:
+        if placement is not None:
+            return self._write(ops.create_placed, (run_id, workflow, args, now, deadline, *placement))
         op = ops.create_running if claimant is not None else ops.create_pending
         return self._write(op, (run_id, workflow, args, claimant, lease_seconds, now, deadline))
 
@@ -257,29 +260,19 @@ class PostgresStore(OperatorWrites):
         return row if row is not None and row.status in FINAL else None
 
     async def claim(
-        self,
-        run_id: str,
-        status: str,
-        owner: str | None,
-        claimant: str,
-        lease_seconds: float,
-        now: float,
+        self, run_id: str, status: str, owner: str | None, claimant: str, lease_seconds: float, now: float,
         owner_dead: bool = False,
     ) -> Claimed | None:
         return await self._write(ops.claim, run_id, status, owner, claimant, lease_seconds, now, owner_dead)
 
     async def claim_ready(
-        self,
-        claimant: str,
-        workflows: Sequence[str],
-        dead_owners: Sequence[str],
-        limit: int,
-        lease_seconds: float,
-        now: float,
+        self, claimant: str, workflows: Sequence[str], dead_owners: Sequence[str], limit: int, lease_seconds: float,
+        now: float, queues: Mapping[str, Limits] | None = None,
     ) -> list[Claimed]:
         if limit <= 0 or not workflows:
             return []
-        return await self._write(ops.claim_ready, claimant, list(workflows), list(dead_owners), limit, lease_seconds, now)
+        names, dead = list(workflows), list(dead_owners)
+        return await self._write(ops.claim_ready, claimant, names, dead, limit, lease_seconds, now, dict(queues or {}))
 
     async def renew(self, owner: str, lease_seconds: float) -> dict[str, tuple[int, bool]]:
         return await self._write(ops.renew, owner, lease_seconds)
@@ -385,13 +378,21 @@ class PostgresStore(OperatorWrites):
         )  # fmt: skip
         return [RecordRow(*r) for r in rows]
 
-    async def list_runs(self, status: str | None, workflow: str | None, limit: int) -> list[RunRow]:
+    async def list_runs(self, status: str | None, workflow: str | None, limit: int, queue: str | None = None) -> list[RunRow]:
         rows = await self._fetch(
             f"SELECT {self._runs} FROM durable.runs WHERE ($1::text IS NULL OR status = $1)"
-            " AND ($2::text IS NULL OR workflow = $2) ORDER BY created_at DESC, run_id DESC LIMIT $3",
-            status, workflow, limit,
+            " AND ($2::text IS NULL OR workflow = $2)" + ("" if queue is None else " AND queue = $4")
+            + " ORDER BY created_at DESC, run_id DESC LIMIT $3",
+            *((status, workflow, limit) if queue is None else (status, workflow, limit, queue)),
         )  # fmt: skip
         return [RunRow(*r) for r in rows]
+
+    async def queue_counts(self) -> dict[str, dict[str, int]]:
+        rows = await self._fetch(
+            "SELECT queue, status, count(*) FROM durable.runs WHERE queue IS NOT NULL"
+            " AND status NOT IN ('completed', 'failed', 'cancelled') GROUP BY 1, 2"
+        )
+        return by_queue(rows)
 
     async def published(self, run_id: str, topic: str, after: int) -> list[tuple[int, bytes]]:
         rows = await self._fetch(
@@ -444,7 +445,10 @@ class PostgresStore(OperatorWrites):
         return lost + await damaged_values(lambda run_id, seq: self._fetch(_VALUES_AFTER, run_id, seq))
 
     async def next_wake(self) -> float | None:
-        rows = await self._fetch("SELECT MIN(wake_at) FROM durable.runs WHERE status IN ('sleeping', 'waiting')")
+        rows = await self._fetch(
+            "SELECT LEAST((SELECT MIN(wake_at) FROM durable.runs WHERE status IN ('sleeping', 'waiting')),"
+            " (SELECT MIN(not_before) FROM durable.runs WHERE status = 'pending'))"
+        )
         return rows[0][0]
 
     # --- change notifications ------------------------------------------------------------------

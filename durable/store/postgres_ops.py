@@ -19,9 +19,11 @@ Concurrency is PostgreSQL's READ COMMITTED, so the rules are explicit:
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from .base import FINAL, IN_PLACE, Answered, Claimed, RunRow
+from .queues import Limits, QueueLoad, pick
 
 __all__ = [
     "append",
@@ -31,6 +33,7 @@ __all__ = [
     "ready_if_none_waits",
     "complete_sleep",
     "create_pending",
+    "create_placed",
     "create_running",
     "expire",
     "finish",
@@ -178,6 +181,20 @@ async def create_running(conn: Any, params: tuple[Any, ...]) -> RunRow | None:
     return await select_run(conn, params[0])
 
 
+async def create_placed(conn: Any, params: tuple[Any, ...]) -> RunRow | None:
+    """A pending run on a queue, with a key, a priority, or a time before which it does not start; else as create_pending."""
+    inserted = await conn.execute(
+        "INSERT INTO durable.runs (run_id, workflow, status, args, ready, created_at, updated_at, epoch, deadline, queue,"
+        " queue_key, priority, not_before) VALUES ($1, $2, 'pending', $3, 'submitted', $4, $4, 0, $5, $6, $7, $8, $9)"
+        " ON CONFLICT (run_id) DO NOTHING",
+        *params,
+    )  # fmt: skip
+    return None if _count(inserted) == 1 else await select_run(conn, params[0])
+
+
+create_placed.notifies = True  # type: ignore[attr-defined]  # a worker elsewhere may take it
+
+
 async def _create_many(conn: Any, batch: list[tuple[Any, ...]]) -> list[RunRow | None]:
     rows = [args[0] for args in batch]
     created = {r[0] for r in await conn.fetch(_CREATE_MANY, *map(list, zip(*rows)))}
@@ -210,7 +227,7 @@ async def claim(
     row = await conn.fetchrow(
         "UPDATE durable.runs SET status = 'running', ready = NULL, owner = $1, epoch = epoch + 1,"
         f" lease_until = {NOW} + $2, updated_at = $3"
-        " WHERE run_id = $4 AND status = $5 AND owner IS NOT DISTINCT FROM $6"
+        " WHERE run_id = $4 AND status = $5 AND owner IS NOT DISTINCT FROM $6 AND queue IS NULL"
         f" AND (status <> 'running' OR $7 OR lease_until IS NULL OR lease_until < {NOW})"
         " RETURNING workflow, args, epoch, records, deadline",
         claimant, lease, now, run_id, status, owner, owner_dead,
@@ -220,27 +237,87 @@ async def claim(
 
 claim.notifies = True  # type: ignore[attr-defined]  # a previous owner still alive learns it lost the run
 
+_CLAIMABLE = (
+    " workflow = ANY($2::text[]) AND ("
+    f"  (status = 'running' AND owner <> $1 AND (lease_until IS NULL OR lease_until < {NOW} OR owner = ANY($3::text[])))"
+    "  OR (status = 'pending' AND (not_before IS NULL OR not_before <= $4))"
+    "  OR (status IN ('sleeping', 'waiting') AND wake_at <= $4))"
+)
 _CLAIM_READY = (
     "WITH candidate AS ("
-    " SELECT run_id, status, owner, ready FROM durable.runs"
-    " WHERE workflow = ANY($2::text[]) AND ("
-    f"  (status = 'running' AND owner <> $1 AND (lease_until IS NULL OR lease_until < {NOW} OR owner = ANY($3::text[])))"
-    "  OR status = 'pending' OR (status IN ('sleeping', 'waiting') AND wake_at <= $4))"
+    f" SELECT run_id, status, owner, ready FROM durable.runs WHERE {_CLAIMABLE} AND queue IS NULL"
     # Orphans first (already started, maybe holding resources), new submissions last.
     " ORDER BY CASE WHEN status = 'running' THEN 0 WHEN ready = 'submitted' THEN 2 ELSE 1 END, updated_at"
     " LIMIT $5 FOR UPDATE SKIP LOCKED)"
     " UPDATE durable.runs AS r SET status = 'running', ready = NULL, owner = $1, epoch = r.epoch + 1,"
-    f" lease_until = {NOW} + $6, updated_at = $4"
+    f" lease_until = {NOW} + $6, updated_at = $4, started_at = COALESCE(r.started_at, $4)"
     " FROM candidate AS c WHERE r.run_id = c.run_id"
     " RETURNING r.run_id, r.workflow, r.args, r.epoch, c.status, c.owner, c.ready, r.records, r.deadline"
+)
+# A queue's candidates, best first. SKIP LOCKED passes rows another transaction holds (an answer, a park): the
+# queue's budget is counted under an advisory lock on its name, so no two claimers spend it at once.
+_QUEUED = (
+    "SELECT run_id, workflow, args, epoch, status, owner, ready, records, deadline, status, queue_key, started_at"
+    f" FROM durable.runs WHERE {_CLAIMABLE} AND queue = $6"
+    " ORDER BY CASE WHEN status = 'running' THEN 0 ELSE 1 END, priority DESC, updated_at LIMIT $5 FOR UPDATE SKIP LOCKED"
+)
+_CLAIM_QUEUED = (
+    "UPDATE durable.runs SET status = 'running', ready = NULL, owner = $1, epoch = epoch + 1,"
+    f" lease_until = {NOW} + $2, updated_at = $3, started_at = COALESCE(started_at, $3) WHERE run_id = ANY($4::text[])"
 )
 
 
 async def claim_ready(
-    conn: Any, claimant: str, workflows: list[str], dead: list[str], limit: int, lease: float, now: float
+    conn: Any, claimant: str, workflows: list[str], dead: list[str], limit: int, lease: float, now: float,
+    queues: dict[str, Limits] | None = None,
 ) -> list[Claimed]:
-    rows = await conn.fetch(_CLAIM_READY, claimant, workflows, dead, now, limit, lease)
-    return [Claimed(*row) for row in rows]
+    claimed = [Claimed(*row) for row in await conn.fetch(_CLAIM_READY, claimant, workflows, dead, now, limit, lease)]
+    if not queues or len(claimed) >= limit:
+        return claimed
+    # In a transaction (the batch's, or one of its own): each queue's lock is held until its claims commit.
+    if conn.is_in_transaction():
+        return claimed + await _claim_queued(conn, claimant, workflows, dead, limit - len(claimed), lease, now, queues)
+    async with conn.transaction():
+        return claimed + await _claim_queued(conn, claimant, workflows, dead, limit - len(claimed), lease, now, queues)
+
+
+async def _claim_queued(
+    conn: Any, claimant: str, workflows: list[str], dead: list[str], room: int, lease: float, now: float,
+    queues: dict[str, Limits],
+) -> list[Claimed]:
+    claimed: list[Claimed] = []
+    for name, limits in sorted(queues.items()):  # sorted: two claimers take the queues' locks in one order
+        left = room - len(claimed)
+        if left <= 0:
+            break
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('durable queue ' || $1, 0))", name)
+        candidates = await conn.fetch(_QUEUED, claimant, workflows, dead, now, left + 64, name)
+        if not candidates:
+            continue
+        taken = pick(candidates, limits, await queue_load(conn, name, claimant, limits, now), left)
+        if taken:
+            await conn.execute(_CLAIM_QUEUED, claimant, lease, now, [row[0] for row in taken])
+            claimed += [Claimed(r[0], r[1], r[2], r[3] + 1, r[4], r[5], r[6], r[7], r[8]) for r in taken]
+    return claimed
+
+
+async def queue_load(conn: Any, queue: str, claimant: str, limits: Limits, now: float) -> QueueLoad:
+    """What `queue` holds now: its executing runs (by key, and this claimant's), its starts in its rate window."""
+    running, mine, by_key = 0, 0, Counter[str]()
+    for key, own, count in await conn.fetch(
+        "SELECT queue_key, owner = $1, count(*) FROM durable.runs WHERE queue = $2 AND status = 'running' GROUP BY 1, 2",
+        claimant, queue,
+    ):  # fmt: skip
+        running += count
+        mine += count if own else 0
+        if key is not None:
+            by_key[key] += count
+    started = 0
+    if limits.rate is not None:
+        started = await conn.fetchval(
+            "SELECT count(*) FROM durable.runs WHERE queue = $1 AND started_at > $2", queue, now - limits.rate[1]
+        )
+    return QueueLoad(running, mine, by_key, started)
 
 
 async def renew(conn: Any, owner: str, lease: float) -> dict[str, tuple[int, bool]]:
@@ -365,19 +442,21 @@ async def ready_if_none_waits(
     room): one commit instead of two. Returns (ready, the claim if taken).
     """
     row = await conn.fetchrow(
-        "UPDATE durable.runs SET status = CASE WHEN $3::text IS NULL THEN 'pending' ELSE 'running' END,"
-        " ready = CASE WHEN $3::text IS NULL THEN 'answered' END, owner = $3, wake_at = NULL,"
-        " epoch = epoch + CASE WHEN $3::text IS NULL THEN 0 ELSE 1 END,"
-        f" lease_until = CASE WHEN $3::text IS NOT NULL THEN {NOW} + $4 END, updated_at = $1"
+        # A run on a queue goes back to its queue: only a claim that counts the queue's runs takes it.
+        "UPDATE durable.runs SET status = CASE WHEN $3::text IS NULL OR queue IS NOT NULL THEN 'pending' ELSE 'running' END,"
+        " ready = CASE WHEN $3::text IS NULL OR queue IS NOT NULL THEN 'answered' END,"
+        " owner = CASE WHEN queue IS NULL THEN $3 END, wake_at = NULL,"
+        " epoch = epoch + CASE WHEN $3::text IS NULL OR queue IS NOT NULL THEN 0 ELSE 1 END,"
+        f" lease_until = CASE WHEN $3::text IS NOT NULL AND queue IS NULL THEN {NOW} + $4 END, updated_at = $1"
         " WHERE run_id = $2 AND status = 'waiting'"
         " AND (wake_any OR NOT EXISTS (SELECT 1 FROM durable.records WHERE run_id = $2 AND status = 'waiting'))"
-        " RETURNING workflow, args, epoch, records, deadline",
+        " RETURNING workflow, args, epoch, records, deadline, owner",
         now, run_id, claimant, lease,
     )  # fmt: skip
     if row is None:
         return False, None
     claimed = Claimed(run_id, row[0], row[1], row[2], "waiting", None, "answered", row[3], row[4])
-    return True, None if claimant is None else claimed
+    return True, None if row[5] is None else claimed
 
 
 answer.notifies = True  # type: ignore[attr-defined]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import aiosqlite
@@ -24,9 +24,10 @@ from ..errors import JournalError, StoreUnavailable
 from . import sqlite_admin, sqlite_messages
 from . import sqlite_ops as ops
 from .base import (
-    FINAL, IN_PLACE, SET_ASIDE, Answered, Claimed, Fence, OperatorWrites, PromptRow, RecordRow, Recorded, RunRow,
+    FINAL, IN_PLACE, SET_ASIDE, Answered, Claimed, Fence, OperatorWrites, Placement, PromptRow, RecordRow, Recorded, RunRow,
 )
 from .verify import LOST_RECORDS, VALUES_AFTER, damaged_values, lost_records
+from .queues import Limits, by_queue
 from .sqlite_schema import BUSY_TIMEOUT_MS, RUN_DEADLINE_FROM, open_read_only, prepare, read_only_location
 from .sqlite_writer import Writer, is_busy
 
@@ -147,8 +148,10 @@ class SQLiteStore(OperatorWrites):
 
     def create_run(
         self, run_id: str, workflow: str, args: bytes, claimant: str | None, lease_seconds: float, now: float,
-        deadline: float | None = None,
+        deadline: float | None = None, placement: Placement | None = None,
     ) -> Any:
+        if placement is not None:
+            return self._write(ops.create_placed, (run_id, workflow, args, now, deadline, *placement))
         return self._write(ops.create_run, (run_id, workflow, args, claimant, lease_seconds, now, deadline))
 
     async def ended_run(self, run_id: str) -> RunRow | None:
@@ -180,22 +183,25 @@ class SQLiteStore(OperatorWrites):
         limit: int,
         lease_seconds: float,
         now: float,
+        queues: Mapping[str, Limits] | None = None,
     ) -> list[Claimed]:
         if limit <= 0 or not workflows:
             return []
         names, dead = json.dumps(list(workflows)), json.dumps(list(dead_owners))
+        queues = dict(queues or {})
         # Look before taking the write lock: most passes find nothing to claim, and a
         # write queued behind them would hold back this process's direct commits.
         if self._reader is None:
             raise RuntimeError("the store is closed")
-        probe = {"workflows": names, "me": claimant, "dead": dead, "now": now}
+        probe = {"workflows": names, "me": claimant, "dead": dead, "now": now, "queues": json.dumps(list(queues))}
+        ours = "(queue IS NULL OR queue IN (SELECT value FROM json_each(:queues)))"
         try:
-            async with self._reader.execute(f"SELECT 1 FROM runs WHERE {ops.CLAIMABLE} LIMIT 1", probe) as cursor:
+            async with self._reader.execute(f"SELECT 1 FROM runs WHERE {ops.CLAIMABLE} AND {ours} LIMIT 1", probe) as cursor:
                 if await cursor.fetchone() is None:
                     return []
         except sqlite3.Error as exc:
             raise self._classify(exc) from None
-        return await self._write(ops.claim_ready, claimant, names, dead, limit, lease_seconds, now)
+        return await self._write(ops.claim_ready, claimant, names, dead, limit, lease_seconds, now, queues)
 
     async def renew(self, owner: str, lease_seconds: float) -> dict[str, tuple[int, bool]]:
         return await self._write(ops.renew, owner, lease_seconds)
@@ -311,13 +317,20 @@ class SQLiteStore(OperatorWrites):
         )
         return list(map(RecordRow._make, rows))
 
-    async def list_runs(self, status: str | None, workflow: str | None, limit: int) -> list[RunRow]:
+    async def list_runs(self, status: str | None, workflow: str | None, limit: int, queue: str | None = None) -> list[RunRow]:
         rows = await self._fetch(
             f"SELECT {self._runs} FROM runs WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR workflow = ?2)"
-            " ORDER BY created_at DESC, run_id DESC LIMIT ?3",
-            (status, workflow, limit),
+            + ("" if queue is None else " AND queue = ?4") + " ORDER BY created_at DESC, run_id DESC LIMIT ?3",
+            (status, workflow, limit) if queue is None else (status, workflow, limit, queue),
         )
         return list(map(RunRow._make, rows))
+
+    async def queue_counts(self) -> dict[str, dict[str, int]]:
+        rows = await self._fetch(
+            "SELECT queue, status, count(*) FROM runs WHERE queue IS NOT NULL"
+            " AND status NOT IN ('completed', 'failed', 'cancelled') GROUP BY 1, 2"
+        )
+        return by_queue(rows)
 
     async def published(self, run_id: str, topic: str, after: int) -> list[tuple[int, bytes]]:
         rows = await self._fetch(
@@ -374,7 +387,10 @@ class SQLiteStore(OperatorWrites):
         return lost_records(await self._fetch(LOST_RECORDS.format(schema=""))) + values
 
     async def next_wake(self) -> float | None:
-        rows = await self._fetch("SELECT MIN(wake_at) FROM runs WHERE status IN ('sleeping', 'waiting')")
+        rows = await self._fetch(
+            "SELECT MIN(t) FROM (SELECT MIN(wake_at) AS t FROM runs WHERE status IN ('sleeping', 'waiting')"
+            " UNION ALL SELECT MIN(not_before) FROM runs WHERE status = 'pending')"
+        )
         return rows[0][0]
 
     async def wait_for_change(self, timeout: float, wake: asyncio.Event) -> bool:

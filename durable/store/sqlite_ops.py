@@ -9,13 +9,15 @@ epoch) can never interleave with a claim.
 from __future__ import annotations
 
 import sqlite3
+from collections import Counter
 from typing import Any
 
 from .base import FINAL, IN_PLACE, Answered, Claimed, Fence, RunRow
+from .queues import Limits, QueueLoad, pick
 
 __all__ = [
     "CHANGED_AT", "CLAIMABLE", "RECORD", "RUN", "answer", "append", "cancel", "checkpoint", "claim", "claim_ready",
-    "complete_sleep", "create_run", "expire", "finish", "ready_if_none_waits", "flush", "park", "release", "renew", "reopen_prompt", "replace",
+    "complete_sleep", "create_placed", "create_run", "expire", "finish", "ready_if_none_waits", "flush", "park", "release", "renew", "reopen_prompt", "replace",
     "select_run",
 ]  # fmt: skip
 
@@ -78,6 +80,17 @@ def create_run(conn: sqlite3.Connection, params: tuple[Any, ...]) -> RunRow | No
     return select_run(conn, params[0])
 
 
+def create_placed(conn: sqlite3.Connection, params: tuple[Any, ...]) -> RunRow | None:
+    """A pending run on a queue, with a key, a priority, or a time before which it does not start; else as create_run."""
+    inserted = conn.execute(
+        "INSERT INTO runs (run_id, workflow, status, args, ready, created_at, updated_at, epoch, deadline, queue,"
+        " queue_key, priority, not_before) VALUES (?1, ?2, 'pending', ?3, 'submitted', ?4, ?4, 0, ?5, ?6, ?7, ?8, ?9)"
+        " ON CONFLICT (run_id) DO NOTHING",
+        params,
+    ).rowcount
+    return None if inserted else select_run(conn, params[0])
+
+
 def select_run(conn: sqlite3.Connection, run_id: str) -> RunRow | None:
     row = conn.execute(f"SELECT {RUN} FROM runs WHERE run_id = ?", (run_id,)).fetchone()
     return None if row is None else RunRow._make(row)
@@ -100,7 +113,7 @@ def claim(
     # A run another owner executes is taken only when that owner is known dead or its lease has expired.
     row = conn.execute(
         f"UPDATE runs SET status = 'running', ready = NULL, owner = ?1, epoch = epoch + 1, lease_until = {NOW} + ?2,"
-        " updated_at = ?3 WHERE run_id = ?4 AND status = ?5 AND owner IS ?6"
+        " updated_at = ?3 WHERE run_id = ?4 AND status = ?5 AND owner IS ?6 AND queue IS NULL"
         f" AND (status <> 'running' OR ?7 OR lease_until IS NULL OR lease_until < {NOW})"
         " RETURNING workflow, args, epoch, records, deadline",
         (claimant, lease, now, run_id, status, owner, owner_dead),
@@ -112,30 +125,63 @@ CLAIMABLE = (
     "workflow IN (SELECT value FROM json_each(:workflows)) AND ("
     f" (status = 'running' AND owner IS NOT :me AND (lease_until IS NULL OR lease_until < {NOW}"
     "  OR owner IN (SELECT value FROM json_each(:dead))))"
-    " OR status = 'pending' OR (status IN ('sleeping', 'waiting') AND wake_at <= :now))"
+    " OR (status = 'pending' AND (not_before IS NULL OR not_before <= :now))"
+    " OR (status IN ('sleeping', 'waiting') AND wake_at <= :now))"
+)
+_CANDIDATE = "run_id, workflow, args, epoch, status, owner, ready, records, deadline"
+_CLAIM = (
+    f"UPDATE runs SET status = 'running', ready = NULL, owner = ?, epoch = epoch + 1, lease_until = {NOW} + ?,"
+    " updated_at = ?, started_at = COALESCE(started_at, ?) WHERE run_id = ?"
 )
 
 
 def claim_ready(
-    conn: sqlite3.Connection, claimant: str, workflows: str, dead: str, limit: int, lease: float, now: float
+    conn: sqlite3.Connection, claimant: str, workflows: str, dead: str, limit: int, lease: float, now: float,
+    queues: dict[str, Limits] | None = None,
 ) -> list[Claimed]:
     # Read and update in one transaction: the writer holds SQLite's write lock
-    # throughout, so no other process can claim these rows in between.
+    # throughout, so no other process can claim these rows (or count a queue's runs) in between.
+    params = {"workflows": workflows, "me": claimant, "dead": dead, "now": now, "limit": limit}
     rows = conn.execute(
-        f"SELECT run_id, workflow, args, epoch, status, owner, ready, records, deadline FROM runs WHERE {CLAIMABLE}"
+        f"SELECT {_CANDIDATE} FROM runs WHERE {CLAIMABLE} AND queue IS NULL"
         # Orphans first (already started, maybe holding resources), new submissions last.
         " ORDER BY CASE WHEN status = 'running' THEN 0 WHEN ready IS 'submitted' THEN 2 ELSE 1 END, updated_at"
         " LIMIT :limit",
-        {"workflows": workflows, "me": claimant, "dead": dead, "now": now, "limit": limit},
+        params,
     ).fetchall()
+    for name, limits in sorted((queues or {}).items()):
+        room = limit - len(rows)
+        if room <= 0:
+            break
+        candidates = conn.execute(
+            f"SELECT {_CANDIDATE}, status, queue_key, started_at FROM runs WHERE {CLAIMABLE} AND queue = :queue"
+            " ORDER BY CASE WHEN status = 'running' THEN 0 ELSE 1 END, priority DESC, updated_at LIMIT :room",
+            {**params, "queue": name, "room": room + 64},
+        ).fetchall()
+        if candidates:
+            rows += [row[:9] for row in pick(candidates, limits, queue_load(conn, name, claimant, limits, now), room)]
     if not rows:
         return []
-    conn.executemany(
-        f"UPDATE runs SET status = 'running', ready = NULL, owner = ?, epoch = epoch + 1, lease_until = {NOW} + ?,"
-        " updated_at = ? WHERE run_id = ?",
-        [(claimant, lease, now, row[0]) for row in rows],
-    )
+    conn.executemany(_CLAIM, [(claimant, lease, now, now, row[0]) for row in rows])
     return [Claimed(r[0], r[1], r[2], r[3] + 1, r[4], r[5], r[6], r[7], r[8]) for r in rows]
+
+
+def queue_load(conn: sqlite3.Connection, queue: str, claimant: str, limits: Limits, now: float) -> QueueLoad:
+    """What `queue` holds now: its executing runs (by key, and this claimant's), its starts in its rate window."""
+    running, mine, by_key = 0, 0, Counter[str]()
+    for key, own, count in conn.execute(
+        "SELECT queue_key, owner = ?, count(*) FROM runs WHERE queue = ? AND status = 'running' GROUP BY 1, 2",
+        (claimant, queue),
+    ):
+        running += count
+        mine += count if own else 0
+        if key is not None:
+            by_key[key] += count
+    started = 0
+    if limits.rate is not None:
+        since = now - limits.rate[1]
+        started = conn.execute("SELECT count(*) FROM runs WHERE queue = ? AND started_at > ?", (queue, since)).fetchone()[0]
+    return QueueLoad(running, mine, by_key, started)
 
 
 def renew(conn: sqlite3.Connection, owner: str, lease: float) -> dict[str, tuple[int, bool]]:
@@ -216,18 +262,21 @@ def ready_if_none_waits(
     room): one commit instead of two. Returns (ready, the claim if taken).
     """
     row = conn.execute(
-        "UPDATE runs SET status = CASE WHEN ?3 IS NULL THEN 'pending' ELSE 'running' END,"
-        " ready = CASE WHEN ?3 IS NULL THEN 'answered' END, owner = ?3, wake_at = NULL,"
-        f" epoch = epoch + (?3 IS NOT NULL), lease_until = CASE WHEN ?3 IS NOT NULL THEN {NOW} + ?4 END, updated_at = ?1"
+        # A run on a queue goes back to its queue: only a claim that counts the queue's runs takes it.
+        "UPDATE runs SET status = CASE WHEN ?3 IS NULL OR queue IS NOT NULL THEN 'pending' ELSE 'running' END,"
+        " ready = CASE WHEN ?3 IS NULL OR queue IS NOT NULL THEN 'answered' END,"
+        " owner = CASE WHEN queue IS NULL THEN ?3 END, wake_at = NULL,"
+        " epoch = epoch + (?3 IS NOT NULL AND queue IS NULL),"
+        f" lease_until = CASE WHEN ?3 IS NOT NULL AND queue IS NULL THEN {NOW} + ?4 END, updated_at = ?1"
         " WHERE run_id = ?2 AND status = 'waiting'"
         " AND (wake_any OR NOT EXISTS (SELECT 1 FROM records WHERE run_id = ?2 AND status = 'waiting'))"
-        " RETURNING workflow, args, epoch, records, deadline",
+        " RETURNING workflow, args, epoch, records, deadline, owner",
         (now, run_id, claimant, lease),
     ).fetchone()
     if row is None:
         return False, None
     claimed = Claimed(run_id, row[0], row[1], row[2], "waiting", None, "answered", row[3], row[4])
-    return True, None if claimant is None else claimed
+    return True, None if row[5] is None else claimed
 
 
 def reopen_prompt(conn: sqlite3.Connection, fence: Fence, key: str, now: float) -> bool:
@@ -295,7 +344,7 @@ def release(conn: sqlite3.Connection, owner: str, run_id: str | None, now: float
 # These write with one statement (then at most read), or only read: alone in a
 # batch, each may commit on its own, without BEGIN/COMMIT.
 for _op in (
-    flush, select_run, append, replace, create_run, claim, renew, park, finish, reopen_prompt, expire,
+    flush, select_run, append, replace, create_run, create_placed, claim, renew, park, finish, reopen_prompt, expire,
     complete_sleep, release,
 ):  # fmt: skip
     _op.autocommit = True  # type: ignore[attr-defined]

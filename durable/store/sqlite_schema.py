@@ -139,6 +139,16 @@ MIGRATIONS: list[list[str]] = [
         "DROP TRIGGER child_ended",
         CHILD_ENDED.format(wakes=f"(wake_any OR {ALL_FILLED})", kinds=IN_PLACE),
     ],
+    [  # version 6: queues (durable.Queue): a run's queue and key, its priority, when it may start (submit(delay=)),
+        # and when it first started (a queue's rate counts starts)
+        "ALTER TABLE runs ADD COLUMN queue TEXT",
+        "ALTER TABLE runs ADD COLUMN queue_key TEXT",
+        "ALTER TABLE runs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE runs ADD COLUMN not_before REAL",
+        "ALTER TABLE runs ADD COLUMN started_at REAL",
+        "CREATE INDEX runs_by_queue ON runs (queue, status) WHERE queue IS NOT NULL",
+        "CREATE INDEX runs_started ON runs (queue, started_at) WHERE queue IS NOT NULL",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 # The oldest schema whose runs and records check() can replay, read-only (a journal of the durable before this one),

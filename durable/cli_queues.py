@@ -1,0 +1,53 @@
+"""The commands for queues: ``durable submit`` (a run from the command line, no Python) and ``durable queues``."""
+
+from __future__ import annotations
+
+import click
+
+from .cli_base import db_option, echo_json, echo_table, json_option, json_or_text, with_app
+
+__all__ = ["COMMANDS"]
+
+
+@click.command()
+@click.argument("workflow")
+@click.argument("args", required=False)
+@click.option("--run-id", help="The run's id (default: a new one). A run already stored under it is left as it is.")
+@click.option("--queue", help="The queue to put it on (default: none, or the workflow's own where it is registered).")
+@click.option("--key", help="Its key on the queue (see key_concurrency).")
+@click.option("--delay", type=click.FloatRange(min=0), help="Seconds to wait before it may start.")
+@click.option("--priority", type=int, default=0, show_default=True, help="Runs of higher priority start first.")
+@db_option
+def submit(workflow: str, args: str | None, run_id: str | None, queue: str | None, key: str | None,
+           delay: float | None, priority: int, db: str) -> None:  # fmt: skip
+    """Record a run of WORKFLOW as pending, for any worker that has it; ARGS is a JSON list (or object: keyword arguments)."""
+    parsed = [] if args is None else json_or_text(args)
+    if isinstance(parsed, dict):
+        positional, named = [], parsed
+    elif isinstance(parsed, list):
+        positional, named = parsed, {}
+    else:
+        raise click.UsageError(f"ARGS is a JSON list of arguments or an object of keyword arguments, not {args!r}.")
+    handle = with_app(db, lambda app: app.submit(
+        workflow, *positional, run_id=run_id, queue=queue, key=key, delay=delay, priority=priority, **named
+    ))  # fmt: skip
+    where = f", queue {queue}" if queue else ""
+    click.echo(f"submitted {handle.run_id} ({workflow}{where})" if handle.created else f"{handle.run_id} exists already; left as it is")
+
+
+@click.command()
+@json_option
+@db_option
+def queues(as_json: bool, db: str) -> None:
+    """Each queue's runs that have not ended, by status (pending: waiting for a place; running: executing)."""
+    counts = with_app(db, lambda app: app.store.queue_counts(), read_only=True)
+    if as_json:
+        echo_json(counts)
+    elif not counts:
+        click.echo("no queued runs")
+    else:
+        rows = [[name, ", ".join(f"{n} {status}" for status, n in sorted(by.items()))] for name, by in sorted(counts.items())]
+        echo_table(["queue", "runs"], rows)
+
+
+COMMANDS = [submit, queues]
