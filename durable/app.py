@@ -322,7 +322,8 @@ class App:
 
     async def submit(
         self, wf: Any, /, *args: Any, run_id: str | None = None, timeout: float | None = None, queue: str | None = None,
-        key: str | None = None, delay: float | dt.timedelta | None = None, priority: int = 0, **kwargs: Any,
+        key: str | None = None, delay: float | dt.timedelta | None = None, priority: int = 0,
+        debounce: float | dt.timedelta | None = None, **kwargs: Any,
     ) -> RunHandle:
         """Record a run as 'pending' for any worker that has its workflow; return its handle at once.
 
@@ -331,9 +332,11 @@ class App:
         when a worker runs it. A known run_id is left as it is. `queue` (default:
         the workflow's) puts it on a queue, `key` gives it a key there (see
         durable.Queue), `delay` seconds pass before it may start, and runs of
-        higher `priority` start first.
+        higher `priority` start first. With `debounce` (seconds, and a `key`),
+        the run starts once no other submit of its key came for that long: a
+        submit while it waits gives it the new arguments and restarts the wait.
         """
-        return await queues.submit(self, wf, args, kwargs, run_id, timeout, queue, key, delay, priority)
+        return await queues.submit(self, wf, args, kwargs, run_id, timeout, queue, key, delay, priority, debounce)
 
     async def status(self, run_id: str) -> str:
         """A run's status (one small read); raise RunNotFound if there is none."""

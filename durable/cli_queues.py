@@ -17,9 +17,10 @@ __all__ = ["COMMANDS"]
 @click.option("--key", help="Its key on the queue (see key_concurrency).")
 @click.option("--delay", type=click.FloatRange(min=0), help="Seconds to wait before it may start.")
 @click.option("--priority", type=int, default=0, show_default=True, help="Runs of higher priority start first.")
+@click.option("--debounce", type=click.FloatRange(min=0), help="Start once no submit of --key came for this many seconds.")
 @db_option
 def submit(workflow: str, args: str | None, run_id: str | None, queue: str | None, key: str | None,
-           delay: float | None, priority: int, db: str) -> None:  # fmt: skip
+           delay: float | None, priority: int, debounce: float | None, db: str) -> None:  # fmt: skip
     """Record a run of WORKFLOW as pending, for any worker that has it; ARGS is a JSON list (or object: keyword arguments)."""
     parsed = [] if args is None else json_or_text(args)
     if isinstance(parsed, dict):
@@ -29,7 +30,8 @@ def submit(workflow: str, args: str | None, run_id: str | None, queue: str | Non
     else:
         raise click.UsageError(f"ARGS is a JSON list of arguments or an object of keyword arguments, not {args!r}.")
     handle = with_app(db, lambda app: app.submit(
-        workflow, *positional, run_id=run_id, queue=queue, key=key, delay=delay, priority=priority, **named
+        workflow, *positional, run_id=run_id, queue=queue, key=key, delay=delay, priority=priority, debounce=debounce,
+        **named,
     ))  # fmt: skip
     where = f", queue {queue}" if queue else ""
     click.echo(f"submitted {handle.run_id} ({workflow}{where})" if handle.created else f"{handle.run_id} exists already; left as it is")

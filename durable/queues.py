@@ -85,17 +85,18 @@ class Queue:
         return f"Queue({self.name!r}{', ' if shown else ''}{shown})"
 
 
-def _delay(value: float | dt.timedelta | None) -> float | None:
+def _delay(what: str, value: float | dt.timedelta | None) -> float | None:
     if isinstance(value, dt.timedelta):
         value = value.total_seconds()
     if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
-        raise TypeError(f"submit(delay=...) takes seconds >= 0 or a timedelta, not {value!r}.")
+        raise TypeError(f"submit({what}=...) takes seconds >= 0 or a timedelta, not {value!r}.")
     return value
 
 
 async def submit(
     app: App, wf: Any, args: tuple[Any, ...], kwargs: dict[str, Any], run_id: str | None, timeout: float | None,
     queue: str | None, key: str | None, delay: float | dt.timedelta | None, priority: int,
+    debounce: float | dt.timedelta | None = None,
 ) -> RunHandle:
     """App.submit: record a run as 'pending', on its queue, for any worker that has its workflow."""
     from .app import RunHandle, _check_run_id
@@ -114,17 +115,25 @@ async def submit(
             raise TypeError(f"submit({what}=...) takes a non-empty string, not {value!r}.")
     if isinstance(priority, bool) or not isinstance(priority, int):
         raise TypeError(f"submit(priority=...) takes a whole number (higher starts sooner), not {priority!r}.")
-    seconds = _delay(delay)
+    seconds, quiet = _delay("delay", delay), _delay("debounce", debounce)
+    if quiet is not None and (key is None or run_id is not None):
+        raise TypeError(
+            "submit(debounce=...) collapses the submits of one key into one run: give it a key=..., and no run_id "
+            "(the run is the key's pending one, or a new one)."
+        )
     now = app._clock()
     placement = None
     if queue is not None or key is not None or seconds or priority:
-        placement = Placement(queue, key, priority, None if not seconds else now + seconds)
+        start = now + (seconds or 0.0) + (quiet or 0.0)
+        placement = Placement(queue, key, priority, start if start > now else None, quiet)
     run_id = _check_run_id(run_id)
     existing = await app._store.create_run(
         run_id, name, blob, None, app.lease_seconds, now, app._deadline(workflow, timeout), placement
     )
     if existing is not None and existing.workflow != name:
         raise RunIdInUse(run_id, existing.workflow, name)
+    if existing is not None and quiet is not None:
+        return RunHandle(app, existing.run_id, created=False)  # the key's pending run: it took these arguments
     if existing is not None and existing.args != blob:
         log.warning(
             "run %s exists already, with other arguments (%s); it is left as it is and these (%s) are not used. "

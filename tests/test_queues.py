@@ -195,3 +195,31 @@ async def test_a_submit_of_a_known_run_id_with_other_arguments_is_reported_and_c
     assert (first.created, again.created, same.created) == (True, False, False)
     warned = [r.getMessage() for r in caplog.records if "exists already, with other arguments" in r.getMessage()]
     assert len(warned) == 1 and '"b"' in warned[0] and '"a"' in warned[0]
+
+
+async def test_debounce_collapses_rapid_submits_of_a_key_into_one_run_with_the_last_arguments(db: str) -> None:
+    clock = [1_000_000.0]
+    app = make_app(db, clock=lambda: clock[0])
+    got: list[str] = []
+
+    @app.workflow
+    async def reindex(ctx: durable.Context, version: str) -> str:
+        got.append(version)
+        return version
+
+    async with app:
+        handles = []
+        for i in range(10):  # a burst: each within the 5 s of the one before
+            handles.append(await app.submit(reindex, f"v{i}", key="catalog", debounce=5))
+            clock[0] += 1
+        assert len({h.run_id for h in handles}) == 1 and handles[0].created and not any(h.created for h in handles[1:])
+        assert await handles[0].status() == "pending"
+        clock[0] += 5  # quiet for 5 s since the last submit
+        assert await handles[0].result(timeout=10) == "v9"
+        later = await app.submit(reindex, "v10", key="catalog", debounce=5)  # the key's run has started: a new one
+        assert later.run_id != handles[0].run_id
+        clock[0] += 6
+        assert await later.result(timeout=10) == "v10"
+        with pytest.raises(TypeError, match="give it a key"):
+            await app.submit(reindex, "x", debounce=5)
+    assert got == ["v9", "v10"]

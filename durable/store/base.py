@@ -98,12 +98,18 @@ class RunRow(NamedTuple):
 
 
 class Placement(NamedTuple):
-    """Where a submitted run waits to start: its queue (None: none), key, priority (higher first), earliest start."""
+    """Where a submitted run waits to start: its queue (None: none), key, priority (higher first), earliest start.
+
+    With `debounce` (seconds), a pending run of the same workflow and key that
+    has not started yet takes the new arguments and waits `debounce` seconds
+    more, instead of a new run being created.
+    """
 
     queue: str | None = None
     key: str | None = None
     priority: int = 0
     not_before: float | None = None
+    debounce: float | None = None
 
 
 class RecordRow(NamedTuple):

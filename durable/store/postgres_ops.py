@@ -19,11 +19,10 @@ Concurrency is PostgreSQL's READ COMMITTED, so the rules are explicit:
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 from .base import FINAL, IN_PLACE, Answered, Claimed, RunRow
-from .queues import Limits, QueueLoad, pick
+from .queues import Limits
 
 __all__ = [
     "append",
@@ -182,11 +181,27 @@ async def create_running(conn: Any, params: tuple[Any, ...]) -> RunRow | None:
 
 
 async def create_placed(conn: Any, params: tuple[Any, ...]) -> RunRow | None:
-    """A pending run on a queue, with a key, a priority, or a time before which it does not start; else as create_pending."""
+    """A pending run on a queue, with a key, a priority, or a time before which it does not start; else as create_pending.
+
+    Debounced ($10), it is the run of the same workflow and key not started yet, if there is one (see the SQLite
+    store); two debounced submits of one key are serialised by an advisory lock on it.
+    """
+    if params[9] is not None:
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('durable debounce ' || $1 || ' ' || $2, 0))",
+                           params[1], params[6] or "")  # fmt: skip
+        moved = await conn.fetchval(
+            "UPDATE durable.runs SET args = $3, updated_at = $4, deadline = $5, queue = $6, priority = $8,"
+            " not_before = $9, debounce = $10 WHERE run_id = (SELECT run_id FROM durable.runs WHERE workflow = $2"
+            " AND queue_key IS NOT DISTINCT FROM $7 AND debounce IS NOT NULL AND status = 'pending' AND epoch = 0"
+            " AND $1::text IS NOT NULL ORDER BY created_at LIMIT 1 FOR UPDATE) RETURNING run_id",
+            *params,
+        )  # fmt: skip
+        if moved is not None:
+            return await select_run(conn, moved)
     inserted = await conn.execute(
         "INSERT INTO durable.runs (run_id, workflow, status, args, ready, created_at, updated_at, epoch, deadline, queue,"
-        " queue_key, priority, not_before) VALUES ($1, $2, 'pending', $3, 'submitted', $4, $4, 0, $5, $6, $7, $8, $9)"
-        " ON CONFLICT (run_id) DO NOTHING",
+        " queue_key, priority, not_before, debounce)"
+        " VALUES ($1, $2, 'pending', $3, 'submitted', $4, $4, 0, $5, $6, $7, $8, $9, $10) ON CONFLICT (run_id) DO NOTHING",
         *params,
     )  # fmt: skip
     return None if _count(inserted) == 1 else await select_run(conn, params[0])
@@ -237,7 +252,7 @@ async def claim(
 
 claim.notifies = True  # type: ignore[attr-defined]  # a previous owner still alive learns it lost the run
 
-_CLAIMABLE = (
+CLAIMABLE = (
     " workflow = ANY($2::text[]) AND ("
     f"  (status = 'running' AND owner <> $1 AND (lease_until IS NULL OR lease_until < {NOW} OR owner = ANY($3::text[])))"
     "  OR (status = 'pending' AND (not_before IS NULL OR not_before <= $4))"
@@ -245,7 +260,7 @@ _CLAIMABLE = (
 )
 _CLAIM_READY = (
     "WITH candidate AS ("
-    f" SELECT run_id, status, owner, ready FROM durable.runs WHERE {_CLAIMABLE} AND queue IS NULL"
+    f" SELECT run_id, status, owner, ready FROM durable.runs WHERE {CLAIMABLE} AND queue IS NULL"
     # Orphans first (already started, maybe holding resources), new submissions last.
     " ORDER BY CASE WHEN status = 'running' THEN 0 WHEN ready = 'submitted' THEN 2 ELSE 1 END, updated_at"
     " LIMIT $5 FOR UPDATE SKIP LOCKED)"
@@ -254,19 +269,6 @@ _CLAIM_READY = (
     " FROM candidate AS c WHERE r.run_id = c.run_id"
     " RETURNING r.run_id, r.workflow, r.args, r.epoch, c.status, c.owner, c.ready, r.records, r.deadline"
 )
-# A queue's candidates, best first. SKIP LOCKED passes rows another transaction holds (an answer, a park): the
-# queue's budget is counted under an advisory lock on its name, so no two claimers spend it at once.
-_QUEUED = (
-    "SELECT run_id, workflow, args, epoch, status, owner, ready, records, deadline, status, queue_key, started_at"
-    f" FROM durable.runs WHERE {_CLAIMABLE} AND queue = $6"
-    " ORDER BY CASE WHEN status = 'running' THEN 0 ELSE 1 END, priority DESC, updated_at LIMIT $5 FOR UPDATE SKIP LOCKED"
-)
-_CLAIM_QUEUED = (
-    "UPDATE durable.runs SET status = 'running', ready = NULL, owner = $1, epoch = epoch + 1,"
-    f" lease_until = {NOW} + $2, updated_at = $3, started_at = COALESCE(started_at, $3) WHERE run_id = ANY($4::text[])"
-)
-
-
 async def claim_ready(
     conn: Any, claimant: str, workflows: list[str], dead: list[str], limit: int, lease: float, now: float,
     queues: dict[str, Limits] | None = None,
@@ -274,50 +276,13 @@ async def claim_ready(
     claimed = [Claimed(*row) for row in await conn.fetch(_CLAIM_READY, claimant, workflows, dead, now, limit, lease)]
     if not queues or len(claimed) >= limit:
         return claimed
+    from .postgres_queues import claim_queued  # it reads this module's CLAIMABLE
+
     # In a transaction (the batch's, or one of its own): each queue's lock is held until its claims commit.
     if conn.is_in_transaction():
-        return claimed + await _claim_queued(conn, claimant, workflows, dead, limit - len(claimed), lease, now, queues)
+        return claimed + await claim_queued(conn, claimant, workflows, dead, limit - len(claimed), lease, now, queues)
     async with conn.transaction():
-        return claimed + await _claim_queued(conn, claimant, workflows, dead, limit - len(claimed), lease, now, queues)
-
-
-async def _claim_queued(
-    conn: Any, claimant: str, workflows: list[str], dead: list[str], room: int, lease: float, now: float,
-    queues: dict[str, Limits],
-) -> list[Claimed]:
-    claimed: list[Claimed] = []
-    for name, limits in sorted(queues.items()):  # sorted: two claimers take the queues' locks in one order
-        left = room - len(claimed)
-        if left <= 0:
-            break
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('durable queue ' || $1, 0))", name)
-        candidates = await conn.fetch(_QUEUED, claimant, workflows, dead, now, left + 64, name)
-        if not candidates:
-            continue
-        taken = pick(candidates, limits, await queue_load(conn, name, claimant, limits, now), left)
-        if taken:
-            await conn.execute(_CLAIM_QUEUED, claimant, lease, now, [row[0] for row in taken])
-            claimed += [Claimed(r[0], r[1], r[2], r[3] + 1, r[4], r[5], r[6], r[7], r[8]) for r in taken]
-    return claimed
-
-
-async def queue_load(conn: Any, queue: str, claimant: str, limits: Limits, now: float) -> QueueLoad:
-    """What `queue` holds now: its executing runs (by key, and this claimant's), its starts in its rate window."""
-    running, mine, by_key = 0, 0, Counter[str]()
-    for key, own, count in await conn.fetch(
-        "SELECT queue_key, owner = $1, count(*) FROM durable.runs WHERE queue = $2 AND status = 'running' GROUP BY 1, 2",
-        claimant, queue,
-    ):  # fmt: skip
-        running += count
-        mine += count if own else 0
-        if key is not None:
-            by_key[key] += count
-    started = 0
-    if limits.rate is not None:
-        started = await conn.fetchval(
-            "SELECT count(*) FROM durable.runs WHERE queue = $1 AND started_at > $2", queue, now - limits.rate[1]
-        )
-    return QueueLoad(running, mine, by_key, started)
+        return claimed + await claim_queued(conn, claimant, workflows, dead, limit - len(claimed), lease, now, queues)
 
 
 async def renew(conn: Any, owner: str, lease: float) -> dict[str, tuple[int, bool]]:

@@ -153,12 +153,13 @@ MIGRATIONS: list[list[str]] = [
         CHILD_ENDED.format(create="CREATE OR REPLACE", wakes=f"(wake_any OR {ALL_FILLED})", kinds=IN_PLACE),
     ],
     [  # version 5: queues (durable.Queue): a run's queue and key, its priority, when it may start (submit(delay=)),
-        # and when it first started (a queue's rate counts starts)
+        # when it first started (a queue's rate counts starts), and its debounce
         "ALTER TABLE durable.runs ADD COLUMN queue text",
         "ALTER TABLE durable.runs ADD COLUMN queue_key text",
         "ALTER TABLE durable.runs ADD COLUMN priority integer NOT NULL DEFAULT 0",
         "ALTER TABLE durable.runs ADD COLUMN not_before double precision",
         "ALTER TABLE durable.runs ADD COLUMN started_at double precision",
+        "ALTER TABLE durable.runs ADD COLUMN debounce double precision",  # submit(debounce=...): later submits of its key move it on
         "CREATE INDEX runs_by_queue ON durable.runs (queue, status) WHERE queue IS NOT NULL",
         "CREATE INDEX runs_started ON durable.runs (queue, started_at) WHERE queue IS NOT NULL",
     ],

@@ -81,14 +81,30 @@ def create_run(conn: sqlite3.Connection, params: tuple[Any, ...]) -> RunRow | No
 
 
 def create_placed(conn: sqlite3.Connection, params: tuple[Any, ...]) -> RunRow | None:
-    """A pending run on a queue, with a key, a priority, or a time before which it does not start; else as create_run."""
+    """A pending run on a queue, with a key, a priority, or a time before which it does not start; else as create_run.
+
+    Debounced (?10), it is the run of the same workflow and key not started yet, if there is one: that one takes
+    these arguments and starts ?10 seconds from now (RunRow of it returned).
+    """
+    if params[9] is not None:
+        moved = conn.execute(f"{DEBOUNCE} RETURNING run_id", params).fetchone()
+        if moved is not None:
+            return select_run(conn, moved[0])
     inserted = conn.execute(
         "INSERT INTO runs (run_id, workflow, status, args, ready, created_at, updated_at, epoch, deadline, queue,"
-        " queue_key, priority, not_before) VALUES (?1, ?2, 'pending', ?3, 'submitted', ?4, ?4, 0, ?5, ?6, ?7, ?8, ?9)"
-        " ON CONFLICT (run_id) DO NOTHING",
+        " queue_key, priority, not_before, debounce)"
+        " VALUES (?1, ?2, 'pending', ?3, 'submitted', ?4, ?4, 0, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT (run_id) DO NOTHING",
         params,
     ).rowcount
     return None if inserted else select_run(conn, params[0])
+
+
+# A debounced submit: the pending run of its workflow and key that never started takes the new arguments.
+DEBOUNCE = (
+    "UPDATE runs SET args = ?3, updated_at = ?4, deadline = ?5, queue = ?6, priority = ?8, not_before = ?9,"
+    " debounce = ?10 WHERE run_id = (SELECT run_id FROM runs WHERE workflow = ?2 AND queue_key IS ?7"
+    " AND debounce IS NOT NULL AND status = 'pending' AND epoch = 0 ORDER BY created_at LIMIT 1)"
+)
 
 
 def select_run(conn: sqlite3.Connection, run_id: str) -> RunRow | None:

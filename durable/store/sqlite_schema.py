@@ -140,12 +140,13 @@ MIGRATIONS: list[list[str]] = [
         CHILD_ENDED.format(wakes=f"(wake_any OR {ALL_FILLED})", kinds=IN_PLACE),
     ],
     [  # version 6: queues (durable.Queue): a run's queue and key, its priority, when it may start (submit(delay=)),
-        # and when it first started (a queue's rate counts starts)
+        # when it first started (a queue's rate counts starts), and its debounce
         "ALTER TABLE runs ADD COLUMN queue TEXT",
         "ALTER TABLE runs ADD COLUMN queue_key TEXT",
         "ALTER TABLE runs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE runs ADD COLUMN not_before REAL",
         "ALTER TABLE runs ADD COLUMN started_at REAL",
+        "ALTER TABLE runs ADD COLUMN debounce REAL",  # submit(debounce=...): later submits of its key move it on
         "CREATE INDEX runs_by_queue ON runs (queue, status) WHERE queue IS NOT NULL",
         "CREATE INDEX runs_started ON runs (queue, started_at) WHERE queue IS NOT NULL",
     ],
