@@ -237,6 +237,7 @@ async def test_answer_a_prompt_and_the_run_completes(client: httpx.AsyncClient) 
 async def test_bad_answers_are_refused_and_write_nothing(client: httpx.AsyncClient) -> None:
     run_id = await start(client, "survey")
     await pending(client, run_id)
+    await status_becomes(client, run_id, "waiting")  # parked: its prompt is listed a moment before
     url = f"/runs/{run_id}/prompts/colour"
     error(await client.post(url, json={"value": "green"}), 422, "InvalidAnswer", "'green' is not one of")
     error(await client.post(url, json={"value": None}), 422, "InvalidAnswer")

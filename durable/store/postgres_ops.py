@@ -38,6 +38,7 @@ __all__ = [
     "finish",
     "flush",
     "park",
+    "warm_writer",
     "release",
     "renew",
     "reopen_prompt",
@@ -323,31 +324,34 @@ async def park(
         "SELECT 1 FROM durable.runs WHERE run_id = $1 AND owner = $2 AND epoch = $3 FOR UPDATE", run_id, owner, epoch
     ) is None:
         return None
-    waits = "EXISTS (SELECT 1 FROM durable.records WHERE run_id = $1 AND status = 'waiting')"
+    return await conn.fetchval(_PARK, run_id, wake_at, now, records, deadline, waiting_at, race)
+
+
+# Each condition is computed once (f, then g), after the lock above: what committed before it is seen.
+_PARK = (
+    "WITH f AS (SELECT EXISTS (SELECT 1 FROM durable.records WHERE run_id = $1 AND status = 'waiting') AS waits,"
     # A race, or waits the run no longer makes (left by an abandoned ctx.as_completed): the first filled wakes it.
-    wake_any = (
-        "($7::boolean OR ($6::int[] IS NOT NULL AND EXISTS (SELECT 1 FROM durable.records WHERE run_id = $1"
-        " AND status = 'waiting' AND NOT seq = ANY($6::int[]))))"
-    )
-    raced = (
-        f"({wake_any} AND EXISTS (SELECT 1 FROM durable.records WHERE run_id = $1 AND seq = ANY($6::int[])"
-        " AND status <> 'waiting'))"
-    )
-    return await conn.fetchval(
-        f"UPDATE durable.runs SET status = CASE WHEN status = 'paused' THEN 'paused' WHEN {raced} THEN 'pending'"
-        f"   WHEN {waits} THEN 'waiting' WHEN $2::float8 IS NOT NULL THEN 'sleeping' ELSE 'pending' END,"
-        f" ready = CASE WHEN status <> 'paused' AND ({raced} OR ($2::float8 IS NULL AND NOT {waits})) THEN 'answered' END,"
-        # A waiting run wakes at its prompts' earliest deadline too, and any run at its own deadline
-        # (the soonest of these; LEAST leaves out NULLs).
-        f" wake_at = CASE WHEN {waits} THEN LEAST($2::float8, $5::float8, deadline) ELSE LEAST($2::float8, deadline) END,"
-        f" wake_any = {wake_any},"
-        " owner = NULL, lease_until = NULL, updated_at = $3, records = GREATEST(records, $4)"
-        " WHERE run_id = $1 RETURNING status",
-        run_id, wake_at, now, records, deadline, waiting_at, race,
-    )  # fmt: skip
+    "  ($7::boolean OR ($6::int[] IS NOT NULL AND EXISTS (SELECT 1 FROM durable.records WHERE run_id = $1"
+    "   AND status = 'waiting' AND NOT seq = ANY($6::int[])))) AS wake_any),"
+    " g AS (SELECT waits, wake_any, wake_any AND EXISTS (SELECT 1 FROM durable.records WHERE run_id = $1"
+    "  AND seq = ANY($6::int[]) AND status <> 'waiting') AS raced FROM f)"
+    " UPDATE durable.runs AS r SET status = CASE WHEN r.status = 'paused' THEN 'paused' WHEN g.raced THEN 'pending'"
+    "   WHEN g.waits THEN 'waiting' WHEN $2::float8 IS NOT NULL THEN 'sleeping' ELSE 'pending' END,"
+    " ready = CASE WHEN r.status <> 'paused' AND (g.raced OR ($2::float8 IS NULL AND NOT g.waits)) THEN 'answered' END,"
+    # A waiting run wakes at its prompts' earliest deadline too, and any run at its own deadline
+    # (the soonest of these; LEAST leaves out NULLs).
+    " wake_at = CASE WHEN g.waits THEN LEAST($2::float8, $5::float8, r.deadline) ELSE LEAST($2::float8, r.deadline) END,"
+    " wake_any = g.wake_any, owner = NULL, lease_until = NULL, updated_at = $3, records = GREATEST(r.records, $4)"
+    " FROM g WHERE r.run_id = $1 RETURNING r.status"
+)
 
 
 park.notifies = True  # type: ignore[attr-defined]
+
+
+async def warm_writer(conn: Any) -> None:
+    """Prepare the writer's largest statement when it connects, not at a run's first park (it matches no run)."""
+    await conn.fetchval(_PARK, "", None, 0.0, 0, None, None, False)
 
 _FINISH = (
     "UPDATE durable.runs SET status = $1, result = $2, error = $3, owner = NULL, lease_until = NULL,"
