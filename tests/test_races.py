@@ -327,8 +327,15 @@ async def test_check_replays_decided_and_waiting_races_and_the_test_kit_replays_
 
     async with app:
         handle = await app.start(race, run_id="r")
-        await eventually(lambda: _status(app, "r", "waiting"), what="the second race")
-        assert [(c.run_id, c.verdict) for c in await app.check()] == [("r", "ok")]
+        async def asked() -> bool:  # the second race's prompt (replay_every_step parks the run after each record)
+            return any(p.key == "k" for p in await app.prompts(run_id="r"))
+
+        await eventually(asked, what="the second race's prompt")
+
+        async def checked() -> bool:  # replay_every_step replays the parked run once more: check skips it meanwhile
+            return [(c.run_id, c.verdict) for c in await app.check()] == [("r", "ok")]
+
+        await eventually(checked, what="check() to replay the parked run: ok")
         await app.answer("r", "k", "yes")
         assert await handle.result(timeout=10) == ["A", "yes"]
     assert [d[3] for d in decisions(db, "r")] == [{"done": [0], "withdrawn": [1]}, {"done": [4], "withdrawn": [3]}]

@@ -183,7 +183,6 @@ class PostgresStore(OperatorWrites):
                 settings["synchronous_commit"] = "off"
             self._writer = await self._connect(**settings)
             self._writer_pid = self._writer.get_server_pid()
-            await ops.warm_writer(self._writer)
         return self._writer
 
     def _drop_writer(self) -> None:

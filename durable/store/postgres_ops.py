@@ -38,7 +38,6 @@ __all__ = [
     "finish",
     "flush",
     "park",
-    "warm_writer",
     "release",
     "renew",
     "reopen_prompt",
@@ -348,10 +347,6 @@ _PARK = (
 
 park.notifies = True  # type: ignore[attr-defined]
 
-
-async def warm_writer(conn: Any) -> None:
-    """Prepare the writer's largest statement when it connects, not at a run's first park (it matches no run)."""
-    await conn.fetchval(_PARK, "", None, 0.0, 0, None, None, False)
 
 _FINISH = (
     "UPDATE durable.runs SET status = $1, result = $2, error = $3, owner = NULL, lease_until = NULL,"
