@@ -267,6 +267,18 @@ class Calls:
         if not self.inflight and self._settled is not None and not self._settled.done():
             self._settled.set_result(None)
 
+    async def _fenced(self, write: Callable[..., Any], *args: Any) -> Any:
+        """Make a write of this run's own (`write(*args)`), counted in flight: a store fault stops the execution,
+        a refused fence (the run cancelled or taken over) stops it as lost. Returns what the write returns."""
+        self._begin()
+        try:
+            result = await self._write(write(*args))
+        finally:
+            self._end()
+        if not (result[0] if isinstance(result, tuple) else result):
+            self._lost()
+        return result
+
     async def step(
         self, seq: int, spec: StepSpec, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
@@ -364,16 +376,10 @@ class Calls:
         else:
             now = self.clock()
             wake_at = now + max(0.0, float(seconds))
-            self._begin()
-            try:
-                ok = await self._write(self.store.append(self.fence, RecordRow(
-                    seq, "sleep", "sleep", "scheduled", encode(dt.datetime.fromtimestamp(wake_at, UTC), "a wake-up time"),
-                    None, 1, now, None, None, None,
-                )))  # fmt: skip
-            finally:
-                self._end()
-            if not ok:
-                self._lost()
+            await self._fenced(self.store.append, self.fence, RecordRow(
+                seq, "sleep", "sleep", "scheduled", encode(dt.datetime.fromtimestamp(wake_at, UTC), "a wake-up time"),
+                None, 1, now, None, None, None,
+            ))  # fmt: skip
             self.known += 1
             if self.replay_each:
                 self._replay_from_start()
@@ -419,15 +425,7 @@ class Calls:
             return  # published when the run first came here: replay does not publish again
         blob = encode(value, f"the value published on {topic!r}")
         now = self.clock()
-        self._begin()
-        try:
-            ok = await self._write(
-                self.store.append(self.fence, RecordRow(seq, "publish", topic, "completed", blob, None, 1, now, now, None, None))
-            )
-        finally:
-            self._end()
-        if not ok:
-            self._lost()
+        await self._fenced(self.store.append, self.fence, RecordRow(seq, "publish", topic, "completed", blob, None, 1, now, now, None, None))
         self.known += 1
         if self.replay_each:
             self._replay_from_start()

@@ -114,15 +114,9 @@ class Waits(Calls):
             ASKED.remember(self.workflow.name, key, schema, adapter)
             now = self.clock()
             deadline = None if timeout is None else now + timeout
-            self._begin()
-            try:
-                ok = await self._write(self.store.append(
-                    self.fence, RecordRow(seq, "ask", key, "waiting", None, None, 1, now, None, question, schema, deadline)
-                ))  # fmt: skip
-            finally:
-                self._end()
-            if not ok:
-                self._lost()
+            await self._fenced(
+                self.store.append, self.fence, RecordRow(seq, "ask", key, "waiting", None, None, 1, now, None, question, schema, deadline)
+            )
             self.known += 1
             if deadline is not None:
                 self._wake_for(deadline)
@@ -159,13 +153,7 @@ class Waits(Calls):
         if record is None:
             now = self.clock()
             deadline = None if timeout is None else now + timeout
-            self._begin()
-            try:
-                ok, value = await self._write(self.store.receive(self.fence, seq, topic, now, deadline))
-            finally:
-                self._end()
-            if not ok:
-                self._lost()
+            _, value = await self._fenced(self.store.receive, self.fence, seq, topic, now, deadline)
             self.known += 1
             if value is not None:
                 if self.replay_each:
@@ -188,15 +176,7 @@ class Waits(Calls):
         if record is None:
             now = self.clock()
             deadline = None if timeout is None else now + timeout
-            self._begin()
-            try:
-                ok, status, value, error = await self._write(
-                    self.store.start_child(self.fence, seq, child_id, workflow, blob, now, deadline)
-                )
-            finally:
-                self._end()
-            if not ok:
-                self._lost()
+            _, status, value, error = await self._fenced(self.store.start_child, self.fence, seq, child_id, workflow, blob, now, deadline)
             if status == "taken":
                 raise RunIdInUse(child_id, value.decode(), workflow)  # type: ignore[union-attr]
             if status == "parented":

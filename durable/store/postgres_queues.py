@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 from .base import Claimed
@@ -46,20 +45,15 @@ async def claim_queued(
 
 async def queue_load(conn: Any, queue: str, claimant: str, limits: Limits, now: float) -> QueueLoad:
     """What `queue` holds now: its executing runs (by key, and this claimant's), its starts in its rate window."""
-    running, mine, by_key = 0, 0, Counter[str]()
-    for key, own, count in await conn.fetch(
+    executing = await conn.fetch(
         "SELECT queue_key, owner = $1, count(*) FROM durable.runs WHERE queue = $2 AND status = 'running' GROUP BY 1, 2",
         claimant, queue,
-    ):  # fmt: skip
-        running += count
-        mine += count if own else 0
-        if key is not None:
-            by_key[key] += count
+    )  # fmt: skip
     started = 0
     if limits.rate is not None:
         started = await conn.fetchval(
             "SELECT count(*) FROM durable.runs WHERE queue = $1 AND started_at > $2", queue, now - limits.rate[1]
         )
-    return QueueLoad(running, mine, by_key, started)
+    return QueueLoad.of(executing, started)
 
 

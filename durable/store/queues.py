@@ -35,6 +35,16 @@ class QueueLoad(NamedTuple):
     by_key: Counter[str]
     started: int
 
+    @classmethod
+    def of(cls, executing: Sequence[Any], started: int) -> QueueLoad:
+        """From (key, owned by the claimant, count) rows of the queue's executing runs, and its starts."""
+        by_key = Counter[str]()
+        for key, _, count in executing:
+            if key is not None:
+                by_key[key] += count
+        running = sum(count for _, _, count in executing)
+        return cls(running, sum(count for _, own, count in executing if own), by_key, started)
+
 
 def pick(candidates: Sequence[Any], limits: Limits, load: QueueLoad, room: int) -> list[Any]:
     """The candidates (in their order) that may be claimed now: rows whose [-3:] are (status, key, started_at).

@@ -9,7 +9,6 @@ epoch) can never interleave with a claim.
 from __future__ import annotations
 
 import sqlite3
-from collections import Counter
 from typing import Any
 
 from .base import FINAL, IN_PLACE, Answered, Claimed, Fence, RunRow
@@ -184,20 +183,15 @@ def claim_ready(
 
 def queue_load(conn: sqlite3.Connection, queue: str, claimant: str, limits: Limits, now: float) -> QueueLoad:
     """What `queue` holds now: its executing runs (by key, and this claimant's), its starts in its rate window."""
-    running, mine, by_key = 0, 0, Counter[str]()
-    for key, own, count in conn.execute(
+    executing = conn.execute(
         "SELECT queue_key, owner = ?, count(*) FROM runs WHERE queue = ? AND status = 'running' GROUP BY 1, 2",
         (claimant, queue),
-    ):
-        running += count
-        mine += count if own else 0
-        if key is not None:
-            by_key[key] += count
+    ).fetchall()
     started = 0
     if limits.rate is not None:
         since = now - limits.rate[1]
         started = conn.execute("SELECT count(*) FROM runs WHERE queue = ? AND started_at > ?", (queue, since)).fetchone()[0]
-    return QueueLoad(running, mine, by_key, started)
+    return QueueLoad.of(executing, started)
 
 
 def renew(conn: sqlite3.Connection, owner: str, lease: float) -> dict[str, tuple[int, bool]]:
