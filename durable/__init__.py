@@ -25,6 +25,7 @@ from .errors import (
     RunIdInUse,
     RunNotFound,
     RunTimedOut,
+    ScheduleNotFound,
     SeqOutOfRange,
     SignatureChanged,
     StepFailed,
@@ -38,6 +39,7 @@ from .errors import (
 )
 from .model import CheckResult, Prompt, Record, Run
 from .queues import Queue
+from .schedules import ScheduleInfo
 from .steps import step
 
 __version__ = "0.1.0"
@@ -73,6 +75,8 @@ __all__ = [
     "RunIdInUse",
     "RunNotFound",
     "RunTimedOut",
+    "ScheduleInfo",
+    "ScheduleNotFound",
     "SeqOutOfRange",
     "SignatureChanged",
     "StepFailed",

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
-from . import follow, inbox, operate, queues
+from . import follow, inbox, operate, queues, schedules
 from .check import check_runs
 from .engine import Engine
 from .errors import (
@@ -27,6 +27,7 @@ from .errors import (
 )
 from .model import CheckResult, Prompt, Record, Run
 from .queues import Queue
+from .schedules import Schedule, ScheduleInfo, Scheduler
 from .store import make_store, redact
 from .store.base import FINAL, STATUSES, RunRow, Store
 from .worker import Worker
@@ -130,6 +131,7 @@ class App:
         self._workflows: dict[str, Workflow] = {}
         self._by_fn: dict[Any, Workflow] = {}
         self._queues: dict[str, Queue] = {}
+        self._schedules: dict[str, Schedule] = {}
         self._engine: Engine | None = None
         self._worker: Worker | None = None
 
@@ -197,6 +199,30 @@ class App:
         self._queues[queue.name] = queue
         return queue
 
+    def schedule(
+        self, cron: str, *, name: str | None = None, timezone: str = "UTC", catch_up: int = 1, queue: str | None = None
+    ) -> Callable[[F], F]:
+        """Register an ``async def (ctx, at)`` workflow and run it once per slot of `cron`, across all processes.
+
+        `at` is the slot's time (a UTC datetime); the slot's run_id is ``"<name>@<slot ISO 8601>"``. `cron` has five
+        fields, or six with seconds first, read in `timezone`. Of the slots missed while no process with this App
+        ran, the latest `catch_up` run. `queue`: the queue its runs go on. Needs ``durable[schedules]``.
+        """
+        return lambda fn: schedules.register(self, fn, cron, name, timezone, catch_up, queue)
+
+    async def schedules(self) -> list[ScheduleInfo]:
+        """Every schedule in the store (of any App that opened it), with its latest and next slot."""
+        now = self._clock()
+        return [ScheduleInfo.of(row, now) for row in await self._store.schedules()]
+
+    async def pause_schedule(self, name: str) -> ScheduleInfo:
+        """Fire none of its slots until resumed (in every process); runs already made go on. ScheduleNotFound."""
+        return await schedules.pause(self, name, True)
+
+    async def resume_schedule(self, name: str) -> ScheduleInfo:
+        """Fire its slots again, from the next one: the slots that passed while it was paused are skipped."""
+        return await schedules.pause(self, name, False)
+
     @property
     def workflows(self) -> dict[str, Workflow]:
         return dict(self._workflows)
@@ -243,7 +269,7 @@ class App:
             replay_every_step=self.replay_every_step,
             queues=self._queues,
         )
-        worker = Worker(engine)
+        worker = Worker(engine, Scheduler(engine, self._schedules))
         engine.kick = worker.kick
         self._engine, self._worker = engine, worker
         if not self.read_only:

@@ -1,9 +1,13 @@
-"""The commands for queues: ``durable submit`` (a run from the command line, no Python) and ``durable queues``."""
+"""The commands for queues and schedules: ``durable submit`` (a run from the command line, no Python),
+``durable queues`` and ``durable schedules`` (list, pause, resume)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
+from .schedules import ScheduleInfo
 from .cli_base import db_option, echo_json, echo_table, json_option, json_or_text, with_app
 
 __all__ = ["COMMANDS"]
@@ -52,4 +56,46 @@ def queues(as_json: bool, db: str) -> None:
         echo_table(["queue", "runs"], rows)
 
 
-COMMANDS = [submit, queues]
+def _shown(info: ScheduleInfo) -> dict[str, Any]:
+    when = lambda t: None if t is None else t.isoformat(timespec="seconds").replace("+00:00", "Z")  # noqa: E731
+    return {**info._asdict(), "last": when(info.last), "next": when(info.next)}
+
+
+@click.group(invoke_without_command=True)
+@json_option
+@db_option
+@click.pass_context
+def schedules(ctx: click.Context, as_json: bool, db: str) -> None:
+    """Each schedule in the store: its cron, its latest slot fired and its next one; pause or resume one."""
+    if ctx.invoked_subcommand is not None:
+        return
+    found = [_shown(info) for info in with_app(db, lambda app: app.schedules(), read_only=True)]
+    if as_json:
+        echo_json(found)
+    elif not found:
+        click.echo("no schedules (an App registers its own when it opens)")
+    else:
+        echo_table(["schedule", "cron", "timezone", "last", "next"], [
+            [s["name"], s["cron"], s["timezone"], s["last"] or "-", "paused" if s["paused"] else s["next"]] for s in found
+        ])  # fmt: skip
+
+
+@schedules.command("pause")
+@click.argument("name")
+@db_option
+def pause_schedule(name: str, db: str) -> None:
+    """Fire no slot of schedule NAME, in any process, until it is resumed."""
+    with_app(db, lambda app: app.pause_schedule(name))
+    click.echo(f"paused schedule {name}")
+
+
+@schedules.command("resume")
+@click.argument("name")
+@db_option
+def resume_schedule(name: str, db: str) -> None:
+    """Fire the slots of schedule NAME again, from its next one (those passed while paused are skipped)."""
+    info = with_app(db, lambda app: app.resume_schedule(name))
+    click.echo(f"resumed schedule {name}; next slot {_shown(info)['next']}")
+
+
+COMMANDS = [submit, queues, schedules]

@@ -6,6 +6,7 @@
     ├── EncodingError           a value cannot be stored as JSON, or read back as its type
     ├── WorkflowNotFound        no workflow of that name is registered on this App
     ├── RunNotFound             no run with that run_id in the journal
+    ├── ScheduleNotFound        no schedule of that name in the store (pause_schedule, resume_schedule)
     ├── RunIdInUse              the run_id belongs to a run of another workflow
     ├── ChildOfAnother          ctx.child(run_id=...) named a run that is already another run's child
     ├── RunCancelled            the run was cancelled
@@ -46,7 +47,7 @@ __all__ = [
     "AppNotOpen", "ChildOfAnother", "DefinitionError", "DuplicatePromptKey", "DurableError", "EncodingError",
     "InvalidAnswer", "InvalidArguments", "InvalidMessage", "JournalError", "NondeterminismError", "NotInWorkflow",
     "PromptAlreadyAnswered", "PromptExpired", "PromptNotFound", "ReceiveTimedOut", "RunAlreadyFinished",
-    "RunCancelled", "RunExists", "RunIdInUse", "RunNotFound", "RunTimedOut", "SeqOutOfRange", "SignatureChanged",
+    "RunCancelled", "RunExists", "RunIdInUse", "RunNotFound", "RunTimedOut", "ScheduleNotFound", "SeqOutOfRange", "SignatureChanged",
     "StepFailed", "StepTimeout", "StoreUnavailable", "UnreadableRecord", "UnsafeBind", "WorkflowNotFound",
     "UnsafeRace", "WrongRunStatus",
 ]  # fmt: skip
@@ -126,6 +127,18 @@ class RunNotFound(DurableError):
 
     def describe(self) -> str:
         return f"No run {self.run_id!r} in this journal. Check the run_id and the database path."
+
+
+class ScheduleNotFound(DurableError):
+    """No schedule of that name is in the store."""
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        super().__init__(name, known)
+        self.name, self.known = name, known
+
+    def describe(self) -> str:
+        known = ", ".join(self.known) or "none"
+        return f"No schedule {self.name!r} in this store (it has: {known}). A schedule is stored once an App with it opens."
 
 
 class RunIdInUse(DurableError):

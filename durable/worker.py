@@ -6,7 +6,8 @@ Each pass claims, through the engine, for the workflows registered on the App
   or whose lease expired (anywhere);
 - runs that are ready ('pending': a prompt was answered, the run was created
   by a process without the workflow, or released by one shutting down);
-- runs whose durable timer is due.
+- runs whose durable timer is due;
+- the slots of the App's schedules that have come (their runs are made, then claimed).
 Each claim bumps the run's epoch, so the previous owner can never write into
 it again. The loop also renews the leases of the runs executing here, and
 stops local runs another process cancelled or took over.
@@ -31,6 +32,7 @@ from .owner import is_dead_here
 
 if TYPE_CHECKING:
     from .engine import Engine
+    from .schedules import Scheduler
 
 __all__ = ["Worker"]
 
@@ -44,8 +46,9 @@ UNKNOWN_EVERY_SECONDS = 60.0
 class Worker:
     """Resumes due, answered and orphaned runs through one engine."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, scheduler: Scheduler | None = None) -> None:
         self.engine = engine
+        self.scheduler = scheduler
         self._kick = asyncio.Event()
         self._stopping = False
         self._next_wake: float | None = None
@@ -136,10 +139,13 @@ class Worker:
     async def _scan(self) -> None:
         engine = self.engine
         await engine.release_stranded()
+        if self.scheduler is not None:
+            await self.scheduler.tick()  # a slot's runs, made now, are claimed in this same pass
         dead = [o for o in await engine.store.running_owners() if o != engine.owner and is_dead_here(o)]
         await engine.claim_ready(dead)
         await self._tell_unknown()
-        self._next_wake = await engine.store.next_wake()
+        wakes = [await engine.store.next_wake(), self.scheduler and self.scheduler.next_due()]
+        self._next_wake = min((t for t in wakes if t is not None), default=None)
         # A third of the lease: a busy process renews two more times before any other may take its runs.
         if engine.in_flight and time.monotonic() - self._last_renewal >= engine.lease_seconds / 3:
             self._last_renewal = time.monotonic()

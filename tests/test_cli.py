@@ -487,7 +487,7 @@ def test_python_m_durable_help_lists_the_commands() -> None:
     assert done.stdout.startswith("Usage: durable [OPTIONS] COMMAND [ARGS]...")
     commands = re.findall(r"^  (\w+) ", done.stdout.split("Commands:")[1], re.MULTILINE)
     assert commands == [
-        "answer", "cancel", "check", "doctor", "fork", "pause", "prompts", "prune", "queues", "resume", "retry", "runs", "send",
+        "answer", "cancel", "check", "doctor", "fork", "pause", "prompts", "prune", "queues", "resume", "retry", "runs", "schedules", "send",
         "serve", "show", "submit", "worker",
     ]
 

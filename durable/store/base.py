@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol
 
 from .queues import Limits
+from .schedules import ScheduleStore
 
 __all__ = [
     "FINAL",
@@ -182,7 +183,7 @@ class Answered(NamedTuple):
     claimed: Claimed | None  # the run, when the answer also claimed it for the answering owner
 
 
-class Store(Protocol):
+class Store(ScheduleStore, Protocol):
     """A journal of runs and records. Every method may raise StoreUnavailable."""
 
     target: str  # the path or URL, as people should read it (no password)

@@ -29,13 +29,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..errors import JournalError
-from . import postgres_admin, postgres_messages
+from . import postgres_admin, postgres_messages, postgres_schedules
 from . import postgres_ops as ops
 from . import redact, split_url
 from .base import (
     FINAL, IN_PLACE, SET_ASIDE, Answered, Claimed, Fence, OperatorWrites, Placement, PromptRow, RecordRow, Recorded, RunRow,
 )  # fmt: skip
 from .queues import Limits, by_queue
+from .schedules import ScheduleWrites
 from .verify import LOST_RECORDS, VALUES_AFTER, damaged_values, lost_records
 from .batch import Batcher, Item, Outcome, runs_of
 from .postgres_schema import REPLAY, RETRY_STATES, classify, fails_batch, keep_session, rollback, warm
@@ -64,10 +65,11 @@ RETRIES = 5
 _RECORD = "seq, kind, name, status, value, error, attempts, started_at, finished_at, question, schema, deadline"
 
 
-class PostgresStore(OperatorWrites):
+class PostgresStore(OperatorWrites, ScheduleWrites):
     """Runs and records in a PostgreSQL database (schema ``durable``)."""
 
     admin = postgres_admin  # its operators' writes (OperatorWrites)
+    schedule_ops = postgres_schedules  # ScheduleWrites
 
     def __init__(self, url: str, durability: str = "normal", read_only: bool = False, pool_size: int = 10) -> None:
         if asyncpg is None:

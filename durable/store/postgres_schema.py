@@ -163,6 +163,20 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX runs_by_queue ON durable.runs (queue, status) WHERE queue IS NOT NULL",
         "CREATE INDEX runs_started ON durable.runs (queue, started_at) WHERE queue IS NOT NULL",
     ],
+    [  # version 6: schedules (@app.schedule): each one's cursor, the time up to which its slots are handled
+        """
+        CREATE TABLE durable.schedules (
+            name        text PRIMARY KEY,
+            workflow    text NOT NULL,
+            cron        text NOT NULL,
+            timezone    text NOT NULL,
+            cursor      double precision NOT NULL,
+            last_slot   double precision,
+            paused      boolean NOT NULL DEFAULT false,
+            updated_at  double precision NOT NULL
+        )
+        """,
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 # The oldest schema whose runs and records check() can replay, read-only (a journal of the durable before this one),

@@ -21,13 +21,14 @@ from typing import Any
 import aiosqlite
 
 from ..errors import JournalError, StoreUnavailable
-from . import sqlite_admin, sqlite_messages
+from . import sqlite_admin, sqlite_messages, sqlite_schedules
 from . import sqlite_ops as ops
 from .base import (
     FINAL, IN_PLACE, SET_ASIDE, Answered, Claimed, Fence, OperatorWrites, Placement, PromptRow, RecordRow, Recorded, RunRow,
 )
 from .verify import LOST_RECORDS, VALUES_AFTER, damaged_values, lost_records
 from .queues import Limits, by_queue
+from .schedules import ScheduleWrites
 from .sqlite_schema import BUSY_TIMEOUT_MS, RUN_DEADLINE_FROM, open_read_only, prepare, read_only_location
 from .sqlite_writer import Writer, is_busy
 
@@ -41,10 +42,11 @@ CHANGE_CHECK_SECONDS = 0.05
 RECLAIM_PAGES = 1024
 
 
-class SQLiteStore(OperatorWrites):
+class SQLiteStore(OperatorWrites, ScheduleWrites):
     """Runs and records in one SQLite file."""
 
     admin = sqlite_admin  # its operators' writes (OperatorWrites)
+    schedule_ops = sqlite_schedules  # ScheduleWrites
 
     def __init__(self, path: str, durability: str = "normal", read_only: bool = False) -> None:
         if durability not in DURABILITY:

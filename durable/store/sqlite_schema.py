@@ -150,6 +150,20 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX runs_by_queue ON runs (queue, status) WHERE queue IS NOT NULL",
         "CREATE INDEX runs_started ON runs (queue, started_at) WHERE queue IS NOT NULL",
     ],
+    [  # version 7: schedules (@app.schedule): each one's cursor, the time up to which its slots are handled
+        """
+        CREATE TABLE schedules (
+            name        TEXT PRIMARY KEY,
+            workflow    TEXT NOT NULL,
+            cron        TEXT NOT NULL,
+            timezone    TEXT NOT NULL,
+            cursor      REAL NOT NULL,
+            last_slot   REAL,
+            paused      INTEGER NOT NULL DEFAULT 0,
+            updated_at  REAL NOT NULL
+        )
+        """,
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 # The oldest schema whose runs and records check() can replay, read-only (a journal of the durable before this one),
