@@ -150,7 +150,8 @@ class Context:
         error raised as its own type (RunCancelled if it was cancelled), also
         after either run crashed. The child's run_id is ``<parent run_id>.<seq>``
         unless given, so a replay finds the same child. Cancelling the parent
-        cancels its unfinished children.
+        cancels its unfinished children. A child of a workflow with a queue
+        (``@app.workflow(queue=...)``) goes on that queue, within its limits.
 
         Example:
             shipment = await ctx.child(ship, order_id)
@@ -169,8 +170,8 @@ class Context:
         else:  # a workflow this process does not have: its worker checks the arguments
             blob = encode({"args": list(args), "kwargs": kwargs}, f"the arguments of child workflow {name!r}")
         seq = ex.take("child", name)
-        timeout = None if found is None else found.timeout
-        return ex.child(seq, name, run_id or f"{ex.run_id}.{seq}", blob, timeout)
+        timeout, queue = (None, None) if found is None else (found.timeout, found.queue)
+        return ex.child(seq, name, run_id or f"{ex.run_id}.{seq}", blob, timeout, queue)
 
     def publish(self, topic: str, value: Any) -> Awaitable[None]:
         """Append `value` to this run's stream `topic` (progress for people and programs); journaled, so once.

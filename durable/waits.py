@@ -169,14 +169,18 @@ class Waits(Calls):
             return self._timed_out(topic, timeout, default)
         await self._suspend(seq)
 
-    async def child(self, seq: int, workflow: str, child_id: str, blob: bytes, timeout: float | None) -> Any:
+    async def child(
+        self, seq: int, workflow: str, child_id: str, blob: bytes, timeout: float | None, queue: str | None = None
+    ) -> Any:
         """Start a child run (any worker with its workflow executes it) and wait, unloaded, for its outcome."""
         self._check("child")
         record = self.recorded.get(seq)
         if record is None:
             now = self.clock()
             deadline = None if timeout is None else now + timeout
-            _, status, value, error = await self._fenced(self.store.start_child, self.fence, seq, child_id, workflow, blob, now, deadline)
+            _, status, value, error = await self._fenced(
+                self.store.start_child, self.fence, seq, child_id, workflow, blob, now, deadline, queue
+            )
             if status == "taken":
                 raise RunIdInUse(child_id, value.decode(), workflow)  # type: ignore[union-attr]
             if status == "parented":

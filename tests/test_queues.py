@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -223,3 +224,30 @@ async def test_debounce_collapses_rapid_submits_of_a_key_into_one_run_with_the_l
         with pytest.raises(TypeError, match="give it a key"):
             await app.submit(reindex, "x", debounce=5)
     assert got == ["v9", "v10"]
+
+
+async def test_a_child_of_a_queued_workflow_goes_on_its_queue_within_its_limit(db: str) -> None:
+    app = make_app(db)
+    app.add_queue(durable.Queue("one", concurrency=1))
+    live, most = [0], [0]
+
+    async def hold() -> None:
+        live[0] += 1
+        most[0] = max(most[0], live[0])
+        await asyncio.sleep(0.05)
+        live[0] -= 1
+
+    @app.workflow(queue="one")
+    async def part(ctx: durable.Context, n: int) -> int:
+        await ctx.step(hold)
+        return n
+
+    @app.workflow
+    async def whole(ctx: durable.Context) -> list[int]:
+        return list(await asyncio.gather(*(ctx.child(part, n) for n in range(4))))
+
+    async with app:
+        assert await app.run(whole, run_id="w") == [0, 1, 2, 3]
+        queued = await app.list_runs(queue="one")
+    assert sorted(r.run_id for r in queued) == ["w.0", "w.1", "w.2", "w.3"]
+    assert most[0] == 1  # the children ran one at a time: the queue's limit

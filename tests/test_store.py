@@ -567,3 +567,33 @@ async def test_settling_a_race_withdraws_its_losers_and_requeues_a_message_one_t
     assert await b.pending_prompts("p") == []
     ok, value = await a.receive(fence, 4, "payment", 4.0, None)  # the message is queued again, for the next receive
     assert (ok, value) == (True, b"7")
+
+
+async def test_a_schedule_fires_once_per_cursor_and_not_while_paused(pair: tuple[Store, Store]) -> None:
+    from durable.store.schedules import Slot
+
+    a, b = pair
+    row = await a.add_schedule("report", "report", "*/5 * * * *", "UTC", 100.0)
+    assert (row.cursor, row.last_slot, row.paused) == (100.0, None, False)
+    # Registered again (another process, a later deploy): the cursor stays; a new cron is taken.
+    row = await b.add_schedule("report", "report", "*/10 * * * *", "UTC", 500.0)
+    assert (row.cron, row.cursor) == ("*/10 * * * *", 100.0)
+    slots = [Slot("report@300", 300.0, b'{"args": [300]}'), Slot("report@600", 600.0, b'{"args": [600]}')]
+    assert await a.fire_schedule("report", 100.0, slots, "report", "q", None, 700.0) is True
+    # The other process read the same cursor: it moves nothing and creates nothing.
+    assert await b.fire_schedule("report", 100.0, [Slot("report@900", 900.0, b"{}")], "report", None, None, 700.0) is False
+    assert await b.load_run("report@900") is None
+    made = [await b.load_run(slot.run_id) for slot in slots]
+    assert [(r.status, r.workflow, r.args) for r in made if r is not None] == [
+        ("pending", "report", b'{"args": [300]}'), ("pending", "report", b'{"args": [600]}'),
+    ]  # fmt: skip
+    assert await b.list_runs(None, None, 10, queue="q") != []
+    [row] = await b.schedules()
+    assert (row.cursor, row.last_slot) == (600.0, 600.0)
+    # Paused: no fire; resumed: the cursor moves to the resume, so the slots passed meanwhile are not made.
+    paused = await b.pause_schedule("report", True, 800.0)
+    assert paused is not None and paused.paused and paused.cursor == 600.0
+    assert await a.fire_schedule("report", 600.0, [Slot("report@900", 900.0, b"{}")], "report", None, None, 950.0) is False
+    resumed = await b.pause_schedule("report", False, 1000.0)
+    assert resumed is not None and (resumed.paused, resumed.cursor, resumed.last_slot) == (False, 1000.0, 600.0)
+    assert await b.pause_schedule("nope", True, 1000.0) is None

@@ -350,9 +350,10 @@ class Store(ScheduleStore, Protocol):
         ...
 
     async def start_child(
-        self, fence: Fence, seq: int, child_id: str, workflow: str, args: bytes, now: float, deadline: float | None
+        self, fence: Fence, seq: int, child_id: str, workflow: str, args: bytes, now: float, deadline: float | None,
+        queue: str | None = None,
     ) -> tuple[bool, str, bytes | None, bytes | None]:
-        """Create a child run (pending) and the parent's record at `seq` of it, in one commit; fenced on the parent.
+        """Create a child run (pending, on `queue`) and the parent's record at `seq` of it, in one commit; fenced.
 
         Returns (False, ...) if fenced out, else the record's (status, value,
         error): 'waiting', or the outcome of a `child_id` that had already ended;

@@ -72,7 +72,7 @@ async def receive(
 
 async def start_child(
     conn: Any, run_id: str, owner: str, epoch: int, seq: int, child_id: str, workflow: str, args: bytes,
-    now: float, deadline: float | None,
+    now: float, deadline: float | None, queue: str | None = None,
 ) -> tuple[bool, str, bytes | None, bytes | None]:
     held = await conn.fetchval(
         "SELECT 1 FROM durable.runs WHERE run_id = $1 AND owner = $2 AND epoch = $3 FOR SHARE", run_id, owner, epoch
@@ -81,9 +81,9 @@ async def start_child(
         return False, "", None, None
     inserted = await conn.fetchval(
         "INSERT INTO durable.runs (run_id, workflow, status, args, ready, created_at, updated_at, epoch, deadline, parent,"
-        " parent_seq) VALUES ($1, $2, 'pending', $3, 'submitted', $4, $4, 0, $5, $6, $7) ON CONFLICT (run_id) DO NOTHING"
-        " RETURNING 1",
-        child_id, workflow, args, now, deadline, run_id, seq,
+        " parent_seq, queue) VALUES ($1, $2, 'pending', $3, 'submitted', $4, $4, 0, $5, $6, $7, $8)"
+        " ON CONFLICT (run_id) DO NOTHING RETURNING 1",
+        child_id, workflow, args, now, deadline, run_id, seq, queue,
     )  # fmt: skip
     status, value, error = "waiting", None, None
     if inserted is None:

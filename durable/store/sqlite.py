@@ -265,9 +265,10 @@ class SQLiteStore(OperatorWrites, ScheduleWrites):
         return await self._write(sqlite_messages.receive, *fence, seq, topic, now, deadline)
 
     async def start_child(
-        self, fence: Fence, seq: int, child_id: str, workflow: str, args: bytes, now: float, deadline: float | None
+        self, fence: Fence, seq: int, child_id: str, workflow: str, args: bytes, now: float, deadline: float | None,
+        queue: str | None = None,
     ) -> tuple[bool, str, bytes | None, bytes | None]:
-        return await self._write(sqlite_messages.start_child, *fence, seq, child_id, workflow, args, now, deadline)
+        return await self._write(sqlite_messages.start_child, *fence, seq, child_id, workflow, args, now, deadline, queue)
 
     async def cancel(self, run_id: str, now: float) -> tuple[str, str | None] | None:
         return await self._write(ops.cancel, run_id, now)

@@ -71,7 +71,7 @@ def receive(
 
 def start_child(
     conn: sqlite3.Connection, run_id: str, owner: str, epoch: int, seq: int, child_id: str, workflow: str, args: bytes,
-    now: float, deadline: float | None,
+    now: float, deadline: float | None, queue: str | None = None,
 ) -> tuple[bool, str, bytes | None, bytes | None]:
     """Create the child run (pending, for any worker) and the parent's record of it, in one commit.
 
@@ -82,9 +82,9 @@ def start_child(
     if conn.execute("SELECT 1 FROM runs WHERE run_id = ? AND owner = ? AND epoch = ?", (run_id, owner, epoch)).fetchone() is None:
         return False, "", None, None
     inserted = conn.execute(
-        "INSERT INTO runs (run_id, workflow, status, args, ready, created_at, updated_at, epoch, deadline, parent, parent_seq)"
-        " VALUES (?, ?, 'pending', ?, 'submitted', ?, ?, 0, ?, ?, ?) ON CONFLICT (run_id) DO NOTHING",
-        (child_id, workflow, args, now, now, deadline, run_id, seq),
+        "INSERT INTO runs (run_id, workflow, status, args, ready, created_at, updated_at, epoch, deadline, parent, parent_seq,"
+        " queue) VALUES (?, ?, 'pending', ?, 'submitted', ?, ?, 0, ?, ?, ?, ?) ON CONFLICT (run_id) DO NOTHING",
+        (child_id, workflow, args, now, now, deadline, run_id, seq, queue),
     ).rowcount
     status, value, error = "waiting", None, None
     if not inserted:  # a run_id given, of a run that exists: wait for it (and hear of its end)
