@@ -227,6 +227,10 @@ class App:
     def workflows(self) -> dict[str, Workflow]:
         return dict(self._workflows)
 
+    @property
+    def queues(self) -> dict[str, Queue]:
+        return dict(self._queues)
+
     def _resolve(self, wf: Any) -> Workflow:
         if isinstance(wf, str):
             found = self._workflows.get(wf)

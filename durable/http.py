@@ -50,6 +50,7 @@ from .errors import (
     RunExists,
     RunIdInUse,
     RunNotFound,
+    ScheduleNotFound,
     SeqOutOfRange,
     StoreUnavailable,
     UnsafeBind,
@@ -58,8 +59,8 @@ from .errors import (
 )
 from .http_edges import BodyLimit, QuietDisconnects
 from .http_models import (
-    Answer, Answered, Cancelled, DurableApp, Fork, Health, MessageIn, PromptOut, RunId, RunOut, RunStarted, Sent,
-    StartRun, WorkflowOut, errors, errors_as_json, out,
+    Answer, Answered, Cancelled, DurableApp, Fork, Health, MessageIn, PromptOut, QueueOut, RunId, RunOut, RunStarted,
+    ScheduleOut, Sent, StartRun, WorkflowOut, errors, errors_as_json, out,
 )
 from .model import Cursor
 
@@ -71,6 +72,7 @@ ERROR_STATUS: dict[type[DurableError], int] = {
     WorkflowNotFound: 404,
     RunNotFound: 404,
     PromptNotFound: 404,
+    ScheduleNotFound: 404,
     PromptAlreadyAnswered: 409,
     PromptExpired: 409,  # its timeout passed: it takes no answer
     RunIdInUse: 409,
@@ -128,10 +130,11 @@ async def list_runs(
     app: DurableApp,
     status: Literal[STATUSES] | None = None,  # type: ignore[valid-type]
     workflow: str | None = None,
+    queue: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Any:
     """Runs, newest first, without their journals."""
-    return out(await app.list_runs(status=status, workflow=workflow, limit=limit))
+    return out(await app.list_runs(status=status, workflow=workflow, queue=queue, limit=limit))
 
 
 @router.get("/runs/{run_id}", response_model=RunOut, responses=errors(404, 422))
@@ -230,6 +233,32 @@ async def answer_prompt(run_id: RunId, key: str, body: Answer, app: DurableApp) 
     """Record the answer to a prompt; the run moves on."""
     await app.answer(run_id, key, body.value)
     return Answered(run_id=run_id, key=key, value=body.value)
+
+
+@router.get("/queues", response_model=list[QueueOut])
+async def list_queues(app: DurableApp) -> Any:
+    """Each queue with runs that have not ended, or registered on this server's App: its counts and limits."""
+    counts = await app.store.queue_counts()
+    limits = {name: {k: getattr(q, k) for k in q.__slots__[1:]} for name, q in app.queues.items()}
+    return [QueueOut(name=name, runs=counts.get(name, {}), **limits.get(name, {})) for name in sorted({*counts, *limits})]
+
+
+@router.get("/schedules", response_model=list[ScheduleOut])
+async def list_schedules(app: DurableApp) -> Any:
+    """Every schedule in the store, with its latest slot fired and its next one."""
+    return [info._asdict() for info in await app.schedules()]
+
+
+@router.post("/schedules/{name}/pause", response_model=ScheduleOut, responses=errors(404))
+async def pause_schedule(name: str, app: DurableApp) -> Any:
+    """Fire no slot of the schedule, in any process, until it is resumed."""
+    return (await app.pause_schedule(name))._asdict()
+
+
+@router.post("/schedules/{name}/resume", response_model=ScheduleOut, responses=errors(404))
+async def resume_schedule(name: str, app: DurableApp) -> Any:
+    """Fire its slots again from the next one; those that passed while it was paused are skipped."""
+    return (await app.resume_schedule(name))._asdict()
 
 
 WEB = resources.files(__package__) / "web"

@@ -12,8 +12,8 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from .app import STATUSES, App
 
 __all__ = [
-    "Answer", "Answered", "Cancelled", "DurableApp", "ErrorOut", "Fork", "MessageIn", "Sent", "Health", "Model", "PromptOut", "RecordOut",
-    "RequestBody", "RunId", "RunOut", "RunStarted", "StartRun", "WorkflowOut", "errors", "errors_as_json", "out",
+    "Answer", "Answered", "Cancelled", "DurableApp", "ErrorOut", "Fork", "MessageIn", "Sent", "Health", "Model", "PromptOut", "QueueOut", "RecordOut",
+    "RequestBody", "RunId", "RunOut", "RunStarted", "ScheduleOut", "StartRun", "WorkflowOut", "errors", "errors_as_json", "out",
 ]  # fmt: skip
 
 
@@ -121,6 +121,25 @@ class Answered(Model):
     run_id: str
     key: str
     value: Any = None
+
+
+class QueueOut(Model):
+    name: str
+    runs: dict[str, int] = Field(description="Its runs that have not ended, by status (pending: waiting for a place).")
+    concurrency: int | None = Field(default=None, description="Its limits, where this server's App registers it.")
+    worker_concurrency: int | None = None
+    key_concurrency: int | None = None
+    rate: tuple[int, float] | None = Field(default=None, description="(n, seconds): at most n starts per window.")
+
+
+class ScheduleOut(Model):
+    name: str
+    workflow: str
+    cron: str
+    timezone: str
+    paused: bool
+    last: AwareDatetime | None = Field(default=None, description="The latest slot fired.")
+    next: AwareDatetime | None = Field(default=None, description="The next slot to fire (none while paused).")
 
 
 class Cancelled(Model):

@@ -205,3 +205,36 @@ def test_a_run_shows_what_it_published_and_links_its_child_and_parent(tmp_path: 
                 expect(page.locator(".run-head h2")).to_have_text("c")
             finally:
                 browser.close()
+
+
+def test_the_page_shows_queues_and_schedules_and_pauses_a_schedule(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCHEDULED_LOG", str(tmp_path / "marks"))
+    here = Path(__file__).parent
+    with durable_serve(str(tmp_path / "scheduled.db"), "scheduled:app", cwd=here) as base, httpx.Client(base_url=base, timeout=10) as http:
+        assert http.post("/workflows/report/runs", json={"run_id": "weekly"}).status_code == 202
+        wait_until(lambda: http.get("/runs/weekly").json()["status"] == "waiting", what="the report to wait")
+        wait_until(lambda: http.get("/schedules").json()[0]["last"], what="a first slot fired")
+
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1360, "height": 1000})
+                page.goto(base)
+                queue = page.locator('#queues tr[data-queue="reports"]')
+                expect(queue).to_contain_text("1 waiting")
+                expect(queue).to_contain_text("1 at once, 10 per 60 s")
+                queue.click()  # the runs list shows that queue's runs only
+                expect(page.locator("#queue-filter")).to_have_text("queue reports ×")
+                expect(page.locator("#runs tr")).to_have_count(1)
+                expect(page.locator('#runs tr[data-run-id="weekly"]')).to_have_count(1)
+                page.locator("#queue-filter").click()
+                expect(page.locator('#runs tr[data-run-id^="every_second@"]').first).to_be_visible()
+
+                schedule = page.locator('#schedules tr[data-schedule="every_second"]')
+                expect(schedule).to_contain_text("* * * * * *")
+                schedule.get_by_role("button", name="Pause").click()
+                expect(schedule).to_contain_text("paused")
+                expect(schedule.get_by_role("button", name="Resume")).to_be_visible()
+            finally:
+                browser.close()
+        assert http.get("/schedules").json()[0]["paused"] is True

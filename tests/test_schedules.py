@@ -242,3 +242,38 @@ async def test_three_workers_one_killed_and_restarted_fire_each_second_once(db: 
 async def _all_completed(app: durable.App) -> bool:
     runs = await app.list_runs(workflow="every_second", limit=1000)
     return bool(runs) and all(run.status == "completed" for run in runs)
+
+
+# --- HTTP ------------------------------------------------------------------------------------------------------
+
+
+async def test_http_lists_queues_and_schedules_and_pauses_one(db: str, durable_clock: VirtualClock) -> None:
+    import httpx
+    from asgi_lifespan import LifespanManager
+
+    from durable.http import create_app
+
+    seen: list[tuple[str, dt.datetime]] = []
+    app = scheduled_app(db, durable_clock, seen)
+    app.add_queue(durable.Queue("reports", concurrency=2, rate=(10, 60)))
+    async with LifespanManager(create_app(app)) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            await durable_clock.advance(300)
+            await app.submit("report", START, run_id="later", queue="reports", delay=3600)
+            queues = (await client.get("/queues")).json()
+            assert queues == [{"name": "reports", "runs": {"pending": 1}, "concurrency": 2, "worker_concurrency": None,
+                               "key_concurrency": None, "rate": [10, 60.0]}]  # fmt: skip
+            later = (await client.get("/runs", params={"queue": "reports"})).json()
+            assert [run["run_id"] for run in later] == ["later"]
+            [listed] = (await client.get("/schedules")).json()
+            assert listed == {"name": "report", "workflow": "report", "cron": "*/5 * * * *", "timezone": "UTC",
+                              "paused": False, "last": "2026-01-01T00:05:00Z", "next": "2026-01-01T00:10:00Z"}  # fmt: skip
+            paused = await client.post("/schedules/report/pause")
+            assert paused.status_code == 200 and paused.json()["paused"] is True and paused.json()["next"] is None
+            await durable_clock.advance(300)
+            assert await report_runs(app) == ["later", "report@2026-01-01T00:05:00Z"]  # none at 00:10, paused
+            resumed = await client.post("/schedules/report/resume")
+            assert resumed.json()["next"] == "2026-01-01T00:15:00Z"
+            missing = await client.post("/schedules/nope/pause")
+            assert missing.status_code == 404 and missing.json()["error"] == "ScheduleNotFound"

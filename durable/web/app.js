@@ -8,6 +8,7 @@ const ENDED = new Set(["completed", "failed", "cancelled", "blocked"]); // block
 
 const state = {
   filter: "",
+  queue: "", // the queue whose runs are listed (a click on a queue), or every run
   selected: null, // run_id shown on the right
   run: null, // that run, as GET runs/{id} returned it
   records: new Map(), // its journal by seq, kept current by the event stream
@@ -98,6 +99,7 @@ function setConnected(ok) {
 async function refreshRuns() {
   const query = new URLSearchParams({ limit: "100" });
   if (state.filter) query.set("status", state.filter);
+  if (state.queue) query.set("queue", state.queue);
   const runs = await api("GET", `runs?${query}`);
   const body = document.getElementById("runs");
   body.replaceChildren(
@@ -119,6 +121,72 @@ async function refreshRuns() {
     ),
   );
   document.getElementById("runs-empty").hidden = runs.length > 0;
+}
+
+function showQueue(name) {
+  state.queue = name;
+  const chip = document.getElementById("queue-filter");
+  chip.hidden = !name;
+  chip.textContent = name ? `queue ${name} ×` : "";
+  refreshRuns();
+}
+
+// --- queues and schedules --------------------------------------------------------
+
+async function refreshQueues() {
+  const queues = await api("GET", "queues");
+  document.getElementById("queues-panel").hidden = queues.length === 0;
+  const limits = (q) =>
+    [
+      q.concurrency && `${q.concurrency} at once`,
+      q.worker_concurrency && `${q.worker_concurrency} per worker`,
+      q.key_concurrency && `${q.key_concurrency} per key`,
+      q.rate && `${q.rate[0]} per ${q.rate[1]} s`,
+    ].filter(Boolean).join(", ") || "none";
+  document.getElementById("queues").replaceChildren(
+    ...queues.map((q) =>
+      h(
+        "tr",
+        {
+          tabindex: "0",
+          "data-queue": q.name,
+          title: `Show the runs of queue ${q.name}`,
+          onclick: () => showQueue(q.name),
+          onkeydown: (event) => event.key === "Enter" && showQueue(q.name),
+        },
+        h("td", { className: "mono" }, q.name),
+        h("td", {}, Object.entries(q.runs).map(([status, n]) => `${n} ${status}`).join(", ") || "none waiting"),
+        h("td", { className: "muted" }, limits(q)),
+      ),
+    ),
+  );
+}
+
+async function refreshSchedules() {
+  const schedules = await api("GET", "schedules");
+  document.getElementById("schedules-panel").hidden = schedules.length === 0;
+  const toggle = async (s) => {
+    try {
+      await api("POST", `schedules/${encodeURIComponent(s.name)}/${s.paused ? "resume" : "pause"}`);
+    } catch (err) {
+      alert(err.message);
+    }
+    await refreshSchedules();
+  };
+  document.getElementById("schedules").replaceChildren(
+    ...schedules.map((s) =>
+      h(
+        "tr",
+        { "data-schedule": s.name },
+        h("td", { className: "mono" }, s.name),
+        h("td", { className: "mono", title: s.timezone }, s.cron),
+        h("td", { className: "muted", title: s.last ?? "" }, s.last ? ago(s.last) : "never"),
+        h("td", { className: "muted", title: s.next ?? "" }, s.paused ? "paused" : ago(s.next)),
+        h("td", {}, h("button", { type: "button", className: s.paused ? "resume" : "pause", onclick: () => toggle(s) },
+          s.paused ? "Resume" : "Pause")),
+      ),
+    ),
+  );
 }
 
 // --- prompt inbox ----------------------------------------------------------------
@@ -403,7 +471,7 @@ async function act(action, ask) {
 
 async function refreshAll() {
   try {
-    await Promise.all([refreshRuns(), refreshPrompts(), state.run && !ENDED.has(state.run.status) ? loadRun() : null]);
+    await Promise.all([refreshRuns(), refreshPrompts(), refreshQueues(), refreshSchedules(), state.run && !ENDED.has(state.run.status) ? loadRun() : null]);
     setConnected(true);
   } catch (err) {
     setConnected(false);
@@ -418,6 +486,7 @@ function runFromHash() {
   return match ? decodeURIComponent(match[1]) : null;
 }
 
+document.getElementById("queue-filter").addEventListener("click", () => showQueue(""));
 document.getElementById("status-filter").addEventListener("change", (event) => {
   state.filter = event.target.value;
   refreshRuns();
