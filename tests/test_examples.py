@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import re
 import shutil
@@ -298,3 +299,16 @@ def test_payment_webhook_prints_what_its_docstring_says(tmp_path: Path) -> None:
         "o-3: {'status': 'cancelled', 'reason': 'by the customer: ordered twice'}",
     ]
     assert list(tmp_path.iterdir()) == []
+
+
+# --- digest ---------------------------------------------------------------------
+
+
+def test_digest_runs_three_slots_through_a_rate_limited_queue(tmp_path: Path) -> None:
+    lines = run_example("digest.py", cwd=tmp_path, DURABLE_DB=str(tmp_path / "digest.db"))
+    digests = [re.fullmatch(r"digest@(\S+): mailed ada, bob, cy, dan, eve, fay over (\d+\.\d) s", line) for line in lines[:3]]
+    assert all(digests), lines
+    slots = [dt.datetime.fromisoformat(m[1]) for m in digests]  # type: ignore[index]
+    assert [b - a for a, b in zip(slots, slots[1:])] == [dt.timedelta(seconds=2)] * 2  # consecutive slots
+    assert all(float(m[2]) >= 0.9 for m in digests)  # type: ignore[index]  # six emails at four a second: over a second
+    assert lines[3] == f"schedule digest: cron */2 * * * * *, last slot {digests[2][1]}"  # type: ignore[index]

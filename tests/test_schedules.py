@@ -277,3 +277,18 @@ async def test_http_lists_queues_and_schedules_and_pauses_one(db: str, durable_c
             assert resumed.json()["next"] == "2026-01-01T00:15:00Z"
             missing = await client.post("/schedules/nope/pause")
             assert missing.status_code == 404 and missing.json()["error"] == "ScheduleNotFound"
+
+
+def test_slots_across_daylight_saving_changes_are_as_the_readme_says() -> None:
+    from durable.schedules import Schedule, slot_text
+
+    def slots(cron: str, zone: str, start: dt.datetime, end: dt.datetime) -> list[str]:
+        schedule = Schedule(cron, "x", zone, 10, None)
+        return [slot_text(at) for at in schedule.due(start.timestamp(), end.timestamp())]
+
+    # Clocks go forward at 02:00 in Berlin on 29 March 2026: 02:30 does not exist, the slot is at 03:00 (01:00Z).
+    spring = slots("30 2 * * *", "Europe/Berlin", dt.datetime(2026, 3, 28, 12, tzinfo=dt.UTC), dt.datetime(2026, 3, 30, 12, tzinfo=dt.UTC))
+    assert spring == ["2026-03-29T01:00:00Z", "2026-03-30T00:30:00Z"]
+    # They go back at 02:00 in New York on 1 November 2026: 01:30 comes twice, an hour apart.
+    autumn = slots("30 1 * * *", "America/New_York", dt.datetime(2026, 10, 31, 12, tzinfo=dt.UTC), dt.datetime(2026, 11, 2, 12, tzinfo=dt.UTC))
+    assert autumn == ["2026-11-01T05:30:00Z", "2026-11-01T06:30:00Z", "2026-11-02T06:30:00Z"]
