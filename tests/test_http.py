@@ -511,7 +511,7 @@ def test_generated_requests_get_no_5xx_and_match_the_openapi_schema(tmp_path: Pa
     schema = schemathesis.openapi.from_asgi("/openapi.json", api)
     try:
         operations = [result.ok() for result in schema.get_all_operations()]
-        assert len(operations) == 14 + 3  # and one start operation per workflow, with its own arguments' schema
+        assert len(operations) == 18 + 3  # and one start operation per workflow, with its own arguments' schema
         for operation in operations:
 
             @given(case=operation.as_strategy(generation_mode=mode))
