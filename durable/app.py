@@ -25,7 +25,7 @@ from .errors import (
     RunAlreadyFinished,
     WorkflowNotFound,
 )
-from .model import CheckResult, Prompt, Record, Run
+from .model import CheckResult, Record, Run
 from .queues import Queue
 from .schedules import Schedule, ScheduleInfo, Scheduler
 from .store import make_store, redact
@@ -67,7 +67,7 @@ class RunHandle:
         return f"<RunHandle {self.run_id!r}>"
 
 
-class App:
+class App(inbox.PromptCalls):
     """Workflows and their journal, in an SQLite file or a PostgreSQL database.
 
     Args:
@@ -475,30 +475,6 @@ class App:
         come as JSON types (the stream has no Python types to decode them by).
         """
         return follow.stream(self._engine_now(), run_id, topic, after, self.poll_interval)
-
-    # --- prompts ---------------------------------------------------------
-
-    async def prompts(self, run_id: str | None = None) -> list[Prompt]:
-        """Pending prompts, oldest first, of all runs or of one."""
-        self._require_open()
-        now = self._clock()  # a prompt past its deadline takes no answer, even before the worker closes it
-        return [Prompt.from_row(row) for row in await self._store.pending_prompts(run_id) if not row.deadline or row.deadline > now]
-
-    async def send(self, run_id: str, topic: str, value: Any) -> None:
-        """Deliver a message to a run: the run's next ``ctx.receive(topic)`` gets it (at once, if one waits).
-
-        Messages are kept until received, and received in send order, each once.
-        Raises RunNotFound, RunAlreadyFinished (an ended run receives nothing),
-        or EncodingError (a value JSON cannot hold); nothing is written then.
-        """
-        await inbox.send(self._engine_now(), run_id, topic, value)
-
-    async def answer(self, run_id: str, key: str, value: Any) -> None:
-        """Record an answer once, validated against the prompt's schema (and type, when asked here); the run moves on.
-
-        Raises PromptNotFound, PromptAlreadyAnswered, PromptExpired, or InvalidAnswer (nothing written).
-        """
-        await inbox.answer(self._engine_now(), run_id, key, value)
 
 
 def _check_run_id(run_id: str | None) -> str:

@@ -79,6 +79,7 @@ class Context:
         key: str | None = None,
         timeout: float | dt.timedelta | None = None,
         default: Any = NO_DEFAULT,
+        assignee: str | None = None,
     ) -> Awaitable[Any]:
         """Ask a person; wait (unloaded, holding no memory) until an answer is recorded.
 
@@ -89,6 +90,8 @@ class Context:
             timeout: seconds (or a timedelta) after which the prompt expires unanswered: it
                 leaves the inbox, takes no answer, and the worker resumes the run.
             default: what an expired prompt returns; without one, it raises PromptExpired.
+            assignee: whom it is for, a free-form name ("ada", "finance"): ``app.prompts(assignee=...)``
+                and the page's "assigned to me" show it to them (anyone may still answer it).
         Returns:
             The answer, validated as `type` (or `default`, once expired).
         Raises:
@@ -100,9 +103,11 @@ class Context:
         """
         if key is not None and (not isinstance(key, str) or not key):
             raise TypeError(f"ctx.ask(key=...) takes a non-empty string, not {key!r}.")
+        if assignee is not None and (not isinstance(assignee, str) or not assignee):
+            raise TypeError(f"ctx.ask(assignee=...) takes a name (a non-empty string), not {assignee!r}.")
         seconds = _seconds("ctx.ask", timeout)
         ex = self._ex
-        return ex.ask(ex.take("ask", key), question, type, key, seconds, default)
+        return ex.ask(ex.take("ask", key), question, type, key, seconds, default, assignee)
 
     def patched(self, patch_id: str) -> bool:
         """Whether this run takes the new path of a code change named `patch_id`.

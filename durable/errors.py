@@ -214,6 +214,7 @@ class RunAlreadyFinished(DurableError):
 ENDED_SO = {
     "answer": ": its prompts take no more answers, and nothing was recorded.",
     "send": ": it receives no more messages, and nothing was stored. Send it to a run that is still going.",
+    "reassign": ": its prompts are closed, and nothing was changed.",
 }
 
 

@@ -9,8 +9,9 @@ import msgspec
 
 from .codec import decode_any, from_timestamp
 from .store.base import PromptRow, RecordRow, RunRow
+from .store.prompts import PromptLogRow
 
-__all__ = ["CheckResult", "Cursor", "Prompt", "Record", "Run"]
+__all__ = ["CheckResult", "Cursor", "LogEntry", "Prompt", "Record", "Run"]
 
 
 class Record(msgspec.Struct, frozen=True, kw_only=True):
@@ -29,6 +30,9 @@ class Record(msgspec.Struct, frozen=True, kw_only=True):
     question: str | None = None
     schema: dict[str, Any] | None = None
     expires_at: dt.datetime | None = None  # a prompt's deadline (ctx.ask(timeout=...))
+    assignee: str | None = None  # a prompt's (ctx.ask(assignee=...), app.reassign)
+    by: str | None = None  # an answered prompt's: who answered (app.answer(by=...), the HTTP token's name, --by)
+    via: str | None = None  # ... through which channel: python, cli, http or page
 
     @classmethod
     def from_row(cls, row: RecordRow) -> Record:
@@ -45,6 +49,9 @@ class Record(msgspec.Struct, frozen=True, kw_only=True):
             question=row.question,
             schema=decode_any(row.schema.encode()) if row.schema else None,
             expires_at=from_timestamp(row.deadline),
+            assignee=row.assignee,
+            by=row.by,
+            via=row.via,
         )
 
 
@@ -96,6 +103,7 @@ class Prompt(msgspec.Struct, frozen=True, kw_only=True):
     workflow: str
     seq: int
     expires_at: dt.datetime | None = None  # ctx.ask(timeout=...): when it stops taking answers
+    assignee: str | None = None  # whom it is for: ctx.ask(assignee=...), or app.reassign
 
     @classmethod
     def from_row(cls, row: PromptRow) -> Prompt:
@@ -108,7 +116,25 @@ class Prompt(msgspec.Struct, frozen=True, kw_only=True):
             workflow=row.workflow,
             seq=row.seq,
             expires_at=from_timestamp(row.deadline),
+            assignee=row.assignee,
         )
+
+
+class LogEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """One answer or reassignment of a run's prompt, as recorded (``app.export``): never changed afterwards."""
+
+    seq: int
+    key: str
+    action: str  # 'answered' or 'reassigned'
+    value: Any = None  # the answer; for a reassignment, the new assignee
+    by: str | None = None
+    via: str
+    at: dt.datetime
+
+    @classmethod
+    def from_row(cls, row: PromptLogRow) -> LogEntry:
+        return cls(seq=row.seq, key=row.key, action=row.action, value=decode_any(row.value), by=row.by, via=row.via,
+                   at=from_timestamp(row.at))  # type: ignore[arg-type]  # fmt: skip
 
 
 class CheckResult(msgspec.Struct, frozen=True, kw_only=True):

@@ -85,7 +85,8 @@ class Waits(Calls):
     __slots__ = ()
 
     async def ask(
-        self, seq: int, question: str, tp: Any, key: str | None, timeout: float | None = None, default: Any = None
+        self, seq: int, question: str, tp: Any, key: str | None, timeout: float | None = None, default: Any = None,
+        assignee: str | None = None,
     ) -> Any:
         self._check("ask")
         if key is None:
@@ -115,7 +116,9 @@ class Waits(Calls):
             now = self.clock()
             deadline = None if timeout is None else now + timeout
             await self._fenced(
-                self.store.append, self.fence, RecordRow(seq, "ask", key, "waiting", None, None, 1, now, None, question, schema, deadline)
+                self.store.append, self.fence, RecordRow(
+                    seq, "ask", key, "waiting", None, None, 1, now, None, question, schema, deadline, assignee
+                )
             )
             self.known += 1
             if deadline is not None:

@@ -26,7 +26,7 @@ async def test_new_file_gets_the_schema_in_wal_mode(db_file: str) -> None:
     assert conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # incremental: prune() gives space back
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     conn.close()
-    assert tables == {"runs", "records", "set_aside", "messages", "schedules"}
+    assert tables == {"runs", "records", "set_aside", "messages", "schedules", "prompt_log"}
 
 
 async def test_a_file_that_is_not_a_database_is_refused_and_left_alone(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol
 
 from .queues import Limits
+from .prompts import PromptStore
 from .schedules import ScheduleStore
 
 __all__ = [
@@ -69,7 +70,7 @@ ASKED_AGAIN = (
 NOT_COPIED = "((kind = 'child' AND status IN ('waiting', 'cancelled')) OR (status = 'withdrawn' AND NOT {decided}))"
 
 # A set-aside record read in the shape of a RecordRow (it has no question or schema).
-SET_ASIDE = "seq, kind, name, status, value, error, attempts, started_at, finished_at, NULL, NULL, NULL"
+SET_ASIDE = "seq, kind, name, status, value, error, attempts, started_at, finished_at, NULL, NULL, NULL, NULL, NULL, NULL"
 
 # The kinds of record changed in place once written (answered, received, done, withdrawn): a watcher follows
 # them by finished_at, which every such change sets strictly later than the run's earlier ones.
@@ -128,6 +129,9 @@ class RecordRow(NamedTuple):
     question: str | None
     schema: str | None
     deadline: float | None = None  # a prompt's: when it expires unanswered (the App's clock)
+    assignee: str | None = None  # a prompt's: whom it is for (ctx.ask(assignee=...))
+    by: str | None = None  # an answered prompt's: who answered (see store/prompts.py)
+    via: str | None = None  # ... and through which channel
 
 
 class Recorded(NamedTuple):
@@ -151,6 +155,7 @@ class PromptRow(NamedTuple):
     schema: str
     created_at: float
     deadline: float | None = None
+    assignee: str | None = None
 
 
 class Fence(NamedTuple):
@@ -183,7 +188,7 @@ class Answered(NamedTuple):
     claimed: Claimed | None  # the run, when the answer also claimed it for the answering owner
 
 
-class Store(ScheduleStore, Protocol):
+class Store(PromptStore, ScheduleStore, Protocol):
     """A journal of runs and records. Every method may raise StoreUnavailable."""
 
     target: str  # the path or URL, as people should read it (no password)
@@ -326,9 +331,10 @@ class Store(ScheduleStore, Protocol):
     # --- writes from outside the run ---------------------------------------------------
 
     async def answer(
-        self, run_id: str, key: str, value: bytes, now: float, claimant: str | None = None, lease_seconds: float = 0.0
+        self, run_id: str, key: str, value: bytes, now: float, claimant: str | None = None, lease_seconds: float = 0.0,
+        by: str | None = None, via: str = "python",
     ) -> Answered:
-        """Record an answer once; with `claimant`, a run it makes ready is claimed in the same commit.
+        """Record an answer once, with who gave it and how (logged); with `claimant`, a run it readies is claimed too.
 
         A prompt whose deadline is at or before `now` takes no answer: its status is then reported as 'expired'.
         """
@@ -437,7 +443,7 @@ class Store(ScheduleStore, Protocol):
         """A run's values published on `topic` after seq `after`, as (seq, value), in seq order."""
         ...
 
-    async def pending_prompts(self, run_id: str | None) -> list[PromptRow]: ...
+    async def pending_prompts(self, run_id: str | None, assignee: str | None = None) -> list[PromptRow]: ...
 
     async def prompt(self, run_id: str, key: str) -> tuple[str, str, str, float | None] | None:
         """A prompt's (status, schema, workflow, deadline), or None if the run never asked it."""

@@ -36,6 +36,7 @@ from .base import (
     FINAL, IN_PLACE, SET_ASIDE, Answered, Claimed, Fence, OperatorWrites, Placement, PromptRow, RecordRow, Recorded, RunRow,
 )  # fmt: skip
 from .queues import Limits, by_queue
+from .prompts import SELECT_LOG, PromptLogRow
 from .schedules import ScheduleWrites
 from .verify import LOST_RECORDS, VALUES_AFTER, damaged_values, lost_records
 from .batch import Batcher, Item, Outcome, runs_of
@@ -62,7 +63,7 @@ IDLE_IN_TRANSACTION_MS = 5000
 # Deadlocks and serialization failures are retried this many times before the batch fails.
 RETRIES = 5
 
-_RECORD = "seq, kind, name, status, value, error, attempts, started_at, finished_at, question, schema, deadline"
+_RECORD = ops.RECORD_COLUMNS.removeprefix("run_id, ")
 
 
 class PostgresStore(OperatorWrites, ScheduleWrites):
@@ -320,9 +321,15 @@ class PostgresStore(OperatorWrites, ScheduleWrites):
     # --- outside writes ------------------------------------------------------------------------
 
     async def answer(
-        self, run_id: str, key: str, value: bytes, now: float, claimant: str | None = None, lease_seconds: float = 0.0
+        self, run_id: str, key: str, value: bytes, now: float, claimant: str | None = None, lease_seconds: float = 0.0,
+        by: str | None = None, via: str = "python",
     ) -> Answered:
-        return await self._write(ops.answer, run_id, key, value, now, claimant, lease_seconds)
+        return await self._write(ops.answer, run_id, key, value, now, claimant, lease_seconds, by, via)
+
+    async def reassign(
+        self, run_id: str, key: str, assignee: str | None, now: float, by: str | None, via: str
+    ) -> str | None:
+        return await self._write(ops.reassign, run_id, key, assignee, now, by, via)
 
     async def send(
         self, run_id: str, topic: str, value: bytes, now: float, claimant: str | None = None, lease_seconds: float = 0.0
@@ -405,15 +412,20 @@ class PostgresStore(OperatorWrites, ScheduleWrites):
         )  # fmt: skip
         return [(r[0], r[1]) for r in rows]
 
-    async def pending_prompts(self, run_id: str | None) -> list[PromptRow]:
+    async def pending_prompts(self, run_id: str | None, assignee: str | None = None) -> list[PromptRow]:
         rows = await self._fetch(
-            "SELECT r.run_id, runs.workflow, r.seq, r.name, r.question, r.schema, r.started_at, r.deadline"
+            "SELECT r.run_id, runs.workflow, r.seq, r.name, r.question, r.schema, r.started_at, r.deadline, r.assignee"
             " FROM durable.records AS r JOIN durable.runs AS runs ON runs.run_id = r.run_id"
             " WHERE r.status = 'waiting' AND r.kind = 'ask' AND runs.status NOT IN ('completed', 'failed', 'cancelled')"
-            " AND ($1::text IS NULL OR r.run_id = $1) ORDER BY r.started_at, r.run_id",
-            run_id,
-        )
+            " AND ($1::text IS NULL OR r.run_id = $1) AND ($2::text IS NULL OR r.assignee = $2)"
+            " ORDER BY r.started_at, r.run_id",
+            run_id, assignee,
+        )  # fmt: skip
         return [PromptRow(*r) for r in rows]
+
+    async def prompt_log(self, run_id: str) -> list[PromptLogRow]:
+        rows = await self._fetch(SELECT_LOG.format(table="durable.prompt_log", run="$1"), run_id)
+        return [PromptLogRow(*r) for r in rows]
 
     async def prompt(self, run_id: str, key: str) -> tuple[str, str, str, float | None] | None:
         rows = await self._fetch(

@@ -11,6 +11,7 @@ from typing import Any
 
 from ..codec import failed_step
 from .base import ASKED_AGAIN, FINAL, NOT_COPIED, UNHANDLED
+from .prompts import ANSWER_COPIED
 
 __all__ = ["fork", "pause", "prune", "resume", "retry"]
 
@@ -72,8 +73,9 @@ async def fork(conn: Any, run_id: str, new_run_id: str, at_seq: int, now: float)
         return "exists" if exists else "missing"
     copied = _count(await conn.execute(
         "INSERT INTO durable.records (run_id, seq, kind, name, status, value, error, attempts, started_at,"
-        f" finished_at, question, schema, deadline) SELECT $1, seq, kind, name, {ASKED_AGAIN.format(now='$4')},"
-        " question, schema, deadline - started_at + $4 FROM durable.records WHERE run_id = $2 AND seq < $3"
+        " finished_at, question, schema, deadline, assignee, answered_by, answered_via) SELECT $1, seq, kind, name,"
+        f" {ASKED_AGAIN.format(now='$4')}, question, schema, deadline - started_at + $4, {ANSWER_COPIED}"
+        " FROM durable.records WHERE run_id = $2 AND seq < $3"
         f" AND NOT {NOT_COPIED.format(decided=_DECIDED)}",
         new_run_id, run_id, at_seq, now,
     ))  # fmt: skip
@@ -121,6 +123,6 @@ async def prune(conn: Any, before: float, statuses: list[str], limit: int) -> in
     if not ids:
         return 0
     deleted = 0
-    for table in ("records", "set_aside", "messages", "runs"):
+    for table in ("records", "set_aside", "messages", "prompt_log", "runs"):
         deleted = _count(await conn.execute(f"DELETE FROM durable.{table} WHERE run_id = ANY($1::text[])", ids))
     return deleted

@@ -19,6 +19,7 @@ Concurrency is PostgreSQL's READ COMMITTED, so the rules are explicit:
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from .base import FINAL, IN_PLACE, Answered, Claimed, RunRow
@@ -40,6 +41,7 @@ __all__ = [
     "park",
     "release",
     "renew",
+    "reassign",
     "reopen_prompt",
     "replace",
     "select_run",
@@ -53,7 +55,10 @@ RUN = (
 )
 # The same, from a journal older than the schema that added a run's deadline and parent (read-only, for check()).
 RUN_BEFORE_CHILDREN = RUN.replace(", deadline, parent", ", NULL, NULL")
-RECORD_COLUMNS = "run_id, seq, kind, name, status, value, error, attempts, started_at, finished_at, question, schema, deadline"
+RECORD_COLUMNS = (
+    "run_id, seq, kind, name, status, value, error, attempts, started_at, finished_at, question, schema, deadline,"
+    " assignee, answered_by, answered_via"
+)
 
 
 def changed_at(now: str, run_id: str) -> str:
@@ -82,17 +87,18 @@ async def select_run(conn: Any, run_id: str) -> RunRow | None:
 
 _APPEND = (
     f"INSERT INTO durable.records ({RECORD_COLUMNS})"
-    " SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13 FROM durable.runs"
-    " WHERE run_id = $1 AND owner = $14 AND epoch = $15 FOR SHARE"
+    " SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16 FROM durable.runs"
+    " WHERE run_id = $1 AND owner = $17 AND epoch = $18 FOR SHARE"
 )
 _APPEND_MANY = (
     f"INSERT INTO durable.records ({RECORD_COLUMNS})"
     " SELECT u.run_id, u.seq, u.kind, u.name, u.status, u.value, u.error, u.attempts,"
-    "  u.started_at, u.finished_at, u.question, u.schema, u.deadline"
+    "  u.started_at, u.finished_at, u.question, u.schema, u.deadline, u.assignee, u.answered_by, u.answered_via"
     " FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[], $6::bytea[], $7::bytea[],"
-    "  $8::int[], $9::float8[], $10::float8[], $11::text[], $12::text[], $13::float8[], $14::text[], $15::bigint[])"
+    "  $8::int[], $9::float8[], $10::float8[], $11::text[], $12::text[], $13::float8[], $14::text[], $15::text[],"
+    "  $16::text[], $17::text[], $18::bigint[])"
     "  AS u(run_id, seq, kind, name, status, value, error, attempts, started_at, finished_at, question, schema,"
-    "  deadline, owner, epoch)"
+    "  deadline, assignee, answered_by, answered_via, owner, epoch)"
     " JOIN durable.runs AS r ON r.run_id = u.run_id AND r.owner = u.owner AND r.epoch = u.epoch"
     " FOR SHARE OF r RETURNING run_id, seq"
 )
@@ -135,8 +141,8 @@ async def complete_sleep(conn: Any, run_id: str, owner: str, epoch: int, seq: in
 
 async def reopen_prompt(conn: Any, run_id: str, owner: str, epoch: int, key: str, now: float) -> bool:
     status = await conn.execute(
-        f"UPDATE durable.records SET status = 'waiting', value = NULL, finished_at = {changed_at('$5', '$1')}"
-        " WHERE run_id = $1 AND kind = 'ask' AND name = $4 AND status = 'answered'"
+        "UPDATE durable.records SET status = 'waiting', value = NULL, answered_by = NULL, answered_via = NULL,"
+        f" finished_at = {changed_at('$5', '$1')} WHERE run_id = $1 AND kind = 'ask' AND name = $4 AND status = 'answered'"
         " AND EXISTS (SELECT 1 FROM durable.runs WHERE run_id = $1 AND owner = $2 AND epoch = $3 FOR SHARE)",
         run_id, owner, epoch, key, now,
     )  # fmt: skip
@@ -378,13 +384,17 @@ finish.notifies = True  # type: ignore[attr-defined]  # whoever waits for its ou
 # --- writes from outside the run ------------------------------------------------------------
 
 
-async def answer(conn: Any, run_id: str, key: str, value: bytes, now: float, claimant: str | None, lease: float) -> Answered:
+async def answer(
+    conn: Any, run_id: str, key: str, value: bytes, now: float, claimant: str | None, lease: float, by: str | None,
+    via: str,
+) -> Answered:
     await conn.execute("SELECT 1 FROM durable.runs WHERE run_id = $1 FOR UPDATE", run_id)
     updated = await conn.fetchval(
-        f"UPDATE durable.records SET status = 'answered', value = $3, finished_at = {changed_at('$4', '$1')}"
+        f"UPDATE durable.records SET status = 'answered', value = $3, finished_at = {changed_at('$4', '$1')},"
+        " answered_by = $5, answered_via = $6"
         " WHERE run_id = $1 AND kind = 'ask' AND name = $2 AND status = 'waiting'"
         " AND (deadline IS NULL OR deadline > $4) RETURNING seq",
-        run_id, key, value, now,
+        run_id, key, value, now, by, via,
     )  # fmt: skip
     if updated is None:
         status = await conn.fetchval(
@@ -393,7 +403,32 @@ async def answer(conn: Any, run_id: str, key: str, value: bytes, now: float, cla
             run_id, key, now,
         )  # fmt: skip
         return Answered(status, False, None)
+    await log_prompt(conn, run_id, updated, key, "answered", value, by, via, now)
     return Answered("waiting", *await ready_if_none_waits(conn, run_id, now, claimant, lease))
+
+
+async def log_prompt(
+    conn: Any, run_id: str, seq: int, key: str, action: str, value: bytes | None, by: str | None, via: str, now: float
+) -> None:
+    await conn.execute(
+        "INSERT INTO durable.prompt_log (run_id, seq, key, action, value, who, via, at)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        run_id, seq, key, action, value, by, via, now,
+    )  # fmt: skip
+
+
+async def reassign(conn: Any, run_id: str, key: str, assignee: str | None, now: float, by: str | None, via: str) -> str | None:
+    moved = await conn.fetchval(
+        "UPDATE durable.records SET assignee = $3 WHERE run_id = $1 AND kind = 'ask' AND name = $2"
+        " AND status = 'waiting' RETURNING seq",
+        run_id, key, assignee,
+    )  # fmt: skip
+    if moved is None:
+        return await conn.fetchval(
+            "SELECT status FROM durable.records WHERE run_id = $1 AND kind = 'ask' AND name = $2", run_id, key
+        )  # type: ignore[no-any-return]
+    await log_prompt(conn, run_id, moved, key, "reassigned", json.dumps(assignee).encode(), by, via, now)
+    return "waiting"
 
 
 async def ready_if_none_waits(

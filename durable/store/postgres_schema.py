@@ -177,6 +177,31 @@ MIGRATIONS: list[list[str]] = [
         )
         """,
     ],
+    [  # version 7: a prompt's assignee; who answered it and how; the prompt log (store/prompts.py), append-only
+        "ALTER TABLE durable.records ADD COLUMN assignee text",
+        "ALTER TABLE durable.records ADD COLUMN answered_by text",
+        "ALTER TABLE durable.records ADD COLUMN answered_via text",
+        """
+        CREATE TABLE durable.prompt_log (
+            id      bigserial PRIMARY KEY,
+            run_id  text NOT NULL,
+            seq     integer NOT NULL,
+            key     text NOT NULL,
+            action  text NOT NULL,
+            value   bytea,
+            who     text,
+            via     text NOT NULL,
+            at      double precision NOT NULL
+        )
+        """,
+        "CREATE INDEX prompt_log_by_run ON durable.prompt_log (run_id, id)",
+        """
+        CREATE FUNCTION durable.prompt_log_is_final() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN RAISE EXCEPTION 'durable: the prompt log only grows: a recorded answer is never changed'; END $$
+        """,
+        "CREATE TRIGGER prompt_log_is_final BEFORE UPDATE ON durable.prompt_log"
+        " FOR EACH ROW EXECUTE FUNCTION durable.prompt_log_is_final()",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 # The oldest schema whose runs and records check() can replay, read-only (a journal of the durable before this one),

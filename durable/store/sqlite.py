@@ -28,6 +28,7 @@ from .base import (
 )
 from .verify import LOST_RECORDS, VALUES_AFTER, damaged_values, lost_records
 from .queues import Limits, by_queue
+from .prompts import SELECT_LOG, PromptLogRow
 from .schedules import ScheduleWrites
 from .sqlite_schema import BUSY_TIMEOUT_MS, RUN_DEADLINE_FROM, open_read_only, prepare, read_only_location
 from .sqlite_writer import Writer, is_busy
@@ -251,10 +252,16 @@ class SQLiteStore(OperatorWrites, ScheduleWrites):
             raise RuntimeError("the store is closed")
         self._writer.submit_nowait(ops.complete_sleep, fence, seq, now)
 
+    async def reassign(
+        self, run_id: str, key: str, assignee: str | None, now: float, by: str | None, via: str
+    ) -> str | None:
+        return await self._write(ops.reassign, run_id, key, assignee, now, by, via)
+
     async def answer(
-        self, run_id: str, key: str, value: bytes, now: float, claimant: str | None = None, lease_seconds: float = 0.0
+        self, run_id: str, key: str, value: bytes, now: float, claimant: str | None = None, lease_seconds: float = 0.0,
+        by: str | None = None, via: str = "python",
     ) -> Answered:
-        return await self._write(ops.answer, run_id, key, value, now, claimant, lease_seconds)
+        return await self._write(ops.answer, run_id, key, value, now, claimant, lease_seconds, by, via)
 
     async def send(
         self, run_id: str, topic: str, value: bytes, now: float, claimant: str | None = None, lease_seconds: float = 0.0
@@ -342,15 +349,19 @@ class SQLiteStore(OperatorWrites, ScheduleWrites):
         )
         return [tuple(r) for r in rows]  # type: ignore[misc]
 
-    async def pending_prompts(self, run_id: str | None) -> list[PromptRow]:
+    async def pending_prompts(self, run_id: str | None, assignee: str | None = None) -> list[PromptRow]:
         rows = await self._fetch(
-            "SELECT r.run_id, runs.workflow, r.seq, r.name, r.question, r.schema, r.started_at, r.deadline"
+            "SELECT r.run_id, runs.workflow, r.seq, r.name, r.question, r.schema, r.started_at, r.deadline, r.assignee"
             " FROM records AS r JOIN runs ON runs.run_id = r.run_id"
             " WHERE r.status = 'waiting' AND r.kind = 'ask' AND runs.status NOT IN ('completed', 'failed', 'cancelled')"
-            " AND (?1 IS NULL OR r.run_id = ?1) ORDER BY r.started_at, r.run_id",
-            (run_id,),
+            " AND (?1 IS NULL OR r.run_id = ?1) AND (?2 IS NULL OR r.assignee = ?2) ORDER BY r.started_at, r.run_id",
+            (run_id, assignee),
         )
         return list(map(PromptRow._make, rows))
+
+    async def prompt_log(self, run_id: str) -> list[PromptLogRow]:
+        rows = await self._fetch(SELECT_LOG.format(table="prompt_log", run="?"), (run_id,))
+        return list(map(PromptLogRow._make, rows))
 
     async def prompt(self, run_id: str, key: str) -> tuple[str, str, str, float | None] | None:
         rows = await self._fetch(

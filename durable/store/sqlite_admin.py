@@ -10,6 +10,7 @@ import sqlite3
 
 from ..codec import failed_step
 from .base import ASKED_AGAIN, FINAL, NOT_COPIED, UNHANDLED
+from .prompts import ANSWER_COPIED
 
 __all__ = ["fork", "pause", "prune", "reclaim", "resume", "retry"]
 
@@ -62,8 +63,9 @@ def fork(conn: sqlite3.Connection, run_id: str, new_run_id: str, at_seq: int, no
     # other record is copied as it is.
     copied = conn.execute(
         "INSERT INTO records (run_id, seq, kind, name, status, value, error, attempts, started_at, finished_at,"
-        f" question, schema, deadline) SELECT ?1, seq, kind, name, {ASKED_AGAIN.format(now='?4')}, question, schema,"
-        f" deadline - started_at + ?4 FROM records WHERE run_id = ?2 AND seq < ?3"
+        f" question, schema, deadline, assignee, answered_by, answered_via) SELECT ?1, seq, kind, name,"
+        f" {ASKED_AGAIN.format(now='?4')}, question, schema, deadline - started_at + ?4, {ANSWER_COPIED}"
+        f" FROM records WHERE run_id = ?2 AND seq < ?3"
         f" AND NOT {NOT_COPIED.format(decided=_DECIDED)}",
         (new_run_id, run_id, at_seq, now),
     ).rowcount
@@ -124,7 +126,7 @@ def prune(conn: sqlite3.Connection, before: float, statuses: list[str], limit: i
     if not ids:
         return 0
     chosen = ", ".join("?" for _ in ids)
-    for table in ("records", "set_aside", "messages", "runs"):  # one transaction: no other writer comes between
+    for table in ("records", "set_aside", "messages", "prompt_log", "runs"):  # one transaction: no writer between
         deleted = conn.execute(f"DELETE FROM {table} WHERE run_id IN ({chosen})", ids).rowcount
     return deleted
 

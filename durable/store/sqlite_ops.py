@@ -8,6 +8,7 @@ epoch) can never interleave with a claim.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from typing import Any
 
@@ -16,7 +17,7 @@ from .queues import Limits, QueueLoad, pick
 
 __all__ = [
     "CHANGED_AT", "CLAIMABLE", "RECORD", "RUN", "answer", "append", "cancel", "checkpoint", "claim", "claim_ready",
-    "complete_sleep", "create_placed", "create_run", "expire", "finish", "ready_if_none_waits", "flush", "park", "release", "renew", "reopen_prompt", "replace",
+    "complete_sleep", "create_placed", "create_run", "expire", "finish", "ready_if_none_waits", "flush", "park", "release", "renew", "reassign", "reopen_prompt", "replace",
     "select_run",
 ]  # fmt: skip
 
@@ -27,7 +28,10 @@ RUN = (
 )
 # The same, from a journal older than the schema that added a run's deadline and parent (read-only, for check()).
 RUN_BEFORE_CHILDREN = RUN.replace(", deadline, parent", ", NULL, NULL")
-RECORD = "seq, kind, name, status, value, error, attempts, started_at, finished_at, question, schema, deadline"
+RECORD = (
+    "seq, kind, name, status, value, error, attempts, started_at, finished_at, question, schema, deadline, assignee,"
+    " answered_by, answered_via"
+)
 
 # The time of an in-place change (a prompt answered, cancelled or reopened, a
 # sleep done): strictly later than every earlier such change of the run, so the
@@ -42,9 +46,9 @@ _FENCED = "EXISTS (SELECT 1 FROM runs WHERE run_id = :run_id AND owner = :owner 
 
 _APPEND = (
     "INSERT INTO records (run_id, seq, kind, name, status, value, error, attempts,"
-    " started_at, finished_at, question, schema, deadline)"
-    " SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13"
-    " WHERE EXISTS (SELECT 1 FROM runs WHERE run_id = ?1 AND owner = ?14 AND epoch = ?15)"
+    " started_at, finished_at, question, schema, deadline, assignee, answered_by, answered_via)"
+    " SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16"
+    " WHERE EXISTS (SELECT 1 FROM runs WHERE run_id = ?1 AND owner = ?17 AND epoch = ?18)"
 )
 
 
@@ -244,21 +248,24 @@ def finish(conn: sqlite3.Connection, params: tuple[Any, ...]) -> bool:
 
 
 def answer(
-    conn: sqlite3.Connection, run_id: str, key: str, value: bytes, now: float, claimant: str | None, lease: float
+    conn: sqlite3.Connection, run_id: str, key: str, value: bytes, now: float, claimant: str | None, lease: float,
+    by: str | None, via: str,
 ) -> Answered:
-    cur = conn.execute(
-        f"UPDATE records SET status = 'answered', value = :value, finished_at = {CHANGED_AT}"
+    answered = conn.execute(
+        f"UPDATE records SET status = 'answered', value = :value, finished_at = {CHANGED_AT},"
+        " answered_by = :by, answered_via = :via"
         " WHERE run_id = :run_id AND kind = 'ask' AND name = :key AND status = 'waiting'"
-        " AND (deadline IS NULL OR deadline > :now)",
-        {"value": value, "now": now, "run_id": run_id, "key": key},
-    )
-    if cur.rowcount == 0:
+        " AND (deadline IS NULL OR deadline > :now) RETURNING seq",
+        {"value": value, "now": now, "run_id": run_id, "key": key, "by": by, "via": via},
+    ).fetchone()
+    if answered is None:
         row = conn.execute(
             "SELECT CASE WHEN status = 'waiting' AND deadline <= ? THEN 'expired' ELSE status END"
             " FROM records WHERE run_id = ? AND kind = 'ask' AND name = ?",
             (now, run_id, key),
         ).fetchone()
         return Answered(None if row is None else row[0], False, None)
+    log_prompt(conn, run_id, answered[0], key, "answered", value, by, via, now)
     return Answered("waiting", *ready_if_none_waits(conn, run_id, now, claimant, lease))
 
 
@@ -289,10 +296,36 @@ def ready_if_none_waits(
     return True, None if row[5] is None else claimed
 
 
+def log_prompt(
+    conn: sqlite3.Connection, run_id: str, seq: int, key: str, action: str, value: bytes | None, by: str | None,
+    via: str, now: float,
+) -> None:
+    conn.execute(
+        "INSERT INTO prompt_log (run_id, seq, key, action, value, who, via, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (run_id, seq, key, action, value, by, via, now),
+    )
+
+
+def reassign(
+    conn: sqlite3.Connection, run_id: str, key: str, assignee: str | None, now: float, by: str | None, via: str
+) -> str | None:
+    moved = conn.execute(
+        "UPDATE records SET assignee = ?3 WHERE run_id = ?1 AND kind = 'ask' AND name = ?2 AND status = 'waiting'"
+        " RETURNING seq",
+        (run_id, key, assignee),
+    ).fetchone()
+    if moved is None:
+        row = conn.execute("SELECT status FROM records WHERE run_id = ? AND kind = 'ask' AND name = ?", (run_id, key)).fetchone()
+        return None if row is None else row[0]
+    log_prompt(conn, run_id, moved[0], key, "reassigned", json.dumps(assignee).encode(), by, via, now)
+    return "waiting"
+
+
 def reopen_prompt(conn: sqlite3.Connection, fence: Fence, key: str, now: float) -> bool:
     return (
         conn.execute(
-            f"UPDATE records SET status = 'waiting', value = NULL, finished_at = {CHANGED_AT}"
+            f"UPDATE records SET status = 'waiting', value = NULL, answered_by = NULL, answered_via = NULL,"
+            f" finished_at = {CHANGED_AT}"
             f" WHERE run_id = :run_id AND kind = 'ask' AND name = :key AND status = 'answered' AND {_FENCED}",
             {**fence._asdict(), "key": key, "now": now},
         ).rowcount

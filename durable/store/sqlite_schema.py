@@ -164,6 +164,29 @@ MIGRATIONS: list[list[str]] = [
         )
         """,
     ],
+    [  # version 8: a prompt's assignee; who answered it and how; the prompt log (store/prompts.py), append-only
+        "ALTER TABLE records ADD COLUMN assignee TEXT",
+        "ALTER TABLE records ADD COLUMN answered_by TEXT",
+        "ALTER TABLE records ADD COLUMN answered_via TEXT",
+        """
+        CREATE TABLE prompt_log (
+            id      INTEGER PRIMARY KEY,
+            run_id  TEXT NOT NULL,
+            seq     INTEGER NOT NULL,
+            key     TEXT NOT NULL,
+            action  TEXT NOT NULL,
+            value   BLOB,
+            who     TEXT,
+            via     TEXT NOT NULL,
+            at      REAL NOT NULL
+        )
+        """,
+        "CREATE INDEX prompt_log_by_run ON prompt_log (run_id, id)",
+        """
+        CREATE TRIGGER prompt_log_is_final BEFORE UPDATE ON prompt_log
+        BEGIN SELECT RAISE(ABORT, 'durable: the prompt log only grows: a recorded answer is never changed'); END
+        """,
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 # The oldest schema whose runs and records check() can replay, read-only (a journal of the durable before this one),
