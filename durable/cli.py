@@ -18,13 +18,13 @@ from . import __version__
 from .app import STATUSES, App
 from .cli_base import (
     STALE_PENDING_SECONDS, Failure, ago, db_option, durable_errors_exit_1, echo_json, echo_table, error_text, expects,
-    instant, json_option, json_or_text, load_app, logging_to_stderr, plain, preview, record_value, since, since_seconds,
+    instant, json_option, json_or_text, load_app, logging_to_stderr, plain, record_value, since, since_seconds,
     styled_status, with_app,
 )
 from .cli_change import COMMANDS
+from .cli_inbox import COMMANDS as INBOX_COMMANDS
 from .cli_queues import COMMANDS as QUEUE_COMMANDS
-from .errors import InvalidAnswer
-from .model import Prompt, Run
+from .model import Run
 from .store import redact
 
 __all__ = ["ago", "expects", "main"]
@@ -114,45 +114,6 @@ def show(run_id: str, as_json: bool, db: str) -> None:
                 for r in run.set_aside
             ],
         )
-
-
-@main.command()
-@json_option
-@db_option
-def prompts(as_json: bool, db: str) -> None:
-    """List prompts waiting for an answer, oldest first."""
-    pending: list[Prompt] = with_app(db, lambda app: app.prompts(), read_only=True)
-    if as_json:
-        echo_json(pending)
-    elif not pending:
-        click.echo("no pending prompts")
-    else:
-        rows = [[p.run_id, p.key, preview(p.question), expects(p.schema), since(p.created_at)] for p in pending]
-        echo_table(["run_id", "key", "question", "expects", "age"], rows)
-
-
-@main.command()
-@click.argument("run_id")
-@click.argument("key")
-@click.argument("value")
-@db_option
-def answer(run_id: str, key: str, value: str, db: str) -> None:
-    """Answer prompt KEY of run RUN_ID with VALUE (JSON, else taken as a plain string)."""
-    parsed = json_or_text(value)
-
-    async def give(app: App) -> None:
-        try:
-            await app.answer(run_id, key, parsed)
-        except InvalidAnswer as exc:
-            if isinstance(parsed, str):
-                raise
-            # VALUE read as JSON (a number, true, null...): the user may have meant the text.
-            raise Failure(
-                f"{exc} VALUE {value} was read as JSON; to answer the text {value!r}, quote it: '\"{value}\"'."
-            ) from None
-
-    with_app(db, give)
-    click.echo(f"answered {key} of run {run_id}")
 
 
 @main.command()
@@ -248,5 +209,5 @@ def serve(app_spec: str, host: str, port: int, db: str) -> None:
         http.serve(app, host=host, port=port)
 
 
-for command in COMMANDS + QUEUE_COMMANDS:
+for command in COMMANDS + INBOX_COMMANDS + QUEUE_COMMANDS:
     main.add_command(command)

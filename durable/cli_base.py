@@ -200,7 +200,10 @@ def record_value(record: Record) -> str:
         return preview(f"run {record.question}{outcome}")
     if record.kind == "ask":
         question = record.question or ""
-        return preview(question if record.status != "answered" else f"{question} → {plain(record.value)}")
+        if record.status != "answered":
+            return preview(question) + (f"  [for {record.assignee}]" if record.assignee else "")
+        by = f"{record.by}, {record.via}" if record.by else record.via
+        return preview(f"{question} → {plain(record.value)}") + (f"  [by {by}]" if by else "")
     return "" if record.value is None else preview(record.value)
 
 

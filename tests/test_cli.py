@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import getpass
 import importlib.util
 import json
 import os
@@ -45,7 +46,7 @@ def charge(order_id: str) -> None:
 @app.workflow
 async def checkout(ctx: durable.Context, order_id: str) -> dict:
     order = await ctx.step(load_order, order_id)
-    ok = await ctx.ask(f"Approve order {order_id}?", type=bool, key="approve")
+    ok = await ctx.ask(f"Approve order {order_id}?", type=bool, key="approve", assignee="finance")
     return {"order_id": order["order_id"], "approved": ok}
 
 
@@ -217,7 +218,7 @@ def test_show_prints_the_run_and_its_journal(journal: str) -> None:
         "",
         "SEQ  KIND  NAME        STATUS     ATTEMPTS  VALUE",
         '0    step  load_order  completed  1         {"order_id":"o-1","total":1200}',
-        "1    ask   approve     waiting    1         Approve order o-1?",
+        "1    ask   approve     waiting    1         Approve order o-1?  [for finance]",
     ]
 
 
@@ -257,10 +258,27 @@ def test_prompts_lists_pending_prompts_oldest_first(journal: str) -> None:
 
     assert result.exit_code == 0, result.output
     assert lines(result.stdout) == [
-        "RUN_ID    KEY      QUESTION            EXPECTS  AGE",
-        "order-1   approve  Approve order o-1?  boolean  3h ago",
-        "survey-1  comment  Any comments?       string   5m ago",
+        "RUN_ID    KEY      QUESTION            EXPECTS  FOR      AGE",
+        "order-1   approve  Approve order o-1?  boolean  finance  3h ago",
+        "survey-1  comment  Any comments?       string   -        5m ago",
     ]
+
+
+def test_prompts_of_one_assignee_and_a_reassignment(journal: str) -> None:
+    assert [line.split()[0] for line in lines(cli("prompts", "--assignee", "finance", "--db", journal).stdout)] == [
+        "RUN_ID", "order-1",
+    ]  # fmt: skip
+    assert lines(cli("prompts", "--assignee", "ops", "--db", journal).stdout) == ["no pending prompts assigned to ops"]
+    result = cli("reassign", "order-1", "approve", "ops", "--by", "lea", "--db", journal)
+    assert (result.exit_code, lines(result.stdout)) == (0, ["assigned approve of run order-1 to ops (by lea)"])
+    assert [line.split()[0] for line in lines(cli("prompts", "--assignee", "ops", "--db", journal).stdout)] == [
+        "RUN_ID", "order-1",
+    ]  # fmt: skip
+    assert lines(cli("show", "order-1", "--db", journal).stdout)[-1] == (
+        "1    ask   approve     waiting    1         Approve order o-1?  [for ops]"
+    )
+    result = cli("reassign", "survey-1", "nope", "ops", "--db", journal)
+    assert result.exit_code == 1 and "has no prompt with key 'nope' waiting" in result.output, result.output
 
 
 def test_prompts_json_carries_each_schema(journal: str) -> None:
@@ -315,23 +333,29 @@ def test_ages_read_as_people_say_them(seconds: float, text: str) -> None:
 
 
 def test_answer_records_a_json_value(journal: str) -> None:
-    result = cli("answer", "order-1", "approve", "true", "--db", journal)
+    result = cli("answer", "order-1", "approve", "true", "--by", "ada", "--db", journal)
 
     assert result.exit_code == 0, result.output
-    assert lines(result.stdout) == ["answered approve of run order-1"]
+    assert lines(result.stdout) == ["answered approve of run order-1 (by ada)"]
     run = get_run(journal, "order-1")
     assert (run.steps[1].kind, run.steps[1].status, run.steps[1].value) == ("ask", "answered", True)
     assert run.status != "waiting"
     assert lines(cli("show", "order-1", "--db", journal).stdout)[-1] == (
-        "1    ask   approve     answered   1         Approve order o-1? → true"
+        "1    ask   approve     answered   1         Approve order o-1? → true  [by ada, cli]"
     )
+    exported = json.loads(cli("export", "order-1", "--db", journal).stdout)
+    assert exported["run"]["run_id"] == "order-1" and len(exported["run"]["steps"]) == 2
+    [entry] = exported["prompt_log"]
+    assert {k: entry[k] for k in ("seq", "key", "action", "value", "by", "via")} == {
+        "seq": 1, "key": "approve", "action": "answered", "value": True, "by": "ada", "via": "cli",
+    }  # fmt: skip
     assert [line.split()[0] for line in lines(cli("prompts", "--db", journal).stdout)] == ["RUN_ID", "survey-1"]
 
 
 def test_answer_that_is_not_json_is_a_plain_string(journal: str) -> None:
     result = cli("answer", "survey-1", "comment", "ship it, fast", "--db", journal)
 
-    assert lines(result.stdout) == ["answered comment of run survey-1"]
+    assert lines(result.stdout) == [f"answered comment of run survey-1 (by {getpass.getuser()})"]  # the login name
     assert get_run(journal, "survey-1").steps[0].value == "ship it, fast"
 
 
@@ -460,8 +484,8 @@ def test_worker_resumes_a_run_answered_from_the_cli_and_stops_on_sigterm(journal
         text=True,
     )
     try:
-        assert lines(cli("answer", "order-1", "approve", "true", "--db", journal).stdout) == [
-            "answered approve of run order-1"
+        assert lines(cli("answer", "order-1", "approve", "true", "--by", "ada", "--db", journal).stdout) == [
+            "answered approve of run order-1 (by ada)"
         ]
         wait_until(lambda: get_run(journal, "order-1").status == "completed", what="order-1 to complete")
     finally:
@@ -487,7 +511,8 @@ def test_python_m_durable_help_lists_the_commands() -> None:
     assert done.stdout.startswith("Usage: durable [OPTIONS] COMMAND [ARGS]...")
     commands = re.findall(r"^  (\w+) ", done.stdout.split("Commands:")[1], re.MULTILINE)
     assert commands == [
-        "answer", "cancel", "check", "doctor", "fork", "pause", "prompts", "prune", "queues", "resume", "retry", "runs", "schedules", "send",
+        "answer", "cancel", "check", "doctor", "export", "fork", "pause", "prompts", "prune", "queues", "reassign", "resume", "retry",
+        "runs", "schedules", "send",
         "serve", "show", "submit", "worker",
     ]
 
@@ -499,4 +524,4 @@ def test_the_durable_script_lists_prompts(journal: str) -> None:
     done = subprocess.run([script, "prompts", "--db", journal], capture_output=True, text=True, timeout=60)
 
     assert done.returncode == 0, done.stderr
-    assert lines(done.stdout)[1] == "order-1   approve  Approve order o-1?  boolean  3h ago"
+    assert lines(done.stdout)[1] == "order-1   approve  Approve order o-1?  boolean  finance  3h ago"

@@ -1,0 +1,95 @@
+"""The commands for the prompt inbox: ``durable prompts``, ``answer``, ``reassign`` and ``export``.
+
+An answer from the command line records who gave it (``--by``, default the
+login name) and that it came through the CLI, as the HTTP API records the
+token's name; ``durable export`` prints all of it for one run.
+"""
+
+from __future__ import annotations
+
+import getpass
+
+import click
+
+from .app import App
+from .cli_base import Failure, db_option, echo_json, echo_table, expects, json_option, json_or_text, preview, since, with_app
+from .errors import InvalidAnswer
+from .model import Prompt
+
+__all__ = ["COMMANDS"]
+
+
+def login_name() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a container's bare uid)
+        return "unknown"
+
+
+def by_option(fn: click.decorators.FC) -> click.decorators.FC:
+    return click.option("--by", default=login_name, show_default="your login name", help="Who is answering (recorded).")(fn)
+
+
+@click.command()
+@click.option("--assignee", help="Only prompts assigned to this name.")
+@json_option
+@db_option
+def prompts(assignee: str | None, as_json: bool, db: str) -> None:
+    """List prompts waiting for an answer, oldest first."""
+    pending: list[Prompt] = with_app(db, lambda app: app.prompts(assignee=assignee), read_only=True)
+    if as_json:
+        echo_json(pending)
+    elif not pending:
+        click.echo("no pending prompts" + (f" assigned to {assignee}" if assignee else ""))
+    else:
+        rows = [[p.run_id, p.key, preview(p.question), expects(p.schema), p.assignee or "-", since(p.created_at)] for p in pending]
+        echo_table(["run_id", "key", "question", "expects", "for", "age"], rows)
+
+
+@click.command()
+@click.argument("run_id")
+@click.argument("key")
+@click.argument("value")
+@by_option
+@db_option
+def answer(run_id: str, key: str, value: str, by: str, db: str) -> None:
+    """Answer prompt KEY of run RUN_ID with VALUE (JSON, else taken as a plain string)."""
+    parsed = json_or_text(value)
+
+    async def give(app: App) -> None:
+        try:
+            await app.answer(run_id, key, parsed, by=by, via="cli")
+        except InvalidAnswer as exc:
+            if isinstance(parsed, str):
+                raise
+            # VALUE read as JSON (a number, true, null...): the user may have meant the text.
+            raise Failure(
+                f"{exc} VALUE {value} was read as JSON; to answer the text {value!r}, quote it: '\"{value}\"'."
+            ) from None
+
+    with_app(db, give)
+    click.echo(f"answered {key} of run {run_id} (by {by})")
+
+
+@click.command()
+@click.argument("run_id")
+@click.argument("key")
+@click.argument("assignee")
+@by_option
+@db_option
+def reassign(run_id: str, key: str, assignee: str, by: str, db: str) -> None:
+    """Assign prompt KEY of run RUN_ID to ASSIGNEE ('-': to nobody); recorded with who did it."""
+    to = None if assignee == "-" else assignee
+    with_app(db, lambda app: app.reassign(run_id, key, to, by=by, via="cli"))
+    click.echo(f"assigned {key} of run {run_id} to {to or 'nobody'} (by {by})")
+
+
+@click.command()
+@click.argument("run_id")
+@db_option
+def export(run_id: str, db: str) -> None:
+    """Print run RUN_ID as JSON: the run, every record, and every answer and reassignment with who, how and when."""
+    echo_json(with_app(db, lambda app: app.export(run_id), read_only=True))
+
+
+COMMANDS = [prompts, answer, reassign, export]
