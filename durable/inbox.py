@@ -51,11 +51,11 @@ async def answer(engine: Engine, run_id: str, key: str, value: Any, by: str | No
         raise PromptAlreadyAnswered(run_id, key)
     if status == "expired":
         raise PromptExpired(run_id, key)
+    run = await engine.load(run_id)
+    if run.status in FINAL:  # it failed, timed out or was cancelled while its prompt waited: no answer now
+        raise RunAlreadyFinished(run_id, run.status, "answer")
     if status != "waiting":
         raise PromptNotFound(run_id, key)
-    run = await engine.load(run_id)
-    if run.status in FINAL:  # it failed or timed out while its prompt waited: the prompt takes no answer
-        raise RunAlreadyFinished(run_id, run.status, "answer")
     if (depth := nesting(value, MAX_DEPTH)) > MAX_DEPTH:
         raise InvalidAnswer(run_id, key, f"it is nested {depth} levels deep or more; answers may nest {MAX_DEPTH}")
     try:

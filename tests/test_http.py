@@ -264,7 +264,8 @@ async def test_cancel(client: httpx.AsyncClient) -> None:
     assert response.json() == {"run_id": run_id, "status": "cancelled"}
     assert (await client.get(f"/runs/{run_id}")).json()["status"] == "cancelled"
     assert (await client.post(f"/runs/{run_id}/cancel")).status_code == 200  # cancelling twice is fine
-    error(await client.post(f"/runs/{run_id}/prompts/colour", json={"value": "red"}), 404, "PromptNotFound")
+    answered = await client.post(f"/runs/{run_id}/prompts/colour", json={"value": "red"})
+    error(answered, 409, "RunAlreadyFinished", "its prompts take no more answers")  # the run ended: 409, not 404
 
     done = await start(client, "hello")
     await status_becomes(client, done, "completed")

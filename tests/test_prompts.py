@@ -377,8 +377,8 @@ async def test_cancel_a_waiting_run(db: str) -> None:
         await app.cancel("e1")
         assert await handle.status() == "cancelled"
         assert await app.prompts() == []
-        with pytest.raises(durable.PromptNotFound):
-            await app.answer("e1", "approve", True)
+        with pytest.raises(durable.RunAlreadyFinished, match="already ended with status 'cancelled'"):
+            await app.answer("e1", "approve", True)  # the run ended: its prompt takes no answer (HTTP 409)
         with pytest.raises(durable.RunCancelled, match="Run 'e1' was cancelled"):
             await handle.result(timeout=5)
         with pytest.raises(durable.RunCancelled):

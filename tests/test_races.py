@@ -96,8 +96,8 @@ async def test_a_prompt_that_loses_leaves_the_inbox_and_a_child_that_loses_is_ca
         assert await handle.result(timeout=10) == "nobody"
         assert await app.prompts() == []
         assert await app.status("a.1") == "cancelled"
-        with pytest.raises(durable.PromptNotFound):
-            await app.answer("a", "ok", True)
+        with pytest.raises(durable.RunAlreadyFinished, match="'completed': its prompts take no more answers"):
+            await app.answer("a", "ok", True)  # withdrawn, and its run has ended since
     assert decisions(db, "a")[0] == (2, "FIRST_COMPLETED", "completed", {"done": [], "timed_out": True, "withdrawn": [0, 1]})
 
 
