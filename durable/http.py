@@ -18,8 +18,6 @@ import contextlib
 import http
 import inspect
 import ipaddress
-import os
-import secrets
 from collections.abc import AsyncIterator
 from importlib import resources
 from typing import Annotated, Any, Literal
@@ -29,9 +27,9 @@ import uvicorn
 from fastapi import APIRouter, Body, Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.security import HTTPBearer
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from fastapi.staticfiles import StaticFiles
-from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -57,16 +55,18 @@ from .errors import (
     WorkflowNotFound,
     WrongRunStatus,
 )
+from .http_auth import Identity
+from .http_auth import router as auth_router
 from .http_edges import BodyLimit, QuietDisconnects
+from .tokens import Tokens
 from .http_models import (
-    Answer, Answered, Cancelled, DurableApp, Fork, Health, MessageIn, PromptOut, QueueOut, RunId, RunOut, RunStarted,
-    ScheduleOut, Sent, StartRun, WorkflowOut, errors, errors_as_json, out,
+    Answer, Answered, Cancelled, DurableApp, Export, Fork, Health, MessageIn, PromptOut, QueueOut, Reassign, Reassigned,
+    RunId, RunOut, RunStarted, ScheduleOut, Sent, StartRun, WorkflowOut, errors, errors_as_json, out,
 )
 from .model import Cursor
 
 __all__ = ["UnsafeBind", "create_app", "serve"]
 
-TOKEN_ENV = "DURABLE_TOKEN"
 
 ERROR_STATUS: dict[type[DurableError], int] = {
     WorkflowNotFound: 404,
@@ -91,10 +91,11 @@ ERROR_STATUS: dict[type[DurableError], int] = {
 # --- routes ---------------------------------------------------------------------------
 
 
-router = APIRouter(responses=errors(401))  # when DURABLE_TOKEN is set
+# 401 where tokens are set; the bearer scheme is declared for every route (the check itself is http_auth.Identity).
+router = APIRouter(responses=errors(401), dependencies=[Depends(HTTPBearer(auto_error=False))])
 
 
-@router.get("/health", response_model=Health)
+@router.get("/health", response_model=Health, openapi_extra={"security": []})
 async def health() -> Any:
     return Health()
 
@@ -223,16 +224,30 @@ async def resume_run(run_id: RunId, app: DurableApp) -> Any:
 
 
 @router.get("/prompts", response_model=list[PromptOut], responses=errors(422))
-async def list_prompts(app: DurableApp, run_id: str | None = None) -> Any:
-    """Prompts waiting for an answer, oldest first, each with its answer's schema."""
-    return out(await app.prompts(run_id))
+async def list_prompts(app: DurableApp, run_id: str | None = None, assignee: str | None = None) -> Any:
+    """Prompts waiting for an answer, oldest first, each with its answer's schema; of one assignee, or all."""
+    return out(await app.prompts(run_id, assignee=assignee))
 
 
 @router.post("/runs/{run_id}/prompts/{key}", response_model=Answered, responses=errors(400, 404, 409, 422))
-async def answer_prompt(run_id: RunId, key: str, body: Answer, app: DurableApp) -> Any:
-    """Record the answer to a prompt; the run moves on."""
-    await app.answer(run_id, key, body.value)
-    return Answered(run_id=run_id, key=key, value=body.value)
+async def answer_prompt(run_id: RunId, key: str, body: Answer, app: DurableApp, request: Request) -> Any:
+    """Record the answer to a prompt, with who gave it (the token's name) and how; the run moves on."""
+    by = request.state.who
+    await app.answer(run_id, key, body.value, by=by, via=request.state.via)
+    return Answered(run_id=run_id, key=key, value=body.value, by=by)
+
+
+@router.post("/runs/{run_id}/prompts/{key}/assignee", response_model=Reassigned, responses=errors(400, 404, 409, 422))
+async def reassign_prompt(run_id: RunId, key: str, body: Reassign, app: DurableApp, request: Request) -> Any:
+    """Give a waiting prompt another assignee (null: nobody), recorded with who did it."""
+    await app.reassign(run_id, key, body.assignee, by=request.state.who, via=request.state.via)
+    return Reassigned(run_id=run_id, key=key, assignee=body.assignee)
+
+
+@router.get("/runs/{run_id}/export", response_model=Export, responses=errors(404, 422))
+async def export_run(run_id: RunId, app: DurableApp) -> Any:
+    """The run, every record, and every answer and reassignment with who, how and when (the audit trail)."""
+    return await app.export(run_id)
 
 
 @router.get("/queues", response_model=list[QueueOut])
@@ -303,24 +318,6 @@ async def http_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, phrase.title().replace(" ", ""), str(exc.detail), exc.headers)
 
 
-class BearerToken:
-    """Refuse every HTTP request whose `Authorization: Bearer` is not the token (401)."""
-
-    def __init__(self, app: ASGIApp, token: str) -> None:
-        self.app, self.token = app, token.encode()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            scheme, _, given = Headers(scope=scope).get("authorization", "").partition(" ")
-            # compare_digest: how long the comparison takes says nothing about the token.
-            if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip().encode(), self.token):
-                detail = f"This server needs 'Authorization: Bearer <token>', with the token in its {TOKEN_ENV}."
-                response = error_response(401, "Unauthorized", detail, {"WWW-Authenticate": "Bearer"})
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
-
-
 class EndStreamsOnShutdown:
     """Once `closing` is set, tell each open request that its client left, so event streams end cleanly."""
 
@@ -383,14 +380,14 @@ def create_app(app: App, *, max_body_bytes: int | None = None) -> FastAPI:
     api.state.durable = app
     api.state.closing = closing = asyncio.Event()
     api.include_router(router)
+    api.include_router(auth_router)
     api.mount("/static", StaticFiles(packages=[(__package__, "web")]), name="static")
     api.add_exception_handler(DurableError, durable_error)
     api.add_exception_handler(RequestValidationError, invalid_request)
     api.add_exception_handler(StarletteHTTPException, http_error)
     api.add_exception_handler(Exception, server_error)
-    token = os.environ.get(TOKEN_ENV)
-    if token:
-        api.add_middleware(BearerToken, token=token)
+    api.state.tokens = tokens = Tokens.from_env()
+    api.add_middleware(Identity, tokens=tokens)
     api.add_middleware(EndStreamsOnShutdown, closing=closing)
     api.add_middleware(BodyLimit, limit=edges.max_body_bytes(max_body_bytes))
     api.add_middleware(QuietDisconnects)
@@ -415,7 +412,7 @@ def is_loopback(host: str) -> bool:
 
 def serve(app: App, host: str = "127.0.0.1", port: int = 8000) -> None:
     """Serve the API, the page and the App's worker until interrupted; refuse a public host without a token."""
-    if not os.environ.get(TOKEN_ENV) and not is_loopback(host):
+    if not Tokens.from_env() and not is_loopback(host):
         raise UnsafeBind(host)
     api = create_app(app)
     config = uvicorn.Config(api, host=host, port=port, timeout_graceful_shutdown=10)

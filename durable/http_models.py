@@ -12,7 +12,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from .app import STATUSES, App
 
 __all__ = [
-    "Answer", "Answered", "Cancelled", "DurableApp", "ErrorOut", "Fork", "MessageIn", "Sent", "Health", "Model", "PromptOut", "QueueOut", "RecordOut",
+    "Answer", "Answered", "Cancelled", "DurableApp", "ErrorOut", "Export", "Fork", "MessageIn", "Sent", "Health", "Model", "PromptOut", "QueueOut", "Reassign", "Reassigned", "RecordOut",
     "RequestBody", "RunId", "RunOut", "RunStarted", "ScheduleOut", "StartRun", "WorkflowOut", "errors", "errors_as_json", "out",
 ]  # fmt: skip
 
@@ -70,6 +70,9 @@ class RecordOut(Model):
     question: str | None = None
     answer_schema: dict[str, Any] | None = Field(default=None, alias="schema")
     expires_at: AwareDatetime | None = None
+    assignee: str | None = Field(default=None, description="A prompt's: whom it is for.")
+    by: str | None = Field(default=None, description="An answered prompt's: who answered.")
+    via: str | None = Field(default=None, description="... and how: python, cli, http or page.")
 
 
 class RunOut(Model):
@@ -97,6 +100,7 @@ class PromptOut(Model):
     workflow: str
     seq: int
     expires_at: AwareDatetime | None = Field(default=None, description="When it stops taking answers (its timeout).")
+    assignee: str | None = Field(default=None, description="Whom it is for (ctx.ask(assignee=...)).")
 
 
 class Answer(RequestBody):
@@ -121,6 +125,32 @@ class Answered(Model):
     run_id: str
     key: str
     value: Any = None
+    by: str | None = Field(default=None, description="Who answered: the name of the request's token or session.")
+
+
+class Reassign(RequestBody):
+    assignee: str | None = Field(min_length=1, description="Whom the prompt is for now; null: nobody.")
+
+
+class Reassigned(Model):
+    run_id: str
+    key: str
+    assignee: str | None = None
+
+
+class LogEntryOut(Model):
+    seq: int
+    key: str
+    action: Literal["answered", "reassigned"]
+    value: Any = None
+    by: str | None = None
+    via: Literal["python", "cli", "http", "page"]
+    at: AwareDatetime
+
+
+class Export(Model):
+    run: RunOut
+    prompt_log: list[LogEntryOut] = Field(description="Every answer and reassignment, in the order recorded; never changed.")
 
 
 class QueueOut(Model):

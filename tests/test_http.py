@@ -211,6 +211,7 @@ async def test_get_a_run_with_its_journal(client: httpx.AsyncClient) -> None:
     assert pack_record | {"started_at": None, "finished_at": None} == {
         "seq": 0, "kind": "step", "name": "pack", "status": "completed", "value": "packed o-3", "error": None,
         "attempts": 1, "started_at": None, "finished_at": None, "question": None, "schema": None, "expires_at": None,
+        "assignee": None, "by": None, "via": None,
     }  # fmt: skip
     assert (ask_record["name"], ask_record["status"]) == ("approve", "waiting")
     assert ask_record["question"] == "Ship order o-3?"
@@ -223,11 +224,11 @@ async def test_answer_a_prompt_and_the_run_completes(client: httpx.AsyncClient) 
     [prompt] = await pending(client, run_id)
     assert prompt | {"created_at": None} == {
         "run_id": run_id, "key": "approve", "question": "Ship order o-4?", "schema": {"type": "boolean"},
-        "created_at": None, "workflow": "order", "seq": 1, "expires_at": None,
+        "created_at": None, "workflow": "order", "seq": 1, "expires_at": None, "assignee": None,
     }  # fmt: skip
     response = await client.post(f"/runs/{run_id}/prompts/approve", json={"value": True})
     assert response.status_code == 200
-    assert response.json() == {"run_id": run_id, "key": "approve", "value": True}
+    assert response.json() == {"run_id": run_id, "key": "approve", "value": True, "by": None}  # no tokens: nobody
     run = await status_becomes(client, run_id, "completed")
     assert run["result"] == "shipped o-4"
     assert shipped == ["o-4"]
@@ -437,17 +438,23 @@ async def test_a_token_guards_every_route(shop: durable.App, monkeypatch: pytest
     async with LifespanManager(create_app(shop)) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            for path in ["/health", "/", "/openapi.json", "/static/app.js", "/runs", "/runs/x/events"]:
+            for path in ["/openapi.json", "/runs", "/runs/x/events", "/prompts", "/me"]:
                 for headers in [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}]:
                     response = await client.get(path, headers=headers)
                     error(response, 401, "Unauthorized", "Authorization: Bearer")
                     assert response.headers["www-authenticate"] == "Bearer"
             error(await client.post("/workflows/hello/runs", json={}), 401, "Unauthorized")
             assert await shop.list_runs() == []
+            # Open to all: the load balancer's probe, the page's assets, and the page's sign-in form.
+            assert (await client.get("/health")).json() == {"status": "ok"}
+            assert (await client.get("/static/app.js")).status_code == 200
+            page = await client.get("/")
+            assert page.status_code == 200 and '<form class="panel" method="post" action="login">' in page.text
 
             client.headers["Authorization"] = "Bearer s3cret"
             for path in ["/health", "/", "/openapi.json", "/static/app.js", "/runs"]:
                 assert (await client.get(path)).status_code == 200, path
+            assert (await client.get("/me")).json() == {"name": "token", "tokens": True}
             assert (await client.post("/workflows/hello/runs", json={})).status_code == 202
 
 
@@ -512,7 +519,7 @@ def test_generated_requests_get_no_5xx_and_match_the_openapi_schema(tmp_path: Pa
     schema = schemathesis.openapi.from_asgi("/openapi.json", api)
     try:
         operations = [result.ok() for result in schema.get_all_operations()]
-        assert len(operations) == 18 + 3  # and one start operation per workflow, with its own arguments' schema
+        assert len(operations) == 20 + 3  # and one start operation per workflow, with its own arguments' schema
         for operation in operations:
 
             @given(case=operation.as_strategy(generation_mode=mode))
