@@ -1,4 +1,4 @@
-"""The commands for the prompt inbox: ``durable prompts``, ``answer``, ``reassign`` and ``export``.
+"""The commands for the prompt inbox: ``durable prompts``, ``answer``, ``reassign``, ``export`` and ``token add``.
 
 An answer from the command line records who gave it (``--by``, default the
 login name) and that it came through the CLI, as the HTTP API records the
@@ -15,6 +15,7 @@ from .app import App
 from .cli_base import Failure, db_option, echo_json, echo_table, expects, json_option, json_or_text, preview, since, with_app
 from .errors import InvalidAnswer
 from .model import Prompt
+from .tokens import add_token
 
 __all__ = ["COMMANDS"]
 
@@ -92,4 +93,25 @@ def export(run_id: str, db: str) -> None:
     echo_json(with_app(db, lambda app: app.export(run_id), read_only=True))
 
 
-COMMANDS = [prompts, answer, reassign, export]
+
+
+@click.group()
+def token() -> None:
+    """The tokens of people and services for `durable serve` (see $DURABLE_TOKENS)."""
+
+
+@token.command("add")
+@click.argument("name")
+@click.option("--file", "path", envvar="DURABLE_TOKENS", show_envvar=True, required=True,
+              type=click.Path(dir_okay=False), help="The tokens file `durable serve` reads.")  # fmt: skip
+def token_add(name: str, path: str) -> None:
+    """Give NAME a new token: its SHA-256 is added to the tokens file, and the token is printed, this once."""
+    try:
+        secret = add_token(path, name)
+    except ValueError as exc:
+        raise Failure(str(exc)) from None
+    click.echo(secret)
+    click.echo(f"added {name} to {path}: give them the token above (it is stored only as its SHA-256)", err=True)
+
+
+COMMANDS = [prompts, answer, reassign, export, token]

@@ -513,7 +513,7 @@ def test_python_m_durable_help_lists_the_commands() -> None:
     assert commands == [
         "answer", "cancel", "check", "doctor", "export", "fork", "pause", "prompts", "prune", "queues", "reassign", "resume", "retry",
         "runs", "schedules", "send",
-        "serve", "show", "submit", "worker",
+        "serve", "show", "submit", "token", "worker",
     ]
 
 
