@@ -64,6 +64,8 @@ def test_answer_a_prompt_in_the_page_and_watch_the_run_complete(tmp_path: Path) 
                 expect(page.locator(".timeline .record")).to_have_count(1)
 
                 laptop.get_by_role("button", name="Yes").click()
+                expect(laptop.get_by_role("button", name="Send yes")).to_be_focused()  # a second step: nothing sent yet
+                laptop.get_by_role("button", name="Send yes").click()
 
                 # The run's event stream brings the answer and the reimbursement; its end event the status.
                 expect(page.locator("#run-status")).to_have_text("completed")
@@ -81,6 +83,7 @@ def test_answer_a_prompt_in_the_page_and_watch_the_run_complete(tmp_path: Path) 
                 # Rejecting the dinner asks why, with a choice among the Literal's values.
                 dinner = page.locator('article.prompt[data-run-id="dinner"]')
                 dinner.get_by_role("button", name="No").click()
+                dinner.get_by_role("button", name="Send no").click()
                 reason = page.locator('article.prompt[data-run-id="dinner"][data-key="reason"]')
                 reason.locator("select").select_option(label="no receipt")
                 reason.get_by_role("button", name="Answer").click()
@@ -238,3 +241,47 @@ def test_the_page_shows_queues_and_schedules_and_pauses_a_schedule(tmp_path: Pat
             finally:
                 browser.close()
         assert http.get("/schedules").json()[0]["paused"] is True
+
+
+def test_a_person_signs_in_sees_what_is_theirs_and_their_answer_is_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from durable.tokens import add_token
+
+    tokens = str(tmp_path / "tokens")
+    ada = add_token(tokens, "ada")
+    monkeypatch.setenv("DURABLE_TOKENS", tokens)
+    here = Path(__file__).parent
+    auth = {"Authorization": f"Bearer {ada}"}
+    with durable_serve(str(tmp_path / "team.db"), "team:app", cwd=here) as base, httpx.Client(base_url=base, timeout=10, headers=auth) as http:
+        for run_id, who in (("r-ada", "ada"), ("r-bob", "bob")):
+            assert http.post("/workflows/refund/runs", json={"args": [40, who], "run_id": run_id}).status_code == 202
+        wait_until(lambda: len(http.get("/prompts").json()) == 2, what="the two prompts")
+
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+            try:
+                page = browser.new_page()
+                page.goto(base)
+                expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+                page.get_by_label("Token").fill("not the token")
+                page.get_by_role("button", name="Sign in").click()
+                expect(page.locator(".form-error")).to_contain_text("That token is not one of this server's")
+                page.get_by_label("Token").fill(ada)
+                page.get_by_label("Token").press("Enter")
+                expect(page.locator("#who-name")).to_have_text("ada")
+                expect(page.locator("article.prompt")).to_have_count(2)
+                page.get_by_role("button", name="Assigned to me").click()
+                expect(page.locator("article.prompt")).to_have_count(1)
+                mine = page.locator('article.prompt[data-run-id="r-ada"]')
+                expect(mine).to_contain_text("for ada")
+                mine.get_by_role("button", name="Yes").click()
+                mine.get_by_role("button", name="Send yes").click()
+                expect(page.locator("#prompts")).to_contain_text("No prompts are assigned to ada.")
+                page.goto(f"{base}/#run=r-ada")
+                expect(page.locator("#run-status")).to_have_text("completed")
+                expect(page.locator('.record[data-seq="0"]')).to_contain_text("by ada (page)")
+                page.get_by_role("button", name="Sign out").click()
+                expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+            finally:
+                browser.close()
+        [entry] = http.get("/runs/r-ada/export").json()["prompt_log"]
+        assert (entry["by"], entry["via"], entry["value"]) == ("ada", "page", True)

@@ -14,6 +14,8 @@ const state = {
   records: new Map(), // its journal by seq, kept current by the event stream
   source: null, // its EventSource
   promptsShown: null, // identity of the prompt cards on screen, so typing is not interrupted
+  me: null, // the signed-in name (a server with tokens), or null
+  mine: false, // the inbox shows only the prompts assigned to me
 };
 
 // --- helpers -------------------------------------------------------------------
@@ -42,13 +44,21 @@ class ApiError extends Error {
   }
 }
 
+function cookie(name) {
+  const found = document.cookie.split("; ").find((part) => part.startsWith(`${name}=`));
+  return found ? decodeURIComponent(found.slice(name.length + 1)) : "";
+}
+
 async function api(method, path, body) {
-  const init = { method, headers: { Accept: "application/json" } };
+  // The page says it is the page (the channel an answer records); a POST carries the session's CSRF token.
+  const init = { method, headers: { Accept: "application/json", "X-Durable-Client": "page" } };
+  if (method !== "GET") init.headers["X-CSRF-Token"] = cookie("durable_csrf");
   if (body !== undefined) {
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
   }
   const response = await fetch(path, init);
+  if (response.status === 401 && state.me) location.reload(); // the session ended: the server shows the sign-in form
   const data = await response.json().catch(() => null);
   if (!response.ok) {
     throw new ApiError(response.status, data?.error ?? "HTTPError", data?.detail ?? response.statusText);
@@ -221,10 +231,20 @@ function answerControls(prompt, submit, showError) {
   const node = resolve(schema);
   const id = `answer-${prompt.run_id}-${prompt.key}`;
   if (node.type === "boolean") {
-    return [
-      h("button", { type: "button", className: "yes", onclick: () => submit(true) }, "Yes"),
-      h("button", { type: "button", className: "no", onclick: () => submit(false) }, "No"),
-    ];
+    // Two steps, so a slip of the finger answers nothing: Yes or No, then "Send yes" (or Back).
+    const holder = h("span", { className: "choice" });
+    const choose = () =>
+      holder.replaceChildren(
+        h("button", { type: "button", className: "yes", onclick: () => confirmChoice(true) }, "Yes"),
+        h("button", { type: "button", className: "no", onclick: () => confirmChoice(false) }, "No"),
+      );
+    const confirmChoice = (value) => {
+      const send = h("button", { type: "button", className: value ? "yes" : "no", onclick: () => submit(value) }, `Send ${value ? "yes" : "no"}`);
+      holder.replaceChildren(send, h("button", { type: "button", onclick: choose }, "Back"));
+      send.focus();
+    };
+    choose();
+    return [holder];
   }
   if (Array.isArray(node.enum)) {
     const select = h("select", { id, "aria-label": prompt.question }, node.enum.map((v, i) => h("option", { value: String(i) }, preview(v, 60))));
@@ -294,6 +314,7 @@ function promptCard(prompt) {
       h("a", { href: `#run=${encodeURIComponent(prompt.run_id)}`, className: "mono" }, prompt.run_id),
       ` · ${prompt.workflow} · key `,
       h("code", {}, prompt.key),
+      prompt.assignee ? ` · for ${prompt.assignee}` : "",
       ` · ${ago(prompt.created_at)}`,
     ),
     form,
@@ -303,14 +324,16 @@ function promptCard(prompt) {
 }
 
 async function refreshPrompts() {
-  const prompts = await api("GET", "prompts");
+  const query = state.mine && state.me ? `?${new URLSearchParams({ assignee: state.me })}` : "";
+  const prompts = await api("GET", `prompts${query}`);
   document.getElementById("prompt-count").textContent = String(prompts.length);
   const identity = prompts.map((p) => `${p.run_id}\u0000${p.key}`).join("\n");
   if (identity === state.promptsShown) return; // same cards: keep what the user is typing
   state.promptsShown = identity;
   const list = document.getElementById("prompts");
   if (prompts.length === 0) {
-    list.replaceChildren(h("p", { className: "empty" }, "No prompts are waiting for an answer."));
+    const none = state.mine ? `No prompts are assigned to ${state.me}.` : "No prompts are waiting for an answer.";
+    list.replaceChildren(h("p", { className: "empty" }, none));
   } else {
     list.replaceChildren(...prompts.map(promptCard));
   }
@@ -326,7 +349,12 @@ function recordItem(record, open) {
   }
   if (record.kind === "ask") {
     details.push(h("p", { className: "question" }, record.question ?? ""));
-    if (record.status === "answered") details.push(h("p", { className: "value" }, "→ ", h("code", {}, preview(record.value, 200))));
+    if (record.status === "answered") {
+      const by = record.by ? ` by ${record.by}` : "";
+      details.push(h("p", { className: "value" }, "→ ", h("code", {}, preview(record.value, 200)), h("span", { className: "muted by" }, `${by}${record.via ? ` (${record.via})` : ""}`)));
+    } else if (record.assignee) {
+      details.push(h("p", { className: "muted" }, `for ${record.assignee}`));
+    }
   } else if (record.value !== null && record.value !== undefined) {
     const text = json(record.value);
     details.push(
@@ -496,7 +524,28 @@ window.addEventListener("hashchange", () => {
   if (runId && runId !== state.selected) selectRun(runId);
 });
 
-refreshAll();
+async function whoAmI() {
+  const me = await api("GET", "me").catch(() => null);
+  state.me = me?.name ?? null;
+  if (!state.me) return;
+  document.getElementById("who-name").textContent = state.me;
+  document.getElementById("who").hidden = false;
+  document.getElementById("inbox-filter").hidden = false;
+  document.querySelector('#who input[name="csrf"]').value = cookie("durable_csrf");
+}
+
+function showMine(mine) {
+  state.mine = mine;
+  state.promptsShown = null;
+  document.getElementById("mine").setAttribute("aria-pressed", String(mine));
+  document.getElementById("everyone").setAttribute("aria-pressed", String(!mine));
+  refreshPrompts();
+}
+
+document.getElementById("mine").addEventListener("click", () => showMine(true));
+document.getElementById("everyone").addEventListener("click", () => showMine(false));
+
+whoAmI().then(refreshAll);
 const first = runFromHash();
 if (first) selectRun(first);
 setInterval(refreshAll, REFRESH_MS);
