@@ -499,7 +499,7 @@ class StoreUnavailable(DurableError):
 
 
 class UnsafeBind(DurableError):
-    """`durable serve` was asked to listen beyond this machine without a DURABLE_TOKEN."""
+    """`durable serve` was asked to listen beyond this machine without tokens ($DURABLE_TOKENS or $DURABLE_TOKEN)."""
 
     def __init__(self, host: str) -> None:
         super().__init__(host)
@@ -508,6 +508,6 @@ class UnsafeBind(DurableError):
     def describe(self) -> str:
         return (
             f"Refusing to serve on {self.host!r} without a token: anyone who reaches it could start, "
-            "cancel and answer runs. Set DURABLE_TOKEN to a secret (clients then send "
-            "'Authorization: Bearer <secret>'), or bind 127.0.0.1."
+            "cancel and answer runs. Give each person a token (DURABLE_TOKENS=FILE, then durable token add NAME) or "
+            "set DURABLE_TOKEN to one secret (clients send 'Authorization: Bearer <token>'), or bind 127.0.0.1."
         )

@@ -460,6 +460,7 @@ async def test_a_token_guards_every_route(shop: durable.App, monkeypatch: pytest
 
 def test_serve_refuses_a_public_address_without_a_token(db: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DURABLE_TOKEN", raising=False)
+    monkeypatch.delenv("DURABLE_TOKENS", raising=False)
     with pytest.raises(UnsafeBind, match="Refusing to serve on '0.0.0.0' without a token") as refused:
         serve(make_app(db), host="0.0.0.0", port=1)
     assert isinstance(refused.value, durable.DurableError)
@@ -470,6 +471,7 @@ def test_serve_refuses_a_public_address_without_a_token(db: str, monkeypatch: py
 
 def test_the_cli_prints_the_refusal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DURABLE_TOKEN", raising=False)
+    monkeypatch.delenv("DURABLE_TOKENS", raising=False)
     monkeypatch.setenv("DURABLE_DB", str(tmp_path / "approval.db"))
     monkeypatch.chdir(ROOT)
     result = CliRunner().invoke(main, ["serve", "examples.approval:app", "--host", "0.0.0.0"])
