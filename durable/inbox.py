@@ -68,7 +68,8 @@ async def answer(engine: Engine, run_id: str, key: str, value: Any, by: str | No
     async def write(claimant: str | None, lease: float) -> Answered:
         answered = await store.answer(run_id, key, blob, clock(), claimant, lease, by, via)
         if answered.before == "waiting":  # logged before the run resumes, if it resumes here
-            log.info("run %s ✎ prompt %s answered%s (%s)", run_id, key, f" by {by}" if by else "", via)
+            how = "" if via == "python" else f" ({via})"
+            log.info("run %s ✎ prompt %s answered%s%s", run_id, key, f" by {by}" if by else "", how)
         return answered
 
     answered = await engine.deliver(run_id, workflow_name, write, "prompt answered")
