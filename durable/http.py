@@ -37,6 +37,7 @@ from . import __version__
 from . import http_edges as edges
 from .app import STATUSES, App
 from .errors import (
+    AppNotOpen,
     DurableError,
     EncodingError,
     InvalidAnswer,
@@ -83,6 +84,7 @@ ERROR_STATUS: dict[type[DurableError], int] = {
     InvalidAnswer: 422,
     InvalidArguments: 422,
     EncodingError: 422,
+    AppNotOpen: 503,  # the server is starting or shutting down: try again in a moment
     StoreUnavailable: 503,  # the journal fails for now (full disk, lock, lost connection): try again later
 }
 
@@ -376,7 +378,10 @@ def create_app(app: App, *, max_body_bytes: int | None = None) -> FastAPI:
                 closing.set()
 
     # No /docs: FastAPI's Swagger UI loads from a CDN, and everything served here ships in the package.
-    api = FastAPI(title="durable", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
+    api = FastAPI(
+        title="durable", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
+        generate_unique_id_function=edges.operation_id,  # startRun, answerPrompt: what generated clients call them
+    )  # fmt: skip
     api.state.durable = app
     api.state.closing = closing = asyncio.Event()
     api.include_router(router)

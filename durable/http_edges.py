@@ -26,7 +26,9 @@ from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["DEFAULT_MAX_BODY_BYTES", "BodyLimit", "QuietDisconnects", "max_body_bytes", "with_workflow_routes"]
+__all__ = [
+    "DEFAULT_MAX_BODY_BYTES", "BodyLimit", "QuietDisconnects", "camel", "max_body_bytes", "operation_id", "with_workflow_routes",
+]  # fmt: skip
 
 log = logging.getLogger("durable")
 
@@ -61,8 +63,12 @@ def _too_large(limit: int) -> JSONResponse:
     )
 
 
+# The page's sign-in and sign-out are HTML forms (application/x-www-form-urlencoded), not JSON.
+FORM_PATHS = frozenset({"/login", "/logout"})
+
+
 class BodyLimit:
-    """Refuse (413) a request whose body is larger than `limit` bytes, declared or as sent."""
+    """Refuse (413) a request whose body is larger than `limit` bytes, declared or as sent; and (400) one not JSON."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app, self.limit = app, limit
@@ -87,7 +93,21 @@ class BodyLimit:
             if len(body) > self.limit:
                 await _too_large(self.limit)(scope, receive, send)
                 return
+        if body and not _json(Headers(scope=scope).get("content-type", "")) and scope["path"] not in FORM_PATHS:
+            await _not_json(Headers(scope=scope).get("content-type"))(scope, receive, send)
+            return
         await self.app(scope, _replay([{"type": "http.request", "body": bytes(body), "more_body": False}], receive), send)
+
+
+def _json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
+def _not_json(given: str | None) -> JSONResponse:
+    sent = f"it came as {given!r}" if given else "it came without a Content-Type"
+    detail = f"The request body must be JSON, sent with 'Content-Type: application/json' ({sent}). Nothing was done."
+    return JSONResponse({"error": "NotJSON", "detail": detail}, status_code=400)
 
 
 def _replay(messages: list[Message], then: Receive | None = None) -> Receive:
@@ -123,6 +143,16 @@ class QuietDisconnects:
             if scope["type"] != "http" or not _gone(exc):
                 raise
             log.debug("client left %s %s: %s", scope.get("method"), scope.get("path"), type(exc).__name__)
+
+
+def camel(name: str) -> str:
+    """A route's operationId as generated clients name their functions well: start_run -> startRun."""
+    first, *rest = name.split("_")
+    return first + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def operation_id(route: Any) -> str:
+    return camel(route.name)
 
 
 def with_workflow_routes(schema: dict[str, Any], workflows: dict[str, Any]) -> dict[str, Any]:
@@ -164,7 +194,7 @@ def with_workflow_routes(schema: dict[str, Any], workflows: dict[str, Any]) -> d
             "description": f"Arguments of workflow {name!r}" + (f"; required: {', '.join(required)}" if required else ""),
         }
         operation = copy.deepcopy(generic)
-        operation["operationId"] = f"start_{prefix}run"
+        operation["operationId"] = camel(f"start_{prefix}run")
         operation["summary"] = f"Start a run of {name}"
         operation["parameters"] = [p for p in operation.get("parameters", []) if p.get("name") != "name"]
         operation["requestBody"] = {"content": {"application/json": {"schema": body}}, "required": False}

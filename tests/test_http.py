@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Literal, Self
@@ -601,3 +603,56 @@ async def test_openapi_publishes_each_workflows_arguments(client: httpx.AsyncCli
     assert "required: order_id" in body["description"]
     response = await client.post("/workflows/order/runs", json={"kwargs": {"order_id": "o-7"}})
     assert response.status_code == 202
+
+
+# --- request and response details --------------------------------------------------------------
+
+
+async def test_a_body_that_is_not_sent_as_json_is_refused_with_400(client: httpx.AsyncClient, shop: durable.App) -> None:
+    body = '{"args": ["o-1"], "run_id": "typed"}'
+    for headers in [{}, {"Content-Type": "text/plain"}, {"Content-Type": "application/x-www-form-urlencoded"}]:
+        response = await client.post("/workflows/order/runs", content=body, headers=headers)
+        error(response, 400, "NotJSON", "must be JSON, sent with 'Content-Type: application/json'")
+    assert await shop.list_runs() == []  # nothing was done
+    sent = await client.post("/workflows/order/runs", content=body, headers={"Content-Type": "application/json; charset=utf-8"})
+    assert sent.status_code == 202
+    assert (await client.post("/runs/typed/pause")).status_code == 200  # no body: no Content-Type needed
+
+
+async def test_every_problem_of_a_request_is_reported(client: httpx.AsyncClient) -> None:
+    response = await client.post("/workflows/order/runs", json={"run_id": "", "bogus": 1, "args": "no"})
+    error(response, 422, "InvalidRequest", "body.args: Input should be a valid list")
+    assert "body.run_id: String should have at least 1 character" in response.json()["detail"]
+    assert "body.bogus: Extra inputs are not permitted" in response.json()["detail"]
+
+
+async def test_a_server_whose_app_is_not_open_answers_503(shop: durable.App) -> None:
+    transport = httpx.ASGITransport(app=create_app(shop))  # no lifespan: the App was never opened (or has closed)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        error(await client.get("/runs"), 503, "AppNotOpen")
+        error(await client.post("/workflows/hello/runs", json={}), 503, "AppNotOpen")
+
+
+def test_a_generated_client_names_its_calls_after_the_operations(tmp_path: Path) -> None:
+    spec = create_app(build_shop(str(tmp_path / "gen.db"))).openapi()
+    operations = sorted(op["operationId"] for path in spec["paths"].values() for op in path.values())
+    assert operations == sorted([
+        "health", "listWorkflows", "startRun", "listRuns", "getRun", "runEvents", "cancelRun", "sendMessage", "retryRun",
+        "forkRun", "pauseRun", "resumeRun", "listPrompts", "answerPrompt", "reassignPrompt", "exportRun", "listQueues",
+        "listSchedules", "pauseSchedule", "resumeSchedule", "startHelloRun", "startOrderRun", "startSurveyRun",
+    ])  # fmt: skip
+    assert spec["components"]["securitySchemes"] == {"HTTPBearer": {"type": "http", "scheme": "bearer"}}
+    (tmp_path / "openapi.json").write_text(json.dumps(spec))
+    generator = Path(sys.executable).parent / "openapi-python-client"
+    done = subprocess.run(
+        [str(generator), "generate", "--path", "openapi.json", "--meta", "none", "--output-path", "shop_client"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    modules = {p.stem for p in (tmp_path / "shop_client" / "api" / "default").glob("*.py")} - {"__init__"}
+    assert {"start_run", "answer_prompt", "get_run", "list_prompts", "export_run", "start_order_run"} <= modules
+    checked = subprocess.run(
+        [sys.executable, "-c", "import shop_client.api.default.answer_prompt as m; print(m.sync.__name__)"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert checked.stdout.strip() == "sync", checked.stderr
