@@ -13,7 +13,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, TypeVar
 
 from . import follow, inbox, operate, queues, schedules
@@ -378,13 +378,17 @@ class App(inbox.PromptCalls):
         return Run.from_row(row, await self._store.load_records(run_id), await self._store.load_set_aside(run_id))
 
     async def list_runs(
-        self, status: str | None = None, workflow: str | None = None, limit: int = 100, queue: str | None = None
+        self, status: str | Sequence[str] | None = None, workflow: str | None = None, limit: int = 100,
+        queue: str | None = None, since: dt.datetime | float | None = None, until: dt.datetime | float | None = None,
     ) -> list[Run]:
-        """Runs, newest first, optionally of one status, workflow or queue (without their records)."""
+        """Runs, newest first (without their records): of a status (or any of several), workflow or queue,
+        created at or after `since` and before `until` (datetimes, or seconds since the epoch)."""
         self._require_open()
-        if status is not None and status not in STATUSES:
-            raise ValueError(f"status must be one of {', '.join(STATUSES)}; got {status!r}.")
-        rows = await self._store.list_runs(status, workflow, limit, queue)
+        for one in [status] if isinstance(status, str) or status is None else status:
+            if one is not None and one not in STATUSES:
+                raise ValueError(f"status must be one of {', '.join(STATUSES)}; got {one!r}.")
+        when = [t.timestamp() if isinstance(t, dt.datetime) else t for t in (since, until)]
+        rows = await self._store.list_runs(status, workflow, limit, queue, *when)
         return [Run.from_row(row, []) for row in rows]
 
     async def verify(self) -> list[str]:

@@ -21,10 +21,10 @@ from .cli_base import (
     instant, json_option, json_or_text, load_app, logging_to_stderr, plain, record_value, since, since_seconds,
     styled_status, with_app,
 )
-from .cli_change import COMMANDS
+from .cli_change import COMMANDS, moment
 from .cli_inbox import COMMANDS as INBOX_COMMANDS
 from .cli_queues import COMMANDS as QUEUE_COMMANDS
-from .model import Run
+from .model import Record, Run
 from .store import redact
 
 __all__ = ["ago", "expects", "main"]
@@ -37,17 +37,25 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--status", type=click.Choice(STATUSES), help="Only runs with this status.")
+@click.option("--status", "statuses", type=click.Choice(STATUSES), multiple=True, help="Only runs with this status (repeat it for several).")
 @click.option("--workflow", help="Only runs of this workflow.")
 @click.option("--queue", help="Only runs on this queue.")
+@click.option("--since", "after", metavar="WHEN", help="Only runs created since then: a duration ago (90m, 2d) or an ISO time.")
+@click.option("--until", "before", metavar="WHEN", help="Only runs created before then: a duration ago or an ISO time.")
 @click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True, help="At most this many runs.")
 @json_option
 @db_option
-def runs(status: str | None, workflow: str | None, queue: str | None, limit: int, as_json: bool, db: str) -> None:
+def runs(statuses: tuple[str, ...], workflow: str | None, queue: str | None, after: str | None, before: str | None,
+         limit: int, as_json: bool, db: str) -> None:  # fmt: skip
     """List runs, newest first."""
-    found: list[Run] = with_app(
-        db, lambda app: app.list_runs(status=status, workflow=workflow, limit=limit, queue=queue), read_only=True
-    )
+    window = [None if w is None else moment(w) for w in (after, before)]
+    found: list[Run] = with_app(db, lambda app: app.list_runs(
+        status=statuses or None, workflow=workflow, limit=limit + 1, queue=queue, since=window[0], until=window[1],
+    ), read_only=True)  # fmt: skip
+    cut = len(found) > limit
+    found = found[:limit]
+    if cut:  # on stderr: the output itself stays what it says (a table, or JSON)
+        click.echo(f"note: the newest {limit} runs are shown and more match; pass --limit to see more.", err=True)
     if as_json:
         echo_json(found)
     elif not found:
@@ -68,9 +76,11 @@ def runs(status: str | None, workflow: str | None, queue: str | None, limit: int
 
 @main.command()
 @click.argument("run_id")
+@click.option("--follow", "-f", is_flag=True, help="Then print each record as it comes, until the run ends (as tail -f).")
+@click.option("--verbose", "-v", is_flag=True, help="Print the traceback of each error too.")
 @json_option
 @db_option
-def show(run_id: str, as_json: bool, db: str) -> None:
+def show(run_id: str, follow: bool, verbose: bool, as_json: bool, db: str) -> None:
     """Show one run and its journal."""
     run: Run = with_app(db, lambda app: app.get_run(run_id), read_only=True)
     if as_json:
@@ -90,13 +100,14 @@ def show(run_id: str, as_json: bool, db: str) -> None:
         fields.append(("result", plain(run.result)))
     if run.error is not None:
         fields.append(("error", error_text(run.error)))
+        fields += [("", f"caused by {cause}") for cause in run.error.get("causes") or ()]
     if run.wake_at is not None and run.status == "sleeping":
         fields.append(("wakes", instant(run.wake_at)))
     fields += [("created", instant(run.created_at)), ("updated", instant(run.updated_at))]
     for name, text in fields:
         click.echo(f"{name:<10}{text}")
     click.echo()
-    if not run.steps:
+    if not run.steps and not follow:
         click.echo("no journal records")
         return
     rows = [
@@ -104,6 +115,15 @@ def show(run_id: str, as_json: bool, db: str) -> None:
         for r in run.steps
     ]
     echo_table(["seq", "kind", "name", "status", "attempts", "value"], rows)
+    failed = [r for r in run.steps if r.error is not None]
+    for record in failed:
+        click.echo(f"\nseq {record.seq} {record.name} failed: {error_text(record.error)}")  # type: ignore[arg-type]
+        for cause in record.error.get("causes") or ():  # type: ignore[union-attr]
+            click.echo(f"  caused by {cause}")
+        if verbose and record.error.get("traceback"):  # type: ignore[union-attr]
+            click.echo("\n".join("  " + line for line in record.error["traceback"].rstrip().splitlines()))  # type: ignore[index]
+    if verbose and run.error is not None and run.error.get("traceback"):
+        click.echo("\nthe run's error:\n" + "\n".join("  " + line for line in run.error["traceback"].rstrip().splitlines()))
     if run.set_aside:
         click.echo()
         click.echo("set aside by retries (kept, not replayed):")
@@ -114,6 +134,19 @@ def show(run_id: str, as_json: bool, db: str) -> None:
                 for r in run.set_aside
             ],
         )
+    if follow:
+        with_app(db, lambda app: follow_run(app, run_id, {r.seq: r for r in run.steps}), read_only=True)
+
+
+async def follow_run(app: App, run_id: str, shown: dict[int, Record]) -> None:
+    """Print each record that is new or changed since `shown`, as it comes, then how the run ended."""
+    async for _, record in app.watch(run_id):
+        if shown.get(record.seq) == record:
+            continue
+        shown[record.seq] = record
+        status = styled_status(record.status) + " " * max(1, 11 - len(record.status))  # its colour codes take no width
+        click.echo(f"{record.seq:<5}{record.kind:<6}{record.name:<12}{status}{record_value(record)}")
+    click.echo(f"run {run_id} ended: {styled_status(await app.status(run_id))}")
 
 
 @main.command()

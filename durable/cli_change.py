@@ -7,6 +7,7 @@ code); the others open a bare ``App(db)`` and never import workflow code.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 
 import click
@@ -137,6 +138,19 @@ def resume(run_id: str, db: str) -> None:
 
 
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def moment(text: str) -> dt.datetime:
+    """A point in time for --since/--until: that long ago ('90m', '2d'), or an ISO 8601 time (UTC if it names none)."""
+    try:
+        return dt.datetime.now(dt.UTC) - dt.timedelta(seconds=parse_duration(text))
+    except click.BadParameter:
+        pass
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is neither a duration ago (90m, 2d) nor an ISO time (2026-12-01T09:00).") from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)
 
 
 def parse_duration(text: str) -> float:

@@ -8,6 +8,8 @@ token's name; ``durable export`` prints all of it for one run.
 from __future__ import annotations
 
 import getpass
+import json
+from typing import Any
 
 import click
 
@@ -47,21 +49,39 @@ def prompts(assignee: str | None, as_json: bool, db: str) -> None:
         echo_table(["run_id", "key", "question", "expects", "for", "age"], rows)
 
 
+def takes_text(schema: dict[str, Any]) -> bool:
+    """Whether a prompt's answer is a string (then VALUE is the text as typed, `42` included)."""
+    node = schema
+    ref = node.get("$ref")
+    if isinstance(ref, str):
+        node = schema.get("$defs", {}).get(ref.rsplit("/", 1)[-1], {})
+    return node.get("type") == "string"
+
+
 @click.command()
 @click.argument("run_id")
 @click.argument("key")
 @click.argument("value")
+@click.option("--json", "as_json", is_flag=True, help="Read VALUE as JSON, whatever the prompt expects.")
 @by_option
 @db_option
-def answer(run_id: str, key: str, value: str, by: str, db: str) -> None:
-    """Answer prompt KEY of run RUN_ID with VALUE (JSON, else taken as a plain string)."""
-    parsed = json_or_text(value)
+def answer(run_id: str, key: str, value: str, as_json: bool, by: str, db: str) -> None:
+    """Answer prompt KEY of run RUN_ID with VALUE, read as the prompt expects: its text for a text prompt, else JSON
+    (falling back to the plain string)."""
 
     async def give(app: App) -> None:
+        if as_json:
+            try:
+                parsed = json.loads(value)
+            except ValueError as exc:
+                raise Failure(f"VALUE is not JSON (--json): {exc}.") from None
+        else:
+            schema = next((p.schema for p in await app.prompts(run_id) if p.key == key), None)
+            parsed = value if schema is not None and takes_text(schema) else json_or_text(value)
         try:
             await app.answer(run_id, key, parsed, by=by, via="cli")
         except InvalidAnswer as exc:
-            if isinstance(parsed, str):
+            if isinstance(parsed, str) or as_json:
                 raise
             # VALUE read as JSON (a number, true, null...): the user may have meant the text.
             raise Failure(

@@ -165,6 +165,7 @@ class StoredError(msgspec.Struct, omit_defaults=True):
     traceback: str = ""
     args: list[Any] | None = None
     step_seq: int | None = None  # a run's error: the seq of the step whose failure it is (what retry sets aside)
+    causes: list[str] | None = None  # 'Type: message' of its cause, that one's cause, ... (raise ... from, or during)
 
 
 _error_decoder = msgspec.json.Decoder(StoredError)
@@ -178,8 +179,17 @@ def error_to_json(exc: BaseException, step_seq: int | None = None) -> bytes:
         args = msgspec.json.decode(_encoder.encode(list(exc.args)))
     except (TypeError, ValueError, OverflowError, NotImplementedError):
         args = None
-    stored = StoredError(f"{cls.__module__}:{cls.__qualname__}", str(exc), tb, args, step_seq)
+    causes, seen, cause = [], {id(exc)}, _cause(exc)
+    while cause is not None and id(cause) not in seen and len(causes) < 10:
+        seen.add(id(cause))
+        causes.append(f"{type(cause).__qualname__}: {cause}")
+        cause = _cause(cause)
+    stored = StoredError(f"{cls.__module__}:{cls.__qualname__}", str(exc), tb, args, step_seq, causes or None)
     return _encoder.encode(stored)
+
+
+def _cause(exc: BaseException) -> BaseException | None:
+    return exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
 
 
 def failed_step(blob: bytes) -> int | None:

@@ -40,7 +40,10 @@ def load_order(order_id: str) -> dict:
 
 
 def charge(order_id: str) -> None:
-    raise ValueError(f"card declined for {order_id}")
+    try:
+        {}["card"]
+    except KeyError as exc:
+        raise ValueError(f"card declined for {order_id}") from exc
 
 
 @app.workflow
@@ -142,6 +145,52 @@ def test_runs_filters_by_status_workflow_and_limit(journal: str) -> None:
     assert [line.split()[0] for line in lines(by_workflow.stdout)] == ["RUN_ID", "order-2"]
     assert [line.split()[0] for line in lines(newest.stdout)] == ["RUN_ID", "survey-1"]
     assert lines(cli("runs", "--status", "cancelled", "--db", journal).stdout) == ["no runs"]
+    assert newest.stderr == "note: the newest 1 runs are shown and more match; pass --limit to see more.\n"
+    assert cli("runs", "--limit", "3", "--db", journal).stderr == ""  # all three shown: no note
+
+
+def test_runs_of_several_statuses_and_a_time_window(journal: str) -> None:
+    both = cli("runs", "--status", "failed", "--status", "waiting", "--db", journal)
+    assert [line.split()[0] for line in lines(both.stdout)] == ["RUN_ID", "survey-1", "order-2", "order-1"]
+    recent = cli("runs", "--since", "1h", "--db", journal)
+    assert [line.split()[0] for line in lines(recent.stdout)] == ["RUN_ID", "survey-1"]
+    older = cli("runs", "--until", "150m", "--db", journal)
+    assert [line.split()[0] for line in lines(older.stdout)] == ["RUN_ID", "order-1"]
+    window = cli("runs", "--since", "150m", "--until", "1h", "--db", journal)
+    assert [line.split()[0] for line in lines(window.stdout)] == ["RUN_ID", "order-2"]
+    future = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
+    assert lines(cli("runs", "--since", future.isoformat(), "--db", journal).stdout) == ["no runs"]
+    bad = cli("runs", "--since", "yesterday", "--db", journal)
+    assert bad.exit_code == 2 and "'yesterday' is neither a duration ago (90m, 2d) nor an ISO time" in bad.stderr
+
+
+def test_show_follow_prints_records_as_they_come_until_the_run_ends(journal: str, shop: ModuleType) -> None:
+    async def answer_soon() -> None:
+        await asyncio.sleep(0.5)
+        async with make_app(journal) as app:
+            app.workflow(shop.feedback)
+            await app.answer("survey-1", "comment", "all good", by="ada")
+            await eventually(lambda: _ended(app, "survey-1"), what="survey-1 to complete")
+
+    import threading
+
+    helper = threading.Thread(target=lambda: asyncio.run(answer_soon()))
+    helper.start()
+    try:
+        result = cli("show", "survey-1", "--follow", "--db", journal)
+    finally:
+        helper.join(timeout=30)
+    assert result.exit_code == 0, result.output
+    shown = lines(result.stdout)
+    assert "0    ask   comment  waiting  1         Any comments?" in shown  # the table, as it was
+    assert shown[-2:] == [
+        "0    ask   comment     answered   Any comments? → all good  [by ada, python]",
+        "run survey-1 ended: completed",
+    ]
+
+
+async def _ended(app: durable.App, run_id: str) -> bool:
+    return await app.status(run_id) == "completed"
 
 
 def test_runs_colours_the_status_only_for_a_terminal(journal: str) -> None:
@@ -226,8 +275,14 @@ def test_show_a_failed_run_gives_its_error(journal: str) -> None:
     result = cli("show", "order-2", "--db", journal)
 
     assert result.exit_code == 0, result.output
-    assert "error     ValueError: card declined for o-2" in lines(result.stdout)
-    assert lines(result.stdout)[-1] == "0    step  charge  failed  1         ValueError: card declined for o-2"
+    shown = lines(result.stdout)
+    assert "error     ValueError: card declined for o-2" in shown
+    assert "          caused by KeyError: 'card'" in shown
+    assert "0    step  charge  failed  1         ValueError: card declined for o-2" in shown
+    assert shown[-2:] == ["seq 0 charge failed: ValueError: card declined for o-2", "  caused by KeyError: 'card'"]
+    verbose = lines(cli("show", "order-2", "-v", "--db", journal).stdout)
+    assert "  Traceback (most recent call last):" in verbose
+    assert "  The above exception was the direct cause of the following exception:" in verbose
 
 
 def test_show_json_is_the_run_with_its_records(journal: str) -> None:
@@ -359,17 +414,23 @@ def test_answer_that_is_not_json_is_a_plain_string(journal: str) -> None:
     assert get_run(journal, "survey-1").steps[0].value == "ship it, fast"
 
 
-def test_a_number_for_a_text_prompt_is_refused_with_how_to_quote_it(journal: str) -> None:
-    result = cli("answer", "survey-1", "comment", "42", "--db", journal)
-
-    assert result.exit_code == 1
+def test_a_text_prompt_takes_42_as_text_and_json_forces_json(journal: str) -> None:
+    forced = cli("answer", "survey-1", "comment", "42", "--json", "--db", journal)
+    assert forced.exit_code == 1
     refused = durable.InvalidAnswer("survey-1", "comment", "42 is not of type 'string'")
-    assert result.stderr == (
-        f"error: {refused} VALUE 42 was read as JSON; to answer the text '42', quote it: '\"42\"'.\n"
-    )
+    assert forced.stderr == f"error: {refused}\n"
     assert get_run(journal, "survey-1").steps[0].status == "waiting"
-    assert cli("answer", "survey-1", "comment", '"42"', "--db", journal).exit_code == 0
+    bad = cli("answer", "survey-1", "comment", "{oops", "--json", "--db", journal)
+    assert bad.exit_code == 1 and bad.stderr.startswith("error: VALUE is not JSON (--json): ")
+    assert cli("answer", "survey-1", "comment", "42", "--db", journal).exit_code == 0  # the prompt takes text
     assert get_run(journal, "survey-1").steps[0].value == "42"
+
+
+def test_a_word_for_a_yes_no_prompt_is_refused_with_what_it_expects(journal: str) -> None:
+    result = cli("answer", "order-1", "approve", "yes", "--db", journal)
+    assert result.exit_code == 1
+    assert result.stderr == f"error: {durable.InvalidAnswer('order-1', 'approve', repr('yes') + ' is not of type ' + repr('boolean'))}\n"
+    assert get_run(journal, "order-1").steps[1].status == "waiting"
 
 
 def test_answer_twice_exits_1_and_keeps_the_first(journal: str) -> None:

@@ -433,7 +433,11 @@ class Store(PromptStore, ScheduleStore, Protocol):
         """Records at `from_seq` or later, and prompts/sleeps before it changed after (time, seq)."""
         ...
 
-    async def list_runs(self, status: str | None, workflow: str | None, limit: int, queue: str | None = None) -> list[RunRow]: ...
+    async def list_runs(
+        self, status: str | Sequence[str] | None, workflow: str | None, limit: int, queue: str | None = None,
+        since: float | None = None, until: float | None = None,
+    ) -> list[RunRow]:
+        """Newest first: of these statuses (any if none), workflow, queue, created in [since, until)."""
 
     async def queue_counts(self) -> dict[str, dict[str, int]]:
         """Queue name → status → how many of its runs have it (ended runs left out)."""

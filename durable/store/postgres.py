@@ -388,12 +388,17 @@ class PostgresStore(OperatorWrites, ScheduleWrites):
         )  # fmt: skip
         return [RecordRow(*r) for r in rows]
 
-    async def list_runs(self, status: str | None, workflow: str | None, limit: int, queue: str | None = None) -> list[RunRow]:
+    async def list_runs(
+        self, status: str | Sequence[str] | None, workflow: str | None, limit: int, queue: str | None = None,
+        since: float | None = None, until: float | None = None,
+    ) -> list[RunRow]:
+        statuses = [status] if isinstance(status, str) else list(status or ())
         rows = await self._fetch(
-            f"SELECT {self._runs} FROM durable.runs WHERE ($1::text IS NULL OR status = $1)"
-            " AND ($2::text IS NULL OR workflow = $2)" + ("" if queue is None else " AND queue = $4")
-            + " ORDER BY created_at DESC, run_id DESC LIMIT $3",
-            *((status, workflow, limit) if queue is None else (status, workflow, limit, queue)),
+            f"SELECT {self._runs} FROM durable.runs WHERE (cardinality($1::text[]) = 0 OR status = ANY($1))"
+            " AND ($2::text IS NULL OR workflow = $2) AND ($4::text IS NULL OR queue = $4)"
+            " AND ($5::float8 IS NULL OR created_at >= $5) AND ($6::float8 IS NULL OR created_at < $6)"
+            " ORDER BY created_at DESC, run_id DESC LIMIT $3",
+            statuses, workflow, limit, queue, since, until,
         )  # fmt: skip
         return [RunRow(*r) for r in rows]
 

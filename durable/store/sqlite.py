@@ -327,12 +327,21 @@ class SQLiteStore(OperatorWrites, ScheduleWrites):
         )
         return list(map(RecordRow._make, rows))
 
-    async def list_runs(self, status: str | None, workflow: str | None, limit: int, queue: str | None = None) -> list[RunRow]:
+    async def list_runs(
+        self, status: str | Sequence[str] | None, workflow: str | None, limit: int, queue: str | None = None,
+        since: float | None = None, until: float | None = None,
+    ) -> list[RunRow]:
+        statuses = [status] if isinstance(status, str) else list(status or ())
+        where = [f"status IN ({', '.join('?' * len(statuses))})"] if statuses else []
+        params: list[Any] = list(statuses)
+        for clause, value in (("workflow = ?", workflow), ("queue = ?", queue), ("created_at >= ?", since), ("created_at < ?", until)):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
         rows = await self._fetch(
-            f"SELECT {self._runs} FROM runs WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR workflow = ?2)"
-            + ("" if queue is None else " AND queue = ?4") + " ORDER BY created_at DESC, run_id DESC LIMIT ?3",
-            (status, workflow, limit) if queue is None else (status, workflow, limit, queue),
-        )
+            f"SELECT {self._runs} FROM runs{' WHERE ' + ' AND '.join(where) if where else ''}"
+            " ORDER BY created_at DESC, run_id DESC LIMIT ?", (*params, limit),
+        )  # fmt: skip
         return list(map(RunRow._make, rows))
 
     async def queue_counts(self) -> dict[str, dict[str, int]]:
