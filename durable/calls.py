@@ -351,7 +351,8 @@ class Calls:
             self._lost()
         if attempts == 1 and seq not in self.recorded:
             self.known += 1  # the step's record exists from now on
-        log.info("run %s ↺ step %s failed (attempt %d: %s); next attempt in %.1fs", self.run_id, spec.name, attempts, type(exc).__name__, delay)
+        log.info("run %s ↺ step %s failed (attempt %d of %d: %s: %s); next attempt in %.1fs", self.run_id, spec.name,
+                 attempts, spec.retries + 1, type(exc).__name__, exc, delay)  # fmt: skip
         await self._wait_until(wake_at)
 
     async def _wait_until(self, wake_at: float) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import time
 
 import pytest
@@ -21,7 +22,8 @@ class NeedsTwoArgs(Exception):
         super().__init__(f"{code}: {detail}")
 
 
-async def test_retries_count_attempts_and_record_them(app: durable.App) -> None:
+async def test_retries_count_attempts_and_record_them(app: durable.App, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="durable")
     attempts: list[int] = []
 
     @durable.step(retries=3, backoff_seconds=0.001)
@@ -40,6 +42,10 @@ async def test_retries_count_attempts_and_record_them(app: durable.App) -> None:
         (step,) = (await app.get_run("r")).steps
     assert len(attempts) == 3
     assert (step.status, step.attempts, step.name) == ("completed", 3, "test_retries_count_attempts_and_record_them.<locals>.flaky")
+    retried = [r.getMessage() for r in caplog.records if "↺" in r.getMessage()]
+    assert retried == [
+        f"run r ↺ step {step.name} failed (attempt {n} of 4: ConnectionError: try again); next attempt in 0.0s" for n in (1, 2)
+    ]
 
 
 async def test_final_failure_is_recorded_and_reraised_on_rerun_without_executing(db: str) -> None:
