@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import msgspec
 
+from . import tracing
 from .codec import Codec, encode, error_from_json, error_to_json
 from .errors import (
     EncodingError,
@@ -147,6 +148,7 @@ class Calls:
     replay_end: int
     task: asyncio.Task[None]
     parked_at: set[int]
+    tracer: Any  # an OpenTelemetry tracer, or None (durable.tracing)
 
     def take(self, kind: str, name: str | None = None) -> int:
         """Take the next seq for a ctx call and match it against its record now, when it is called.
@@ -296,18 +298,13 @@ class Calls:
         self._begin()
         try:
             started = self.clock()
-            if spec.plain and record is None:  # the common case, without the machinery of retries and timeouts
+            if spec.plain and record is None and self.tracer is None:  # the common case: no retries, timeout, spans
                 try:
                     attempts, value, exc = 1, await fn(*args, **kwargs), None
                 except Exception as failure:
                     attempts, value, exc = 1, None, failure
             else:
-                first = 1
-                if record is not None:  # attempts were journaled before a crash or an unload: go on after them
-                    first = record.attempts + 1
-                    await self._wait_until(self._read(seq, record, lambda: DATETIME.decode(record.value, "a retry time")).timestamp())  # type: ignore[arg-type]
-                between = functools.partial(self._retry_later, seq, spec, started)
-                attempts, value, exc = await run_attempts(spec, fn, args, kwargs, first, between)
+                attempts, value, exc = await self._attempts(seq, spec, fn, args, kwargs, record, started)
             if self.stop_reason is not None and self.stop_reason not in GRACEFUL:
                 raise Stop(self.stop_reason)  # the run is no longer ours to write into
             if self.violation is not None:
@@ -337,6 +334,28 @@ class Calls:
             return value
         finally:
             self._end()
+
+    async def _attempts(
+        self, seq: int, spec: StepSpec, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+        record: Recorded | None, started: float, traced: bool = True,
+    ) -> tuple[int, Any, Exception | None]:
+        """A step's attempts, with its retries and timeout, in a span where OpenTelemetry is configured."""
+        if traced and self.tracer is not None:
+            with tracing.step_span(self.tracer, self.run_id, self.workflow.name, seq, spec.name) as span:
+                attempts, value, exc = await self._attempts(seq, spec, fn, args, kwargs, record, started, False)
+                tracing.step_done(span, attempts, exc)
+                return attempts, value, exc
+        if spec.plain and record is None:
+            try:
+                return 1, await fn(*args, **kwargs), None
+            except Exception as failure:
+                return 1, None, failure
+        first = 1
+        if record is not None:  # attempts were journaled before a crash or an unload: go on after them
+            first = record.attempts + 1
+            await self._wait_until(self._read(seq, record, lambda: DATETIME.decode(record.value, "a retry time")).timestamp())  # type: ignore[arg-type]
+        between = functools.partial(self._retry_later, seq, spec, started)
+        return await run_attempts(spec, fn, args, kwargs, first, between)
 
     async def _retry_later(self, seq: int, spec: StepSpec, started: float, attempts: int, exc: Exception, delay: float) -> None:
         """Journal a failed attempt and when the next is due, then wait for it (unloaded if it is far)."""

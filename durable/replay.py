@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from . import tracing
 from .calls import GRACEFUL, STOP_RANK, STORE_FAULTS, UTC, Stop, Suspend, failing_step
 from .codec import error_from_json, error_to_json
 from .context import Context
@@ -44,6 +45,7 @@ class Execution(Races):
         "engine", "store", "clock", "fence", "workflow", "run_id", "args", "decoded", "recorded", "known", "next_seq", "keys",
         "inflight", "_settled", "wake_at", "deadline", "suspending", "parking", "stop_reason", "store_error", "violation", "active",
         "status", "result", "error", "task", "replay_each", "replay_end", "run_deadline", "races", "parked_at", "race_waits",
+        "tracer",
     )  # fmt: skip
 
     def __init__(
@@ -91,6 +93,7 @@ class Execution(Races):
         self.races: list[Any] = []  # ctx.wait and ctx.as_completed races not decided yet
         self.parked_at: set[int] = set()  # the seqs of the waiting records its calls wait at
         self.race_waits = False  # it unloads with branches of a race waiting: woken at the first wait filled
+        self.tracer = tracing.tracer()  # None unless the application configured OpenTelemetry
 
     def stop(self, reason: str) -> None:
         """Stop at the next ctx call: 'cancelled' or 'lost' (write nothing more), 'shutdown' or 'paused' (record what finishes)."""
@@ -114,6 +117,7 @@ class Execution(Races):
         value: Any = None
         exiting: BaseException | None = None
         timer = self._time_limit()
+        span = tracing.start_run(self.tracer, self.run_id, self.workflow.name) if self.tracer is not None else None
         try:
             try:
                 if self.stop_reason == "timeout":
@@ -163,6 +167,8 @@ class Execution(Races):
             self.active = False
             if timer is not None:
                 timer.cancel()
+            if span is not None:
+                tracing.end_run(*span, outcome, self.status, value if outcome == "failed" else None)
             self._log(time.perf_counter() - started)
 
     def _time_limit(self) -> asyncio.TimerHandle | None:
