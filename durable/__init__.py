@@ -25,7 +25,6 @@ from .errors import (
     RunIdInUse,
     RunNotFound,
     RunTimedOut,
-    ScheduleNotFound,
     SeqOutOfRange,
     SignatureChanged,
     StepFailed,
@@ -39,7 +38,7 @@ from .errors import (
 )
 from .model import CheckResult, Prompt, Record, Run
 from .queues import Queue
-from .schedules import ScheduleInfo
+from .schedules import ScheduleInfo, ScheduleNotFound
 from .steps import step
 
 __version__ = "0.1.0"

@@ -6,7 +6,7 @@
     ├── EncodingError           a value cannot be stored as JSON, or read back as its type
     ├── WorkflowNotFound        no workflow of that name is registered on this App
     ├── RunNotFound             no run with that run_id in the journal
-    ├── ScheduleNotFound        no schedule of that name in the store (pause_schedule, resume_schedule)
+    ├── ScheduleNotFound        no schedule of that name in the store (pause_schedule; in durable.schedules)
     ├── RunIdInUse              the run_id belongs to a run of another workflow
     ├── ChildOfAnother          ctx.child(run_id=...) named a run that is already another run's child
     ├── RunCancelled            the run was cancelled
@@ -34,9 +34,8 @@
     ├── StoreUnavailable        the store cannot be read or written for now (disk full, lock, connection lost)
     └── UnsafeBind              the HTTP server would listen beyond this machine without a token
 
-Each error keeps its facts as attributes and builds its own message, so callers
-never parse strings. The positional arguments of each constructor are its facts,
-in order: a stored error is rebuilt with ``cls(*args)``.
+Each error keeps its facts as attributes and builds its own message, so callers never parse strings. The
+positional arguments of each constructor are its facts, in order: a stored error is rebuilt with ``cls(*args)``.
 """
 
 from __future__ import annotations
@@ -47,7 +46,7 @@ __all__ = [
     "AppNotOpen", "ChildOfAnother", "DefinitionError", "DuplicatePromptKey", "DurableError", "EncodingError",
     "InvalidAnswer", "InvalidArguments", "InvalidMessage", "JournalError", "NondeterminismError", "NotInWorkflow",
     "PromptAlreadyAnswered", "PromptExpired", "PromptNotFound", "ReceiveTimedOut", "RunAlreadyFinished",
-    "RunCancelled", "RunExists", "RunIdInUse", "RunNotFound", "RunTimedOut", "ScheduleNotFound", "SeqOutOfRange", "SignatureChanged",
+    "RunCancelled", "RunExists", "RunIdInUse", "RunNotFound", "RunTimedOut", "SeqOutOfRange", "SignatureChanged",
     "StepFailed", "StepTimeout", "StoreUnavailable", "UnreadableRecord", "UnsafeBind", "WorkflowNotFound",
     "UnsafeRace", "WrongRunStatus",
 ]  # fmt: skip
@@ -129,18 +128,6 @@ class RunNotFound(DurableError):
         return f"No run {self.run_id!r} in this journal. Check the run_id and the database path."
 
 
-class ScheduleNotFound(DurableError):
-    """No schedule of that name is in the store."""
-
-    def __init__(self, name: str, known: list[str]) -> None:
-        super().__init__(name, known)
-        self.name, self.known = name, known
-
-    def describe(self) -> str:
-        known = ", ".join(self.known) or "none"
-        return f"No schedule {self.name!r} in this store (it has: {known}). A schedule is stored once an App with it opens."
-
-
 class RunIdInUse(DurableError):
     """The run_id already names a run of another workflow."""
 
@@ -210,8 +197,7 @@ class RunAlreadyFinished(DurableError):
         return f"Run {self.run_id!r} already ended with status {self.status!r}{so}"
 
 
-# What an ended run no longer does, by what was asked of it (RunAlreadyFinished.action).
-ENDED_SO = {
+ENDED_SO = {  # what an ended run no longer does, by what was asked of it (RunAlreadyFinished.action)
     "answer": ": its prompts take no more answers, and nothing was recorded.",
     "send": ": it receives no more messages, and nothing was stored. Send it to a run that is still going.",
     "reassign": ": its prompts are closed, and nothing was changed.",

@@ -49,7 +49,6 @@ from .errors import (
     RunExists,
     RunIdInUse,
     RunNotFound,
-    ScheduleNotFound,
     SeqOutOfRange,
     StoreUnavailable,
     UnsafeBind,
@@ -59,6 +58,7 @@ from .errors import (
 from .http_auth import Identity
 from .http_auth import router as auth_router
 from .http_edges import BodyLimit, QuietDisconnects
+from .schedules import ScheduleNotFound
 from .tokens import Tokens
 from .http_models import (
     Answer, Answered, Cancelled, DurableApp, Export, Fork, Health, MessageIn, PromptOut, QueueOut, Reassign, Reassigned,

@@ -26,7 +26,7 @@ import zoneinfo
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .codec import Codec
-from .errors import DefinitionError, ScheduleNotFound
+from .errors import DefinitionError, DurableError
 from .store.schedules import ScheduleRow, Slot
 
 if TYPE_CHECKING:
@@ -34,12 +34,24 @@ if TYPE_CHECKING:
     from .engine import Engine
     from .workflow import Workflow
 
-__all__ = ["Schedule", "ScheduleInfo", "Scheduler", "cron_library"]
+__all__ = ["Schedule", "ScheduleInfo", "ScheduleNotFound", "Scheduler", "cron_library"]
 
 log = logging.getLogger("durable")
 
 # A slot fires when the clock is at most this far before it (a worker woken a hair early does not wait a pass).
 EARLY_SECONDS = 0.001
+
+
+class ScheduleNotFound(DurableError):
+    """No schedule of that name is in the store."""
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        super().__init__(name, known)
+        self.name, self.known = name, known
+
+    def describe(self) -> str:
+        known = ", ".join(self.known) or "none"
+        return f"No schedule {self.name!r} in this store (it has: {known}). A schedule is stored once an App with it opens."
 
 
 def cron_library() -> Any:

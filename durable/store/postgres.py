@@ -33,10 +33,12 @@ from . import postgres_admin, postgres_messages, postgres_schedules
 from . import postgres_ops as ops
 from . import redact, split_url
 from .base import (
-    FINAL, IN_PLACE, SET_ASIDE, Answered, Claimed, Fence, OperatorWrites, Placement, PromptRow, RecordRow, Recorded, RunRow,
+    FINAL, IN_PLACE, SET_ASIDE, Answered, Claimed, Fence, Placement, PromptRow, RecordRow, Recorded, RunRow,
 )  # fmt: skip
+from .operators import OperatorWrites
 from .queues import Limits, by_queue
 from .prompts import SELECT_LOG, PromptLogRow
+from .postgres_listen import CHANNEL, Listener
 from .schedules import ScheduleWrites
 from .verify import LOST_RECORDS, VALUES_AFTER, damaged_values, lost_records
 from .batch import Batcher, Item, Outcome, runs_of
@@ -53,7 +55,6 @@ _VALUES_AFTER = VALUES_AFTER.format(schema="durable.", after="($1, $2)")
 
 log = logging.getLogger("durable")
 
-CHANNEL = "durable"
 # A statement that gets no answer within this long is given up: the connection
 # is dropped and the caller gets StoreUnavailable (a cut network otherwise
 # blocks for as long as TCP retransmits).
@@ -66,7 +67,7 @@ RETRIES = 5
 _RECORD = ops.RECORD_COLUMNS.removeprefix("run_id, ")
 
 
-class PostgresStore(OperatorWrites, ScheduleWrites):
+class PostgresStore(OperatorWrites, ScheduleWrites, Listener):
     """Runs and records in a PostgreSQL database (schema ``durable``)."""
 
     admin = postgres_admin  # its operators' writes (OperatorWrites)
@@ -470,45 +471,3 @@ class PostgresStore(OperatorWrites, ScheduleWrites):
             " (SELECT MIN(not_before) FROM durable.runs WHERE status = 'pending'))"
         )
         return rows[0][0]
-
-    # --- change notifications ------------------------------------------------------------------
-
-    async def wait_for_change(self, timeout: float, wake: asyncio.Event) -> bool:
-        self._wake = wake
-        if not self._changed and not wake.is_set():
-            try:
-                await asyncio.wait_for(wake.wait(), timeout)
-            except TimeoutError:
-                pass
-        changed, self._changed = self._changed, False
-        return changed
-
-    def _notified(self, conn: Any, pid: int, channel: str, payload: str) -> None:
-        if pid == self._writer_pid:
-            return  # this process's own write
-        self._changed = True
-        if self._wake is not None:
-            self._wake.set()
-
-    async def _listen(self) -> None:
-        """Keep one connection LISTENing; reconnect with backoff when it is lost (polling covers the gap)."""
-        pause = 0.1
-        while not self._closing:
-            conn = None
-            try:
-                conn = await self._connect()
-                lost = asyncio.Event()
-                conn.add_termination_listener(lambda _: lost.set())
-                await conn.add_listener(CHANNEL, self._notified)
-                pause = 0.1
-                self._notified(conn, -1, CHANNEL, "")  # something may have changed while not listening
-                await lost.wait()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.debug("listener for %s: %s; reconnecting in %.1fs", self.target, exc, pause)
-            finally:
-                if conn is not None and not conn.is_closed():
-                    conn.terminate()
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 5.0)

@@ -24,9 +24,10 @@ from ..errors import JournalError, StoreUnavailable
 from . import sqlite_admin, sqlite_messages, sqlite_schedules
 from . import sqlite_ops as ops
 from .base import (
-    FINAL, IN_PLACE, SET_ASIDE, Answered, Claimed, Fence, OperatorWrites, Placement, PromptRow, RecordRow, Recorded, RunRow,
+    FINAL, IN_PLACE, SET_ASIDE, Answered, Claimed, Fence, Placement, PromptRow, RecordRow, Recorded, RunRow,
 )
 from .verify import LOST_RECORDS, VALUES_AFTER, damaged_values, lost_records
+from .operators import OperatorWrites
 from .queues import Limits, by_queue
 from .prompts import SELECT_LOG, PromptLogRow
 from .schedules import ScheduleWrites
