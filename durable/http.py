@@ -28,6 +28,7 @@ from fastapi import APIRouter, Body, Depends, FastAPI, Header, HTTPException, Qu
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPBearer
+from pydantic import AwareDatetime
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -134,10 +135,12 @@ async def list_runs(
     status: Literal[STATUSES] | None = None,  # type: ignore[valid-type]
     workflow: str | None = None,
     queue: str | None = None,
+    since: AwareDatetime | None = None,
+    until: AwareDatetime | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Any:
-    """Runs, newest first, without their journals."""
-    return out(await app.list_runs(status=status, workflow=workflow, queue=queue, limit=limit))
+    """Runs, newest first, without their journals; created at or after `since` and before `until`."""
+    return out(await app.list_runs(status=status, workflow=workflow, queue=queue, limit=limit, since=since, until=until))
 
 
 @router.get("/runs/{run_id}", response_model=RunOut, responses=errors(404, 422))

@@ -1,4 +1,4 @@
-"""A workflow whose prompts need each kind of answer form: number, text, and a JSON object.
+"""A workflow whose prompts need each kind of answer form: number, text, and an object (a form of its fields).
 
 Served by the browser test with `durable serve onboarding:app` (the journal from $DURABLE_DB).
 """
@@ -6,6 +6,7 @@ Served by the browser test with `durable serve onboarding:app` (the journal from
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import durable
 
@@ -16,6 +17,8 @@ app = durable.App(poll_interval=0.05)
 class Address:
     street: str
     city: str
+    kind: Literal["office", "home"]
+    floor: int | None = None
 
 
 @app.workflow

@@ -127,15 +127,16 @@ def test_answer_forms_follow_the_schema_and_show_refusals_inline(tmp_path: Path)
 
                 # A dataclass: a JSON editor, prefilled with its fields.
                 expect(prompt).to_contain_text("Billing address?")
-                editor = prompt.locator("textarea")
-                expect(editor).to_have_value('{\n  "street": "",\n  "city": ""\n}')
-                editor.fill('{"street": "1 Main St",')
+                # A dataclass: one labelled input per field, the Literal as a choice with nothing chosen yet.
+                street, city = prompt.locator('[name="root[street]"]'), prompt.locator('[name="root[city]"]')
+                kind = prompt.locator('select[name="root[kind]"]')
+                expect(kind).to_have_value("")
+                street.fill("1 Main St")
                 prompt.get_by_role("button", name="Answer").click()
-                expect(error).to_contain_text("Not valid JSON")
-                editor.fill('{"street": "1 Main St"}')
-                prompt.get_by_role("button", name="Answer").click()
-                expect(error).to_contain_text("'city' is a required property")
-                editor.fill('{"street": "1 Main St", "city": "Lyon"}')
+                expect(error).to_contain_text("To fix: city, kind.")
+                expect(prompt.locator(".schema-form")).to_contain_text("Choose one.")  # at the field
+                city.fill("Lyon")
+                kind.select_option("office")
                 prompt.get_by_role("button", name="Answer").click()
 
                 expect(page.locator("#run-status")).to_have_text("completed")

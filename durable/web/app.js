@@ -14,6 +14,10 @@ const state = {
   records: new Map(), // its journal by seq, kept current by the event stream
   source: null, // its EventSource
   promptsShown: null, // identity of the prompt cards on screen, so typing is not interrupted
+  limit: 100, // runs listed (Show more adds 100)
+  workflow: "", // the runs of one workflow, or all
+  since: "", // seconds: the runs created that recently, or all
+  search: "", // part of a run_id
   me: null, // the signed-in name (a server with tokens), or null
   mine: false, // the inbox shows only the prompts assigned to me
 };
@@ -100,6 +104,17 @@ function errorText(error) {
   return error.type ? `${error.type}: ${error.message ?? ""}` : json(error);
 }
 
+function errorDetails(error) {
+  // The error, the chain of its causes, and its traceback behind a disclosure.
+  return h(
+    "div",
+    { className: "error" },
+    h("p", {}, errorText(error)),
+    (error.causes ?? []).map((cause) => h("p", { className: "cause" }, `caused by ${cause}`)),
+    error.traceback ? h("details", {}, h("summary", {}, "traceback"), h("pre", {}, error.traceback)) : null,
+  );
+}
+
 function setConnected(ok) {
   document.getElementById("connection").hidden = ok;
 }
@@ -107,10 +122,14 @@ function setConnected(ok) {
 // --- runs list -------------------------------------------------------------------
 
 async function refreshRuns() {
-  const query = new URLSearchParams({ limit: "100" });
+  const query = new URLSearchParams({ limit: String(state.limit + 1) });
   if (state.filter) query.set("status", state.filter);
   if (state.queue) query.set("queue", state.queue);
-  const runs = await api("GET", `runs?${query}`);
+  if (state.workflow) query.set("workflow", state.workflow);
+  if (state.since) query.set("since", new Date(Date.now() - Number(state.since) * 1000).toISOString());
+  let runs = await api("GET", `runs?${query}`);
+  document.getElementById("runs-more").hidden = runs.length <= state.limit;
+  runs = runs.slice(0, state.limit).filter((run) => !state.search || run.run_id.includes(state.search));
   const body = document.getElementById("runs");
   body.replaceChildren(
     ...runs.map((run) =>
@@ -225,6 +244,61 @@ function skeleton(schema) {
   return "";
 }
 
+// --- forms from a JSON schema (json-editor, shipped in static/vendor) ------------------------
+
+// The schema as the form reads it: an enum without a default offers "choose" first (nothing is preselected),
+// and a required text may not be left empty. The server still checks the answer against the prompt's own schema.
+function formSchema(schema) {
+  const copy = JSON.parse(JSON.stringify(schema));
+  const visit = (node) => {
+    if (!node || typeof node !== "object") return;
+    if (Array.isArray(node.enum) && !("default" in node)) {
+      node.enum = ["", ...node.enum];
+      node.options = { ...(node.options ?? {}), enum_titles: ["— choose —", ...node.enum.slice(1).map(String)] };
+      node.x_choose = true;
+    }
+    for (const name of node.required ?? []) {
+      const prop = node.properties?.[name];
+      if (prop && prop.type === "string" && !prop.enum && prop.minLength === undefined) prop.minLength = 1;
+    }
+    for (const value of Object.values(node)) {
+      if (value && typeof value === "object") Array.isArray(value) ? value.forEach(visit) : visit(value);
+    }
+  };
+  visit(copy);
+  return copy;
+}
+
+function schemaForm(schema, showError) {
+  const holder = h("div", { className: "schema-form" });
+  const editor = new JSONEditor(holder, {
+    schema: formSchema(schema), theme: "html", iconlib: null, disable_collapse: true, disable_edit_json: true,
+    disable_properties: true, disable_array_reorder: true, no_additional_properties: true, show_errors: "interaction",
+    use_default_values: true, prompt_before_delete: false, required_by_default: false,
+  });
+  const value = () => {
+    // json-editor reads a field at its change event: take what is typed in a field still focused too.
+    // (Only its fields, named root[...]: not the hidden JSON and property editors it keeps beside them.)
+    for (const field of holder.querySelectorAll('[name^="root"]')) field.dispatchEvent(new Event("change", { bubbles: true }));
+    const problems = editor.validate(editor.getValue()); // with the value: now, not its last change
+    if (problems.length) {
+      editor.options.show_errors = "always"; // each problem shows at its field
+      editor.onChange();
+      const where = [...new Set(problems.map((p) => p.path.replace(/^root\.?/, "") || "the answer"))];
+      showError(`To fix: ${where.join(", ")}.`);
+      return undefined;
+    }
+    return editor.getValue();
+  };
+  return { holder, value, editor };
+}
+
+if (window.JSONEditor) {
+  JSONEditor.defaults.custom_validators.push((schema, value, path) =>
+    schema.x_choose && value === "" ? [{ path, property: "enum", message: "Choose one." }] : [],
+  );
+}
+
 // The controls that answer one prompt, chosen by its JSON schema; each calls submit(value).
 function answerControls(prompt, submit, showError) {
   const schema = prompt.schema;
@@ -267,6 +341,15 @@ function answerControls(prompt, submit, showError) {
       submit(numeric && raw.trim() !== "" && !Number.isNaN(Number(raw)) ? Number(raw) : raw);
     };
     return [input, h("button", { type: "submit", className: "primary", onclick: send }, "Answer")];
+  }
+  if ((node.type === "object" || node.type === "array") && window.JSONEditor) {
+    const { holder, value } = schemaForm(schema, showError);
+    const send = (e) => {
+      e.preventDefault();
+      const answer = value();
+      if (answer !== undefined) submit(answer);
+    };
+    return [holder, h("button", { type: "submit", className: "primary", onclick: send }, "Answer")];
   }
   const area = h("textarea", { id, rows: "4", spellcheck: "false", "aria-label": prompt.question, placeholder: "JSON" });
   area.value = skeleton(schema);
@@ -363,7 +446,7 @@ function recordItem(record, open) {
         : h("p", { className: "value" }, h("code", {}, text)),
     );
   }
-  if (record.error) details.push(h("p", { className: "error" }, errorText(record.error)));
+  if (record.error) details.push(errorDetails(record.error));
   return h(
     "li",
     { className: `record kind-${record.kind} status-${record.status}`, "data-seq": String(record.seq) },
@@ -407,12 +490,13 @@ function renderRun() {
     h(
       "div",
       { className: "run-head" },
+      h("button", { type: "button", className: "back", onclick: closeRun, "aria-label": "Back to the runs" }, "←"),
       h("h2", { className: "mono" }, run.run_id),
       h("span", { id: "run-status" }, badge(run.status)),
       h("span", { className: "actions" }, runActions(run)),
     ),
     h("dl", { className: "facts" }, facts.map(([k, v]) => [h("dt", {}, k), h("dd", { className: k === "workflow" ? "" : "mono" }, v)])),
-    run.error ? h("p", { className: "error run-error" }, errorText(run.error)) : null,
+    run.error ? errorDetails(run.error) : null,
     h("h3", {}, "Journal"),
     records.length
       ? h("ol", { className: "timeline" }, records.map((r) => recordItem(r, open)))
@@ -454,7 +538,18 @@ function watchRun(runId) {
   state.source = source;
 }
 
+function closeRun() {
+  state.selected = null;
+  state.run = null;
+  state.source?.close();
+  state.source = null;
+  history.replaceState(null, "", location.pathname + location.search);
+  document.body.classList.remove("showing-run");
+  renderRun();
+}
+
 async function selectRun(runId) {
+  document.body.classList.add("showing-run"); // on a phone the run replaces the lists
   if (state.source) state.source.close();
   state.source = null;
   state.selected = runId;
@@ -515,6 +610,16 @@ function runFromHash() {
 }
 
 document.getElementById("queue-filter").addEventListener("click", () => showQueue(""));
+for (const [id, key] of [["workflow-filter", "workflow"], ["since-filter", "since"], ["run-search", "search"]]) {
+  document.getElementById(id).addEventListener("input", (event) => {
+    state[key] = event.target.value.trim();
+    refreshRuns();
+  });
+}
+document.getElementById("runs-more").addEventListener("click", () => {
+  state.limit += 100;
+  refreshRuns();
+});
 document.getElementById("status-filter").addEventListener("change", (event) => {
   state.filter = event.target.value;
   refreshRuns();
@@ -523,6 +628,51 @@ window.addEventListener("hashchange", () => {
   const runId = runFromHash();
   if (runId && runId !== state.selected) selectRun(runId);
 });
+
+// --- starting a run from a workflow's argument schema ---------------------------------------
+
+async function loadWorkflows() {
+  const workflows = await api("GET", "workflows");
+  const filter = document.getElementById("workflow-filter");
+  const choose = document.getElementById("start-workflow");
+  for (const wf of workflows) {
+    filter.append(h("option", { value: wf.name }, wf.name));
+    choose.append(h("option", { value: wf.name }, wf.name));
+  }
+  document.getElementById("start-panel").hidden = workflows.length === 0;
+  const form = document.getElementById("start-form");
+  const error = document.getElementById("start-error");
+  let fields = null;
+  const show = (text) => {
+    error.textContent = text;
+    error.hidden = !text;
+  };
+  choose.addEventListener("change", () => {
+    show("");
+    const wf = workflows.find((w) => w.name === choose.value);
+    const holder = document.getElementById("start-fields");
+    holder.replaceChildren();
+    fields = null;
+    if (!wf) return;
+    const built = schemaForm({ ...wf.args_schema, title: wf.description ?? wf.name }, show);
+    holder.append(built.holder);
+    fields = built;
+  });
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    show("");
+    if (!fields) return show("Choose a workflow.");
+    const kwargs = fields.value();
+    if (kwargs === undefined) return;
+    try {
+      const started = await api("POST", `workflows/${encodeURIComponent(choose.value)}/runs`, { kwargs });
+      location.hash = `run=${encodeURIComponent(started.run_id)}`;
+      await refreshAll();
+    } catch (err) {
+      show(err.message);
+    }
+  });
+}
 
 async function whoAmI() {
   const me = await api("GET", "me").catch(() => null);
@@ -545,7 +695,7 @@ function showMine(mine) {
 document.getElementById("mine").addEventListener("click", () => showMine(true));
 document.getElementById("everyone").addEventListener("click", () => showMine(false));
 
-whoAmI().then(refreshAll);
+whoAmI().then(loadWorkflows).then(refreshAll);
 const first = runFromHash();
 if (first) selectRun(first);
 setInterval(refreshAll, REFRESH_MS);
