@@ -286,3 +286,49 @@ def test_a_person_signs_in_sees_what_is_theirs_and_their_answer_is_recorded(tmp_
                 browser.close()
         [entry] = http.get("/runs/r-ada/export").json()["prompt_log"]
         assert (entry["by"], entry["via"], entry["value"]) == ("ada", "page", True)
+
+
+def test_start_a_run_from_its_form_and_answer_by_keyboard_on_a_phone(tmp_path: Path) -> None:
+    here = Path(__file__).parent
+    with durable_serve(str(tmp_path / "team.db"), "team:app", cwd=here) as base, httpx.Client(base_url=base, timeout=10) as http:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 390, "height": 844})  # a phone
+                page.goto(base)
+                # Start a run from the workflow's argument schema: one field per argument.
+                page.locator("#start-workflow").select_option("refund")
+                page.locator('#start-fields [name="root[amount]"]').fill("75")
+                page.locator("#start-form").get_by_role("button", name="Start").click()
+                expect(page.locator("#start-error")).to_contain_text("To fix: owner.")
+                page.locator('#start-fields [name="root[owner]"]').fill("ada")
+                page.locator("#start-form").get_by_role("button", name="Start").click()
+                # The run's page replaces the lists on a phone; the URL names the run, so it can be shared.
+                expect(page.locator("#run-status")).to_have_text("waiting")
+                assert "#run=" in page.url
+                expect(page.locator(".side")).to_be_hidden()
+                page.get_by_role("button", name="Back to the runs").click()
+                expect(page.locator("#run")).to_be_hidden()
+                expect(page.locator("article.prompt")).to_contain_text("Refund 75 EUR?")
+
+                # Answer by keyboard alone: Tab to Yes, Enter, then Enter on "Send yes" (which has the focus).
+                for _ in range(60):
+                    page.keyboard.press("Tab")
+                    if page.evaluate("document.activeElement.textContent") == "Yes":
+                        break
+                else:
+                    raise AssertionError("Tab never reached the Yes button")
+                page.keyboard.press("Enter")
+                expect(page.get_by_role("button", name="Send yes")).to_be_focused()
+                page.keyboard.press("Enter")
+                expect(page.locator("#prompts")).to_contain_text("No prompts are waiting for an answer.")
+                shot = tmp_path / "phone.png"
+                page.locator("#runs tr").first.click()
+                expect(page.locator("#run-status")).to_have_text("completed")
+                page.screenshot(path=str(shot), full_page=True)
+                if os.environ.get("DURABLE_UPDATE_SCREENSHOT") == "1":
+                    shutil.copyfile(shot, SCREENSHOT.with_name("screenshot-phone.png"))
+            finally:
+                browser.close()
+        [run] = http.get("/runs").json()
+        assert (run["args"], run["kwargs"], run["status"]) == ([], {"amount": 75, "owner": "ada"}, "completed")
