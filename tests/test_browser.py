@@ -98,16 +98,26 @@ def test_answer_a_prompt_in_the_page_and_watch_the_run_complete(tmp_path: Path) 
         assert (run["status"], run["result"]["approved"], run["result"]["by"]) == ("completed", True, "manager")
 
 
-def test_answer_forms_follow_the_schema_and_show_refusals_inline(tmp_path: Path) -> None:
+def test_answer_forms_follow_the_schema_and_show_refusals_inline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from durable.tokens import add_token
+
+    tokens = str(tmp_path / "tokens")
+    lea = add_token(tokens, "lea")
+    monkeypatch.setenv("DURABLE_TOKENS", tokens)  # a server with tokens: the page signs in first
     here = Path(__file__).parent
     with durable_serve(str(tmp_path / "onboarding.db"), "onboarding:app", cwd=here) as base:
-        response = httpx.post(f"{base}/workflows/onboarding/runs", json={"run_id": "team-1"})
+        auth = {"Authorization": f"Bearer {lea}"}
+        response = httpx.post(f"{base}/workflows/onboarding/runs", json={"run_id": "team-1"}, headers=auth)
         assert response.status_code == 202, response.text
 
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
             try:
                 page = browser.new_page()
+                page.goto(f"{base}/#run=team-1")
+                page.get_by_label("Token").fill(lea)
+                page.get_by_role("button", name="Sign in").click()
+                expect(page.locator("#who-name")).to_have_text("lea")
                 page.goto(f"{base}/#run=team-1")
                 prompt = page.locator("article.prompt")
                 error = prompt.locator(".form-error")
@@ -125,6 +135,14 @@ def test_answer_forms_follow_the_schema_and_show_refusals_inline(tmp_path: Path)
                 prompt.locator('input[type="text"]').fill("platform")
                 prompt.get_by_role("button", name="Answer").click()
 
+                # A Literal: a choice among its values.
+                expect(prompt).to_contain_text("Which plan?")
+                expect(prompt.locator("select")).to_have_value("")  # nothing chosen for the person
+                prompt.get_by_role("button", name="Answer").click()
+                expect(error).to_contain_text("Choose one.")
+                prompt.locator("select").select_option(label="business")
+                prompt.get_by_role("button", name="Answer").click()
+
                 # A dataclass: a JSON editor, prefilled with its fields.
                 expect(prompt).to_contain_text("Billing address?")
                 # A dataclass: one labelled input per field, the Literal as a choice with nothing chosen yet.
@@ -140,8 +158,9 @@ def test_answer_forms_follow_the_schema_and_show_refusals_inline(tmp_path: Path)
                 prompt.get_by_role("button", name="Answer").click()
 
                 expect(page.locator("#run-status")).to_have_text("completed")
-                expect(page.locator(".facts")).to_contain_text('{"seats":12,"team":"platform","city":"Lyon"}')
-                expect(page.locator(".timeline .record")).to_have_count(3)
+                expect(page.locator(".facts")).to_contain_text('{"seats":12,"team":"platform","plan":"business","city":"Lyon"}')
+                expect(page.locator(".timeline .record")).to_have_count(4)
+                expect(page.locator('.record[data-seq="3"]')).to_contain_text("by lea (page)")
             finally:
                 browser.close()
 

@@ -131,6 +131,7 @@ async function refreshRuns() {
   document.getElementById("runs-more").hidden = runs.length <= state.limit;
   runs = runs.slice(0, state.limit).filter((run) => !state.search || run.run_id.includes(state.search));
   const body = document.getElementById("runs");
+  const focused = document.activeElement?.closest?.("#runs tr")?.dataset.runId; // kept across the refresh
   body.replaceChildren(
     ...runs.map((run) =>
       h(
@@ -150,6 +151,7 @@ async function refreshRuns() {
     ),
   );
   document.getElementById("runs-empty").hidden = runs.length > 0;
+  if (focused) body.querySelector(`tr[data-run-id="${CSS.escape(focused)}"]`)?.focus();
 }
 
 function showQueue(name) {
@@ -162,6 +164,17 @@ function showQueue(name) {
 
 // --- queues and schedules --------------------------------------------------------
 
+// Re-render `container` and give the focus back to what had it (the row with the same `attribute`, or its button).
+function keepingFocus(container, attribute, render) {
+  const active = document.activeElement;
+  const row = active?.closest?.(`[${attribute}]`);
+  const key = row && container.contains(row) ? row.getAttribute(attribute) : null;
+  render();
+  if (key === null) return;
+  const again = container.querySelector(`[${attribute}="${CSS.escape(key)}"]`);
+  (active.tagName === "BUTTON" ? again?.querySelector("button") : again)?.focus();
+}
+
 async function refreshQueues() {
   const queues = await api("GET", "queues");
   document.getElementById("queues-panel").hidden = queues.length === 0;
@@ -172,7 +185,8 @@ async function refreshQueues() {
       q.key_concurrency && `${q.key_concurrency} per key`,
       q.rate && `${q.rate[0]} per ${q.rate[1]} s`,
     ].filter(Boolean).join(", ") || "none";
-  document.getElementById("queues").replaceChildren(
+  const list = document.getElementById("queues");
+  keepingFocus(list, "data-queue", () => list.replaceChildren(
     ...queues.map((q) =>
       h(
         "tr",
@@ -188,7 +202,7 @@ async function refreshQueues() {
         h("td", { className: "muted" }, limits(q)),
       ),
     ),
-  );
+  ));
 }
 
 async function refreshSchedules() {
@@ -202,7 +216,8 @@ async function refreshSchedules() {
     }
     await refreshSchedules();
   };
-  document.getElementById("schedules").replaceChildren(
+  const rows = document.getElementById("schedules");
+  keepingFocus(rows, "data-schedule", () => rows.replaceChildren(
     ...schedules.map((s) =>
       h(
         "tr",
@@ -215,7 +230,7 @@ async function refreshSchedules() {
           s.paused ? "Resume" : "Pause")),
       ),
     ),
-  );
+  ));
 }
 
 // --- prompt inbox ----------------------------------------------------------------
@@ -260,6 +275,9 @@ function formSchema(schema) {
     for (const name of node.required ?? []) {
       const prop = node.properties?.[name];
       if (prop && prop.type === "string" && !prop.enum && prop.minLength === undefined) prop.minLength = 1;
+    }
+    for (const [name, prop] of Object.entries(node.properties ?? {})) {
+      if (!(node.required ?? []).includes(name)) prop.title = `${prop.title ?? name} (optional)`;
     }
     for (const value of Object.values(node)) {
       if (value && typeof value === "object") Array.isArray(value) ? value.forEach(visit) : visit(value);
@@ -321,8 +339,14 @@ function answerControls(prompt, submit, showError) {
     return [holder];
   }
   if (Array.isArray(node.enum)) {
-    const select = h("select", { id, "aria-label": prompt.question }, node.enum.map((v, i) => h("option", { value: String(i) }, preview(v, 60))));
-    return [select, h("button", { type: "submit", className: "primary", onclick: (e) => { e.preventDefault(); submit(node.enum[Number(select.value)]); } }, "Answer")];
+    const choices = node.enum.map((v, i) => h("option", { value: String(i) }, preview(v, 60)));
+    const select = h("select", { id, "aria-label": prompt.question }, h("option", { value: "" }, "— choose —"), choices);
+    const send = (e) => {
+      e.preventDefault();
+      if (select.value === "") return showError("Choose one."); // nothing is preselected
+      submit(node.enum[Number(select.value)]);
+    };
+    return [select, h("button", { type: "submit", className: "primary", onclick: send }, "Answer")];
   }
   if (node.type === "integer" || node.type === "number" || node.type === "string") {
     const numeric = node.type !== "string";
