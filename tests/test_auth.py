@@ -163,3 +163,14 @@ def test_durable_token_add_prints_the_token_once(tmp_path: Path) -> None:
     assert again.exit_code == 1 and "'ci-bot' has a token in" in again.output
     bad = CliRunner().invoke(main, ["token", "add", "two words", "--file", path])
     assert bad.exit_code == 1 and "A token's name is 1 to 64 letters" in bad.output
+
+
+async def test_over_https_the_session_cookie_is_secure(db: str, tokens_file: dict[str, str]) -> None:
+    async with LifespanManager(create_app(team_app(db))) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="https://durable.example") as client:
+            signed = await client.post(
+                "/login", content=f"token={tokens_file['bob']}", headers={"Content-Type": "application/x-www-form-urlencoded"}
+            )
+    cookies = {c.split("=", 1)[0]: c.lower() for c in signed.headers.get_list("set-cookie")}
+    assert "; secure" in cookies["durable_session"] and "; secure" in cookies["durable_csrf"]

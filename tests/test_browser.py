@@ -186,6 +186,7 @@ def test_a_run_has_the_buttons_its_status_allows(tmp_path: Path) -> None:
                     page.goto(f"{base}/#run=broken")
                     expect(page.locator("#run-status")).to_have_text("failed")
                     expect(actions).to_have_text(["Retry"])
+                    expect(page.locator(".record .error details summary").first).to_have_text("traceback")  # expandable
                     fixed.write_text("deployed")  # the fix
                     actions.get_by_text("Retry").click()
                     expect(page.locator("#run-status")).to_have_text("completed")
