@@ -203,7 +203,8 @@ def record_value(record: Record) -> str:
         if record.status != "answered":
             return preview(question) + (f"  [for {record.assignee}]" if record.assignee else "")
         by = f"{record.by}, {record.via}" if record.by else record.via
-        return preview(f"{question} → {plain(record.value)}") + (f"  [by {by}]" if by else "")
+        at = "" if record.finished_at is None else f", {record.finished_at:%Y-%m-%d %H:%M:%S} UTC"
+        return preview(f"{question} → {plain(record.value)}") + (f"  [by {by}{at}]" if by else "")
     return "" if record.value is None else preview(record.value)
 
 

@@ -183,8 +183,9 @@ def test_show_follow_prints_records_as_they_come_until_the_run_ends(journal: str
     assert result.exit_code == 0, result.output
     shown = lines(result.stdout)
     assert "0    ask   comment  waiting  1         Any comments?" in shown  # the table, as it was
+    at = f"{get_run(journal, 'survey-1').steps[0].finished_at:%Y-%m-%d %H:%M:%S} UTC"
     assert shown[-2:] == [
-        "0    ask   comment     answered   Any comments? → all good  [by ada, python]",
+        f"0    ask   comment     answered   Any comments? → all good  [by ada, python, {at}]",
         "run survey-1 ended: completed",
     ]
 
@@ -395,8 +396,9 @@ def test_answer_records_a_json_value(journal: str) -> None:
     run = get_run(journal, "order-1")
     assert (run.steps[1].kind, run.steps[1].status, run.steps[1].value) == ("ask", "answered", True)
     assert run.status != "waiting"
+    at = f"{run.steps[1].finished_at:%Y-%m-%d %H:%M:%S} UTC"  # when it was answered
     assert lines(cli("show", "order-1", "--db", journal).stdout)[-1] == (
-        "1    ask   approve     answered   1         Approve order o-1? → true  [by ada, cli]"
+        f"1    ask   approve     answered   1         Approve order o-1? → true  [by ada, cli, {at}]"
     )
     exported = json.loads(cli("export", "order-1", "--db", journal).stdout)
     assert exported["run"]["run_id"] == "order-1" and len(exported["run"]["steps"]) == 2

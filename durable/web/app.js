@@ -458,7 +458,8 @@ function recordItem(record, open) {
     details.push(h("p", { className: "question" }, record.question ?? ""));
     if (record.status === "answered") {
       const by = record.by ? ` by ${record.by}` : "";
-      details.push(h("p", { className: "value" }, "→ ", h("code", {}, preview(record.value, 200)), h("span", { className: "muted by" }, `${by}${record.via ? ` (${record.via})` : ""}`)));
+      const when = record.finished_at ? ` · ${ago(record.finished_at)}` : "";
+      details.push(h("p", { className: "value" }, "→ ", h("code", {}, preview(record.value, 200)), h("span", { className: "muted by", title: record.finished_at ?? "" }, `${by}${record.via ? ` (${record.via})` : ""}${when}`)));
     } else if (record.assignee) {
       details.push(h("p", { className: "muted" }, `for ${record.assignee}`));
     }
