@@ -352,3 +352,25 @@ def test_start_a_run_from_its_form_and_answer_by_keyboard_on_a_phone(tmp_path: P
                 browser.close()
         [run] = http.get("/runs").json()
         assert (run["args"], run["kwargs"], run["status"]) == ([], {"amount": 75, "owner": "ada"}, "completed")
+
+
+def test_what_a_person_types_stays_when_another_prompt_is_answered(tmp_path: Path) -> None:
+    here = Path(__file__).parent
+    with durable_serve(str(tmp_path / "onboarding.db"), "onboarding:app", cwd=here) as base, httpx.Client(base_url=base, timeout=10) as http:
+        for run_id in ("team-a", "team-b"):
+            assert http.post("/workflows/onboarding/runs", json={"run_id": run_id}).status_code == 202
+        wait_until(lambda: len(http.get("/prompts").json()) == 2, what="both seat prompts")
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+            try:
+                page = browser.new_page()
+                page.goto(base)
+                typing = page.locator('article.prompt[data-run-id="team-a"] input[type="number"]')
+                typing.fill("7")
+                typing.focus()
+                assert http.post("/runs/team-b/prompts/seats", json={"value": 3}).status_code == 200  # someone else
+                expect(page.locator('article.prompt[data-run-id="team-b"] >> text=What is the team called?')).to_be_visible()
+                expect(typing).to_have_value("7")  # the card was not rebuilt: the text and the focus stayed
+                expect(typing).to_be_focused()
+            finally:
+                browser.close()

@@ -441,8 +441,24 @@ async function refreshPrompts() {
   if (prompts.length === 0) {
     const none = state.mine ? `No prompts are assigned to ${state.me}.` : "No prompts are waiting for an answer.";
     list.replaceChildren(h("p", { className: "empty" }, none));
-  } else {
-    list.replaceChildren(...prompts.map(promptCard));
+    return;
+  }
+  // Cards are kept by prompt: one that stays is never rebuilt or moved, so what is typed in it and the
+  // keyboard focus stay; only cards of prompts gone are removed and new ones put in their places.
+  const key = (p) => `${p.run_id}\u0000${p.key}`;
+  const shown = new Map([...list.querySelectorAll("article.prompt")].map((card) => [card.dataset.identity, card]));
+  const wanted = new Set(prompts.map(key));
+  for (const child of [...list.children]) if (!wanted.has(child.dataset.identity)) child.remove();
+  let before = list.firstElementChild;
+  for (const prompt of prompts) {
+    const card = shown.get(key(prompt));
+    if (card) {
+      if (card === before) before = card.nextElementSibling;
+      continue;
+    }
+    const fresh = promptCard(prompt);
+    fresh.dataset.identity = key(prompt);
+    list.insertBefore(fresh, before);
   }
 }
 
