@@ -27,7 +27,7 @@ from .errors import (
 )
 from .model import CheckResult, Record, Run
 from .queues import Queue
-from .schedules import Schedule, ScheduleInfo, Scheduler
+from .schedules import Schedule, ScheduleInfo, ScheduleNotFound, Scheduler
 from .store import make_store, redact
 from .store.base import FINAL, STATUSES, RunRow, Store
 from .worker import Worker
@@ -222,6 +222,11 @@ class App(inbox.PromptCalls):
     async def resume_schedule(self, name: str) -> ScheduleInfo:
         """Fire its slots again, from the next one: the slots that passed while it was paused are skipped."""
         return await schedules.pause(self, name, False)
+
+    async def remove_schedule(self, name: str) -> None:
+        """Forget a schedule the code no longer has (its runs stay); an App that still has it registers it again."""
+        if not await self._store.remove_schedule(name):
+            raise ScheduleNotFound(name, [row.name for row in await self._store.schedules()])
 
     @property
     def workflows(self) -> dict[str, Workflow]:

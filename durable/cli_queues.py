@@ -98,4 +98,13 @@ def resume_schedule(name: str, db: str) -> None:
     click.echo(f"resumed schedule {name}; next slot {_shown(info)['next']}")
 
 
+@schedules.command("remove")
+@click.argument("name")
+@db_option
+def remove_schedule(name: str, db: str) -> None:
+    """Forget schedule NAME, which the code no longer has (its runs stay; an App that still has it adds it back)."""
+    with_app(db, lambda app: app.remove_schedule(name))
+    click.echo(f"removed schedule {name}")
+
+
 COMMANDS = [submit, queues, schedules]

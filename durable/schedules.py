@@ -205,9 +205,9 @@ class Scheduler:
             if self._due[name] > now + EARLY_SECONDS:
                 continue
             row = rows.get(name)
-            if row is None:  # gone from the store (a restored backup): register it again
-                self._registered = False
-                continue
+            if row is None:  # removed (durable schedules remove), or a restored backup: registered again, from now
+                workflow = schedule.workflow.name  # type: ignore[union-attr]
+                row = await engine.store.add_schedule(name, workflow, schedule.cron, schedule.timezone, now)
             if not row.paused and not await self._fire(schedule, row, now):
                 continue  # another process moved the cursor first: read it again next pass
             self._due[name] = schedule.next_after(now)

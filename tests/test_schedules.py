@@ -158,6 +158,10 @@ def test_the_cli_lists_pauses_and_resumes_schedules(db: str, durable_clock: Virt
     assert result.exit_code == 0 and result.output.startswith("resumed schedule report; next slot "), result.output
     result = CliRunner().invoke(main, ["schedules", "pause", "nope", "--db", db])
     assert result.exit_code == 1 and "No schedule 'nope'" in result.output
+    result = CliRunner().invoke(main, ["schedules", "remove", "report", "--db", db])
+    assert (result.exit_code, result.output) == (0, "removed schedule report\n")
+    result = CliRunner().invoke(main, ["schedules", "--db", db])
+    assert result.output == "no schedules (an App registers its own when it opens)\n"
 
 
 @pytest.mark.parametrize(
@@ -292,3 +296,20 @@ def test_slots_across_daylight_saving_changes_are_as_the_readme_says() -> None:
     # They go back at 02:00 in New York on 1 November 2026: 01:30 comes twice, an hour apart.
     autumn = slots("30 1 * * *", "America/New_York", dt.datetime(2026, 10, 31, 12, tzinfo=dt.UTC), dt.datetime(2026, 11, 2, 12, tzinfo=dt.UTC))
     assert autumn == ["2026-11-01T05:30:00Z", "2026-11-01T06:30:00Z", "2026-11-02T06:30:00Z"]
+
+
+async def test_a_removed_schedule_is_forgotten_and_an_app_that_has_it_adds_it_back_from_now(
+    db: str, durable_clock: VirtualClock
+) -> None:
+    seen: list[tuple[str, dt.datetime]] = []
+    async with scheduled_app(db, durable_clock, seen) as app:
+        await durable_clock.advance(300)
+        await app.remove_schedule("report")
+        with pytest.raises(durable.ScheduleNotFound):
+            await app.remove_schedule("report")
+        assert len(await report_runs(app)) == 1  # its runs stay
+        await durable_clock.advance(301)  # this App still has it: registered again, from now on
+        [again] = await app.schedules()
+        assert again.next == START + dt.timedelta(minutes=15)
+        await durable_clock.advance(300)
+        assert await report_runs(app) == [f"report@{iso(START + dt.timedelta(minutes=m))}" for m in (5, 15)]

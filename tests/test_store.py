@@ -597,3 +597,6 @@ async def test_a_schedule_fires_once_per_cursor_and_not_while_paused(pair: tuple
     resumed = await b.pause_schedule("report", False, 1000.0)
     assert resumed is not None and (resumed.paused, resumed.cursor, resumed.last_slot) == (False, 1000.0, 600.0)
     assert await b.pause_schedule("nope", True, 1000.0) is None
+    assert await a.remove_schedule("report") is True
+    assert (await b.schedules(), await b.remove_schedule("report")) == ([], False)
+    assert await b.load_run("report@300") is not None  # its runs stay

@@ -6,7 +6,7 @@ from typing import Any
 
 from .schedules import Slot
 
-__all__ = ["SELECT", "add", "fire", "pause"]
+__all__ = ["SELECT", "add", "fire", "pause", "remove"]
 
 COLUMNS = "name, workflow, cron, timezone, cursor, last_slot, paused, updated_at"
 SELECT = f"SELECT {COLUMNS} FROM durable.schedules ORDER BY name"
@@ -52,3 +52,7 @@ async def pause(conn: Any, name: str, paused: bool, now: float) -> tuple[Any, ..
         name, paused, now,
     )  # fmt: skip
     return None if row is None else tuple(row)
+
+
+async def remove(conn: Any, name: str) -> int:
+    return int((await conn.execute("DELETE FROM durable.schedules WHERE name = $1", name)).rsplit(" ", 1)[-1])

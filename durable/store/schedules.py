@@ -54,6 +54,9 @@ class ScheduleStore(Protocol):
     async def pause_schedule(self, name: str, paused: bool, now: float) -> ScheduleRow | None:
         """Pause or resume (the cursor moves to `now`: slots passed while paused are skipped); None if no such schedule."""
 
+    async def remove_schedule(self, name: str) -> bool:
+        """Forget a schedule (its runs stay); whether there was one. An App that still has it registers it again."""
+
     async def schedules(self) -> list[ScheduleRow]: ...
 
 
@@ -76,6 +79,9 @@ class ScheduleWrites:
     async def pause_schedule(self, name: str, paused: bool, now: float) -> ScheduleRow | None:
         row = await self._write(self.schedule_ops.pause, name, paused, now)
         return None if row is None else ScheduleRow._make(row)
+
+    async def remove_schedule(self, name: str) -> bool:
+        return bool(await self._write(self.schedule_ops.remove, name))
 
     async def schedules(self) -> list[ScheduleRow]:
         return [ScheduleRow(*row[:6], bool(row[6]), row[7]) for row in await self._fetch(self.schedule_ops.SELECT)]

@@ -7,7 +7,7 @@ from typing import Any
 
 from .schedules import Slot
 
-__all__ = ["SELECT", "add", "fire", "pause"]
+__all__ = ["SELECT", "add", "fire", "pause", "remove"]
 
 COLUMNS = "name, workflow, cron, timezone, cursor, last_slot, paused, updated_at"
 SELECT = f"SELECT {COLUMNS} FROM schedules ORDER BY name"
@@ -53,3 +53,7 @@ def pause(conn: sqlite3.Connection, name: str, paused: bool, now: float) -> tupl
         (name, int(paused), now),
     )
     return _row(conn, name)
+
+
+def remove(conn: sqlite3.Connection, name: str) -> int:
+    return conn.execute("DELETE FROM schedules WHERE name = ?", (name,)).rowcount
