@@ -337,25 +337,20 @@ class Calls:
 
     async def _attempts(
         self, seq: int, spec: StepSpec, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
-        record: Recorded | None, started: float, traced: bool = True,
+        record: Recorded | None, started: float,
     ) -> tuple[int, Any, Exception | None]:
         """A step's attempts, with its retries and timeout, in a span where OpenTelemetry is configured."""
-        if traced and self.tracer is not None:
-            with tracing.step_span(self.tracer, self.run_id, self.workflow.name, seq, spec.name) as span:
-                attempts, value, exc = await self._attempts(seq, spec, fn, args, kwargs, record, started, False)
-                tracing.step_done(span, attempts, exc)
-                return attempts, value, exc
-        if spec.plain and record is None:
-            try:
-                return 1, await fn(*args, **kwargs), None
-            except Exception as failure:
-                return 1, None, failure
         first = 1
         if record is not None:  # attempts were journaled before a crash or an unload: go on after them
             first = record.attempts + 1
             await self._wait_until(self._read(seq, record, lambda: DATETIME.decode(record.value, "a retry time")).timestamp())  # type: ignore[arg-type]
         between = functools.partial(self._retry_later, seq, spec, started)
-        return await run_attempts(spec, fn, args, kwargs, first, between)
+        if self.tracer is None:
+            return await run_attempts(spec, fn, args, kwargs, first, between)
+        with tracing.step_span(self.tracer, self.run_id, self.workflow.name, seq, spec.name) as span:
+            attempts, value, exc = await run_attempts(spec, fn, args, kwargs, first, between)
+            tracing.step_done(span, attempts, exc)
+        return attempts, value, exc
 
     async def _retry_later(self, seq: int, spec: StepSpec, started: float, attempts: int, exc: Exception, delay: float) -> None:
         """Journal a failed attempt and when the next is due, then wait for it (unloaded if it is far)."""

@@ -12,6 +12,7 @@ from .codec import encode
 from .errors import WorkflowNotFound
 from .steps import STUBS, step_spec
 from .waits import NO_DEFAULT
+from .workflow import check_seconds
 
 if TYPE_CHECKING:
     from .races import Branches
@@ -105,7 +106,7 @@ class Context:
             raise TypeError(f"ctx.ask(key=...) takes a non-empty string, not {key!r}.")
         if assignee is not None and (not isinstance(assignee, str) or not assignee):
             raise TypeError(f"ctx.ask(assignee=...) takes a name (a non-empty string), not {assignee!r}.")
-        seconds = _seconds("ctx.ask", timeout)
+        seconds = check_seconds("ctx.ask(timeout=...)", timeout)
         ex = self._ex
         return ex.ask(ex.take("ask", key), question, type, key, seconds, default, assignee)
 
@@ -143,7 +144,7 @@ class Context:
         """
         if not isinstance(topic, str) or not topic:
             raise TypeError(f"ctx.receive takes a topic (a non-empty string), not {topic!r}.")
-        seconds = _seconds("ctx.receive", timeout)
+        seconds = check_seconds("ctx.receive(timeout=...)", timeout)
         ex = self._ex
         return ex.receive(ex.take("receive", topic), topic, type, seconds, default)
 
@@ -220,7 +221,7 @@ class Context:
         branches = ex.branches(aws, "ctx.wait")  # first: whatever is wrong next, the calls given are closed
         if return_when not in (asyncio.FIRST_COMPLETED, asyncio.FIRST_EXCEPTION, asyncio.ALL_COMPLETED):
             raise ValueError(f"ctx.wait(return_when=...) takes asyncio.FIRST_COMPLETED, FIRST_EXCEPTION or ALL_COMPLETED, not {return_when!r}.")
-        seconds = _seconds("ctx.wait", timeout)
+        seconds = check_seconds("ctx.wait(timeout=...)", timeout)
         return ex.wait(ex.take("wait", return_when), branches, return_when, seconds)
 
     def as_completed(self, aws: Iterable[Awaitable[Any]], *, timeout: float | dt.timedelta | None = None) -> Iterator[Awaitable[Any]]:
@@ -236,7 +237,7 @@ class Context:
         """
         ex = self._ex
         branches = ex.branches(aws, "ctx.as_completed")
-        seconds = _seconds("ctx.as_completed", timeout)
+        seconds = check_seconds("ctx.as_completed(timeout=...)", timeout)
         return ex.as_completed(ex.take("wait", "as_completed"), branches, seconds)
 
     @property
@@ -260,14 +261,6 @@ class Context:
 
     def __repr__(self) -> str:
         return f"<Context run_id={self.run_id!r} workflow={self.workflow!r}>"
-
-
-def _seconds(call: str, timeout: float | dt.timedelta | None) -> float | None:
-    if isinstance(timeout, dt.timedelta):
-        timeout = timeout.total_seconds()
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0):
-        raise TypeError(f"{call}(timeout=...) takes seconds >= 0 or a timedelta, not {timeout!r}.")
-    return timeout
 
 
 class ReplayQuietLogger(logging.LoggerAdapter):  # type: ignore[type-arg]

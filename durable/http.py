@@ -259,7 +259,7 @@ async def export_run(run_id: RunId, app: DurableApp) -> Any:
 async def list_queues(app: DurableApp) -> Any:
     """Each queue with runs that have not ended, or registered on this server's App: its counts and limits."""
     counts = await app.store.queue_counts()
-    limits = {name: {k: getattr(q, k) for k in q.__slots__[1:]} for name, q in app.queues.items()}
+    limits = {name: q.limits._asdict() for name, q in app.queues.items()}
     return [QueueOut(name=name, runs=counts.get(name, {}), **limits.get(name, {})) for name in sorted({*counts, *limits})]
 
 

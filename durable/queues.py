@@ -18,6 +18,7 @@ from .errors import DefinitionError, RunIdInUse, WorkflowNotFound
 from .codec import encode
 from .store.base import Placement
 from .store.queues import Limits
+from .workflow import check_seconds
 
 if TYPE_CHECKING:
     from .app import App, RunHandle
@@ -85,14 +86,6 @@ class Queue:
         return f"Queue({self.name!r}{', ' if shown else ''}{shown})"
 
 
-def _delay(what: str, value: float | dt.timedelta | None) -> float | None:
-    if isinstance(value, dt.timedelta):
-        value = value.total_seconds()
-    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
-        raise TypeError(f"submit({what}=...) takes seconds >= 0 or a timedelta, not {value!r}.")
-    return value
-
-
 async def submit(
     app: App, wf: Any, args: tuple[Any, ...], kwargs: dict[str, Any], run_id: str | None, timeout: float | None,
     queue: str | None, key: str | None, delay: float | dt.timedelta | None, priority: int,
@@ -115,7 +108,7 @@ async def submit(
             raise TypeError(f"submit({what}=...) takes a non-empty string, not {value!r}.")
     if isinstance(priority, bool) or not isinstance(priority, int):
         raise TypeError(f"submit(priority=...) takes a whole number (higher starts sooner), not {priority!r}.")
-    seconds, quiet = _delay("delay", delay), _delay("debounce", debounce)
+    seconds, quiet = check_seconds("submit(delay=...)", delay), check_seconds("submit(debounce=...)", debounce)
     if quiet is not None and (key is None or run_id is not None):
         raise TypeError(
             "submit(debounce=...) collapses the submits of one key into one run: give it a key=..., and no run_id "

@@ -65,6 +65,11 @@ def cron_library() -> Any:
     return croniter
 
 
+def walk(cron: str, zone: zoneinfo.ZoneInfo, start: float) -> Any:
+    """croniter over `cron` in `zone`, from `start` (seconds since the epoch): get_next and get_prev step it."""
+    return cron_library()(cron, dt.datetime.fromtimestamp(start, zone), second_at_beginning=True)
+
+
 def slot_text(at: float) -> str:
     """A slot's time as its run_id shows it: UTC, ISO 8601, whole seconds ('2026-12-01T09:30:00Z')."""
     return dt.datetime.fromtimestamp(at, dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
@@ -98,8 +103,7 @@ class Schedule:
         self.workflow: Workflow | None = None
 
     def _walk(self, start: float) -> Any:
-        when = dt.datetime.fromtimestamp(start, self.zone)
-        return cron_library()(self.cron, when, second_at_beginning=True)
+        return walk(self.cron, self.zone, start)
 
     def next_after(self, t: float) -> float:
         """The first slot strictly after `t`."""
@@ -135,9 +139,7 @@ class ScheduleInfo(NamedTuple):
         at = lambda t: None if t is None else dt.datetime.fromtimestamp(t, dt.UTC)  # noqa: E731
         upcoming = None
         if not row.paused:
-            schedule = Schedule.__new__(Schedule)
-            schedule.cron, schedule.zone = row.cron, zoneinfo.ZoneInfo(row.timezone)
-            upcoming = schedule.next_after(max(row.cursor, now))
+            upcoming = float(walk(row.cron, zoneinfo.ZoneInfo(row.timezone), max(row.cursor, now)).get_next(float))
         return cls(row.name, row.workflow, row.cron, row.timezone, row.paused, at(row.last_slot), at(upcoming))
 
 

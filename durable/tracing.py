@@ -29,14 +29,20 @@ def provider() -> Any:
     return None if trace is None else trace.get_tracer_provider()
 
 
+_made: tuple[Any, Any] = (None, None)  # (provider, its tracer): made once, not at each execution
+
+
 def tracer() -> Any:
     """The tracer to make spans with, or None: no provider configured (the API's proxy or no-op one)."""
+    global _made
     found = provider()
     if found is None or isinstance(found, (trace.ProxyTracerProvider, trace.NoOpTracerProvider)):
         return None
-    from . import __version__
+    if _made[0] is not found:
+        from . import __version__
 
-    return found.get_tracer("durable", __version__)
+        _made = (found, found.get_tracer("durable", __version__))
+    return _made[1]
 
 
 def run_context(run_id: str) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import inspect
 import typing
 from collections.abc import Callable
@@ -122,10 +123,17 @@ def ended_outcome(row: RunRow, workflow: Workflow | None) -> Any:
     raise error_from_json(row.error, row.workflow)  # type: ignore[arg-type]
 
 
+def check_seconds(where: str, value: Any) -> float | None:
+    """A call's duration in seconds (a number >= 0, or a timedelta), or None; TypeError otherwise."""
+    if isinstance(value, dt.timedelta):
+        value = value.total_seconds()
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
+        raise TypeError(f"{where} takes seconds >= 0 or a timedelta, not {value!r}.")
+    return value
+
+
 def check_timeout(where: str, timeout: Any) -> float | None:
     """A run's timeout in seconds (a number > 0, or a timedelta), or None; DefinitionError otherwise."""
-    import datetime as dt
-
     if isinstance(timeout, dt.timedelta):
         timeout = timeout.total_seconds()
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
