@@ -42,6 +42,8 @@ DURABILITY = {"normal": "NORMAL", "full": "FULL"}
 CHANGE_CHECK_SECONDS = 0.05
 # How many free pages one commit of reclaim() gives back (4 MiB of 4 KiB pages).
 RECLAIM_PAGES = 1024
+# The fields of a record past its finish time (a prompt's question, schema, deadline, assignee; an answer's by, via), when it has none.
+_BARE = (None,) * 6
 
 
 class SQLiteStore(OperatorWrites, ScheduleWrites):
@@ -217,6 +219,8 @@ class SQLiteStore(OperatorWrites, ScheduleWrites):
         writer = self._writer
         if writer is None:
             raise self._closed()
+        if record[9:] == _BARE:  # none of a prompt's or an answer's fields: the shorter statement
+            return writer.submit(ops.append_bare, (fence.run_id, *record[:9], fence.owner, fence.epoch))
         return writer.submit(ops.append, (fence.run_id, *record, fence.owner, fence.epoch))
 
     async def replace(self, fence: Fence, record: RecordRow) -> bool:
@@ -225,7 +229,10 @@ class SQLiteStore(OperatorWrites, ScheduleWrites):
     def append_nowait(self, fence: Fence, record: RecordRow) -> None:
         if self._writer is None:
             raise RuntimeError("the store is closed")
-        self._writer.submit_nowait(ops.append, (fence.run_id, *record, fence.owner, fence.epoch))
+        if record[9:] == _BARE:
+            self._writer.submit_nowait(ops.append_bare, (fence.run_id, *record[:9], fence.owner, fence.epoch))
+        else:
+            self._writer.submit_nowait(ops.append, (fence.run_id, *record, fence.owner, fence.epoch))
 
     async def park(
         self, fence: Fence, wake_at: float | None, now: float, records: int, deadline: float | None = None,
@@ -418,15 +425,13 @@ class SQLiteStore(OperatorWrites, ScheduleWrites):
         return rows[0][0]
 
     async def wait_for_change(self, timeout: float, wake: asyncio.Event) -> bool:
+        # data_version moves with every commit of another connection, this process's writer among them: a busy
+        # process would find a change at each look. So it waits first, and looks every CHANGE_CHECK_SECONDS.
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        if self._data_version is None:
+            self._data_version = (await self._fetch("PRAGMA data_version"))[0][0]
         while True:
-            version = (await self._fetch("PRAGMA data_version"))[0][0]
-            if version != self._data_version:
-                first = self._data_version is None
-                self._data_version = version
-                if not first:
-                    return True
             remaining = deadline - loop.time()
             if remaining <= 0 or wake.is_set():
                 return False
@@ -435,3 +440,7 @@ class SQLiteStore(OperatorWrites, ScheduleWrites):
                 return False
             except TimeoutError:
                 pass
+            version = (await self._fetch("PRAGMA data_version"))[0][0]
+            if version != self._data_version:
+                self._data_version = version
+                return True

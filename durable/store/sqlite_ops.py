@@ -16,7 +16,7 @@ from .base import FINAL, IN_PLACE, Answered, Claimed, Fence, RunRow
 from .queues import Limits, QueueLoad, pick
 
 __all__ = [
-    "CHANGED_AT", "CLAIMABLE", "RECORD", "RUN", "answer", "append", "cancel", "checkpoint", "claim", "claim_ready",
+    "CHANGED_AT", "CLAIMABLE", "RECORD", "RUN", "answer", "append", "append_bare", "cancel", "checkpoint", "claim", "claim_ready",
     "complete_sleep", "create_placed", "create_run", "expire", "finish", "ready_if_none_waits", "flush", "park", "release", "renew", "reassign", "reopen_prompt", "replace",
     "select_run",
 ]  # fmt: skip
@@ -54,6 +54,19 @@ _APPEND = (
 
 def append(conn: sqlite3.Connection, params: tuple[Any, ...]) -> bool:
     return conn.execute(_APPEND, params).rowcount == 1
+
+
+# The same for a record with none of a prompt's or an answer's fields (a step's, a sleep's, ...): four parameters
+# fewer to bind, which a thousand runs stepping at once notice.
+_APPEND_BARE = (
+    "INSERT INTO records (run_id, seq, kind, name, status, value, error, attempts, started_at, finished_at)"
+    " SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10"
+    " WHERE EXISTS (SELECT 1 FROM runs WHERE run_id = ?1 AND owner = ?11 AND epoch = ?12)"
+)
+
+
+def append_bare(conn: sqlite3.Connection, params: tuple[Any, ...]) -> bool:
+    return conn.execute(_APPEND_BARE, params).rowcount == 1
 
 
 _REPLACE = (
@@ -237,14 +250,18 @@ def park(conn: sqlite3.Connection, params: tuple[Any, ...]) -> str | None:
     return None if row is None else row[0]
 
 
+# A run ends in one of two statements: _FINISH_ALONE where it has no parent and no children (most runs), which no
+# trigger watches; else _FINISH, whose `ended = 1` fires the triggers that tell them (sqlite_schema, version 9).
 _FINISH = (
     "UPDATE runs SET status = ?1, result = ?2, error = ?3, owner = NULL, lease_until = NULL,"
-    " wake_at = NULL, updated_at = ?4, records = MAX(records, ?8) WHERE run_id = ?5 AND owner = ?6 AND epoch = ?7"
+    " wake_at = NULL, updated_at = ?4, records = MAX(records, ?8){ended} WHERE run_id = ?5 AND owner = ?6 AND epoch = ?7"
 )
+_FINISH_ALONE = _FINISH.format(ended="") + " AND parent IS NULL AND children = 0"
+_FINISH = _FINISH.format(ended=", ended = 1")
 
 
 def finish(conn: sqlite3.Connection, params: tuple[Any, ...]) -> bool:
-    return conn.execute(_FINISH, params).rowcount == 1
+    return conn.execute(_FINISH_ALONE, params).rowcount == 1 or conn.execute(_FINISH, params).rowcount == 1
 
 
 def answer(
@@ -359,9 +376,10 @@ def cancel(conn: sqlite3.Connection, run_id: str, now: float) -> tuple[str, str 
     row = conn.execute("SELECT status, owner FROM runs WHERE run_id = ?", (run_id,)).fetchone()
     if row is None or row[0] in FINAL:
         return row
-    # Its unfinished children (and theirs) are cancelled by the parent_ended trigger, in this same statement.
+    # Its unfinished children (and theirs) are cancelled by the parent_ended trigger, in this same statement
+    # (`ended` fires it).
     conn.execute(
-        "UPDATE runs SET status = 'cancelled', owner = NULL, lease_until = NULL, wake_at = NULL,"
+        "UPDATE runs SET status = 'cancelled', ended = 1, owner = NULL, lease_until = NULL, wake_at = NULL,"
         " updated_at = ? WHERE run_id = ?",
         (now, run_id),
     )
@@ -387,23 +405,28 @@ def release(conn: sqlite3.Connection, owner: str, run_id: str | None, now: float
 # These write with one statement (then at most read), or only read: alone in a
 # batch, each may commit on its own, without BEGIN/COMMIT.
 for _op in (
-    flush, select_run, append, replace, create_run, create_placed, claim, renew, park, finish, reopen_prompt, expire,
+    flush, select_run, append, append_bare, replace, create_run, create_placed, claim, renew, park, finish, reopen_prompt, expire,
     complete_sleep, release,
 ):  # fmt: skip
     _op.autocommit = True  # type: ignore[attr-defined]
 
 
-def in_one_statement(sql: str, single: Any, done: Any) -> Any:
+def in_one_statement(sql: str, single: Any, done: Any, then: str | None = None) -> Any:
     """The batched form of `single`: its rows through one executemany, when every row applies.
 
-    If a row did not apply (a fence or a conflict said no), the batch is undone
-    to a savepoint and each row is applied alone, so each gets its own answer.
+    Rows that `sql` did not apply go through `then`, if given, in a second
+    executemany (a row either statement applies, the other can no longer apply).
+    If a row still did not apply (a fence or a conflict said no), the batch is
+    undone to a savepoint and each row is applied alone, so each gets its own answer.
     """
 
     def many(conn: sqlite3.Connection, batch: list[tuple[Any, ...]]) -> list[Any]:
         rows = [args[0] for args in batch]
         conn.execute("SAVEPOINT batch")
-        if conn.executemany(sql, rows).rowcount == len(rows):
+        applied = conn.executemany(sql, rows).rowcount
+        if applied < len(rows) and then is not None:
+            applied += conn.executemany(then, rows).rowcount
+        if applied == len(rows):
             conn.execute("RELEASE batch")
             return [done] * len(rows)
         conn.execute("ROLLBACK TO batch")
@@ -416,12 +439,13 @@ def in_one_statement(sql: str, single: Any, done: Any) -> Any:
 # Where many runs do the same at once (a thousand runs started, stepping,
 # finishing), the writer hands their consecutive writes over in one call.
 append.many = in_one_statement(_APPEND, append, True)  # type: ignore[attr-defined]
+append_bare.many = in_one_statement(_APPEND_BARE, append_bare, True)  # type: ignore[attr-defined]
 create_run.many = in_one_statement(_CREATE_RUN, create_run, None)  # type: ignore[attr-defined]
-finish.many = in_one_statement(_FINISH, finish, True)  # type: ignore[attr-defined]
+finish.many = in_one_statement(_FINISH_ALONE, finish, True, then=_FINISH)  # type: ignore[attr-defined]
 # A step's record may even be committed from the event loop when the writer is idle
 # (the sequential case). Run creation and claims stay queued: when a thousand runs
 # start at once, they must share commits rather than take one each.
-append.direct = True  # type: ignore[attr-defined]
+append.direct = append_bare.direct = True  # type: ignore[attr-defined]
 
 
 def checkpoint(conn: sqlite3.Connection) -> None:

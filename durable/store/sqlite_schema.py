@@ -24,7 +24,7 @@ BUSY_TIMEOUT_MS = 10_000
 # When a child ends, its outcome fills the parent's record and the parent, if waiting, becomes ready: when nothing
 # else it waits for is left ({wakes}). Its time is later than the run's in-place changes before ({kinds}).
 CHILD_ENDED = (
-    """CREATE TRIGGER child_ended AFTER UPDATE OF status ON runs
+    """CREATE TRIGGER child_ended AFTER UPDATE OF {event} ON runs
             WHEN NEW.parent IS NOT NULL AND NEW.status IN ('completed', 'failed', 'cancelled')
                 AND OLD.status NOT IN ('completed', 'failed', 'cancelled')
             BEGIN
@@ -38,6 +38,19 @@ CHILD_ENDED = (
             END"""
 )
 ALL_FILLED = "NOT EXISTS (SELECT 1 FROM records WHERE run_id = NEW.parent AND status = 'waiting')"
+# A run that ends, however it ends, cancels its unfinished children (and, through them, theirs:
+# the writer's connection sets recursive_triggers).
+PARENT_ENDED = """CREATE TRIGGER parent_ended AFTER UPDATE OF {event} ON runs
+        WHEN NEW.children > 0 AND NEW.status IN ('completed', 'failed', 'cancelled')
+            AND OLD.status NOT IN ('completed', 'failed', 'cancelled')
+        BEGIN
+            UPDATE records SET status = 'cancelled', finished_at = NEW.updated_at
+                WHERE status = 'waiting' AND run_id IN (SELECT run_id FROM runs
+                    WHERE parent = NEW.run_id AND status NOT IN ('completed', 'failed', 'cancelled'));
+            UPDATE runs SET status = 'cancelled',{ended} owner = NULL, lease_until = NULL, wake_at = NULL,
+                updated_at = NEW.updated_at
+                WHERE parent = NEW.run_id AND status NOT IN ('completed', 'failed', 'cancelled');
+        END"""
 
 MIGRATIONS: list[list[str]] = [
     [  # version 1
@@ -119,25 +132,13 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE runs ADD COLUMN parent_seq INTEGER",
         "ALTER TABLE runs ADD COLUMN children INTEGER NOT NULL DEFAULT 0",  # how many children it started: only such a run cancels any when it ends
         "CREATE INDEX runs_by_parent ON runs (parent) WHERE parent IS NOT NULL",
-        CHILD_ENDED.format(wakes=ALL_FILLED, kinds=IN_PLACE_BEFORE_RACES),
-        # A run that ends, however it ends, cancels its unfinished children (and, through them, theirs:
-        # the writer's connection sets recursive_triggers).
-        """CREATE TRIGGER parent_ended AFTER UPDATE OF status ON runs
-        WHEN NEW.children > 0 AND NEW.status IN ('completed', 'failed', 'cancelled')
-            AND OLD.status NOT IN ('completed', 'failed', 'cancelled')
-        BEGIN
-            UPDATE records SET status = 'cancelled', finished_at = NEW.updated_at
-                WHERE status = 'waiting' AND run_id IN (SELECT run_id FROM runs
-                    WHERE parent = NEW.run_id AND status NOT IN ('completed', 'failed', 'cancelled'));
-            UPDATE runs SET status = 'cancelled', owner = NULL, lease_until = NULL, wake_at = NULL,
-                updated_at = NEW.updated_at
-                WHERE parent = NEW.run_id AND status NOT IN ('completed', 'failed', 'cancelled');
-        END""",
+        CHILD_ENDED.format(event="status", wakes=ALL_FILLED, kinds=IN_PLACE_BEFORE_RACES),
+        PARENT_ENDED.format(event="status", ended=""),
     ],
     [  # version 5: ctx.wait and ctx.as_completed: a run unloaded in a race wakes at the first of its waits filled
         "ALTER TABLE runs ADD COLUMN wake_any INTEGER NOT NULL DEFAULT 0",
         "DROP TRIGGER child_ended",
-        CHILD_ENDED.format(wakes=f"(wake_any OR {ALL_FILLED})", kinds=IN_PLACE),
+        CHILD_ENDED.format(event="status", wakes=f"(wake_any OR {ALL_FILLED})", kinds=IN_PLACE),
     ],
     [  # version 6: queues (durable.Queue): a run's queue and key, its priority, when it may start (submit(delay=)),
         # when it first started (a queue's rate counts starts), and its debounce
@@ -186,6 +187,15 @@ MIGRATIONS: list[list[str]] = [
         CREATE TRIGGER prompt_log_is_final BEFORE UPDATE ON prompt_log
         BEGIN SELECT RAISE(ABORT, 'durable: the prompt log only grows: a recorded answer is never changed'); END
         """,
+    ],
+    [  # version 9: the triggers that tell a run's parent and children it ended fire on `ended`, which only the writes
+        # ending a run that has either set (sqlite_ops.finish, cancel, and the cascade itself). A trigger on `status`
+        # cost every run's last UPDATE about 8 µs, and most runs have neither.
+        "ALTER TABLE runs ADD COLUMN ended INTEGER NOT NULL DEFAULT 0",
+        "DROP TRIGGER child_ended",
+        "DROP TRIGGER parent_ended",
+        CHILD_ENDED.format(event="ended", wakes=f"(wake_any OR {ALL_FILLED})", kinds=IN_PLACE),
+        PARENT_ENDED.format(event="ended", ended=" ended = 1,"),
     ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
