@@ -425,11 +425,12 @@ class SQLiteStore(OperatorWrites, ScheduleWrites):
         return rows[0][0]
 
     async def wait_for_change(self, timeout: float, wake: asyncio.Event) -> bool:
-        # data_version moves with every commit of another connection, this process's writer among them: a busy
-        # process would find a change at each look. So it waits first, and looks every CHANGE_CHECK_SECONDS.
+        # Every CHANGE_CHECK_SECONDS, whether another connection committed: PRAGMA data_version on the writer's
+        # connection, which this process's own writes do not move (no thread hop), or on the reader's if read-only.
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        if self._data_version is None:
+        writer = self._writer
+        if writer is None and self._data_version is None:
             self._data_version = (await self._fetch("PRAGMA data_version"))[0][0]
         while True:
             remaining = deadline - loop.time()
@@ -440,6 +441,10 @@ class SQLiteStore(OperatorWrites, ScheduleWrites):
                 return False
             except TimeoutError:
                 pass
+            if writer is not None:
+                if writer.changed_elsewhere():
+                    return True
+                continue
             version = (await self._fetch("PRAGMA data_version"))[0][0]
             if version != self._data_version:
                 self._data_version = version

@@ -86,6 +86,11 @@ class Writer:
         self._submitted = 0  # written by the event loop thread only
         self._applied = 0  # written by the writer thread only, under the lock
         self._streak = 0
+        # PRAGMA data_version on this connection, which only another connection's commit moves, and how many
+        # times it moved (both under the lock); how many of those changed_elsewhere() told (event loop thread only)
+        self._version: int | None = None
+        self._moves = 0
+        self._told = 0
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -159,6 +164,31 @@ class Writer:
         finally:
             self._lock.release()
 
+    def changed_elsewhere(self) -> bool:
+        """Whether another connection (another process, another App) committed since the last call.
+
+        This connection's own commits do not count. Looked at now when the writer
+        is idle; when it is busy, the writer thread looked after its last commit.
+        """
+        if self._lock.acquire(blocking=False):
+            try:
+                if self._conn is not None:
+                    self._look(self._conn)
+            except sqlite3.Error:
+                pass  # the file is busy or failing: the next look, or the writer's, tells
+            finally:
+                self._lock.release()
+        moves = self._moves
+        moved, self._told = moves != self._told, moves
+        return moved
+
+    def _look(self, conn: sqlite3.Connection) -> None:
+        """Count a move of data_version (the lock is held)."""
+        version = conn.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._version:
+            self._moves += self._version is not None
+            self._version = version
+
     def _count_writes(self, n: int) -> None:
         """Note `n` writes (the lock is held); wake the checkpointer every CHECKPOINT_EVERY."""
         self._written += n
@@ -210,6 +240,11 @@ class Writer:
             loop.call_soon_threadsafe(self._ready.set_exception, exc)
             return
         self._conn = conn
+        try:
+            with self._lock:
+                self._look(conn)  # where changes elsewhere count from
+        except sqlite3.Error:
+            pass  # then from the first look that works
         loop.call_soon_threadsafe(self._ready.set_result, None)
         get, get_nowait = self._queue.get, self._queue.get_nowait
         stopping = False
@@ -232,6 +267,10 @@ class Writer:
                     outcomes = self._apply(conn, batch)
                     self._applied += len(batch)
                     self._count_writes(len(batch))
+                    try:
+                        self._look(conn)  # a busy writer is never idle for changed_elsewhere() to look itself
+                    except sqlite3.Error:
+                        pass
                 try:
                     loop.call_soon_threadsafe(deliver, batch, outcomes)
                 except RuntimeError:  # the loop is closed: nobody is waiting any more
