@@ -35,7 +35,7 @@ from .errors import (
     UnreadableRecord,
     UnsafeRace,
 )
-from .steps import StepSpec, run_attempts
+from .steps import StepSpec, attempt, run_attempts
 from .store.base import Fence, RecordRow, Recorded
 
 if TYPE_CHECKING:
@@ -298,9 +298,9 @@ class Calls:
         self._begin()
         try:
             started = self.clock()
-            if spec.plain and record is None and self.tracer is None:  # the common case: no retries, timeout, spans
+            if spec.once and record is None and self.tracer is None:  # the common case: no retries, timeout, spans
                 try:
-                    attempts, value, exc = 1, await fn(*args, **kwargs), None
+                    attempts, value, exc = 1, await (fn(*args, **kwargs) if spec.plain else attempt(spec, fn, args, kwargs)), None
                 except Exception as failure:
                     attempts, value, exc = 1, None, failure
             else:

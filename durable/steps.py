@@ -14,7 +14,7 @@ from .codec import Codec, return_codec
 from .errors import DefinitionError, StepTimeout
 from .threads import run_in_thread
 
-__all__ = ["STUBS", "StepSpec", "backoff", "run_attempts", "step", "step_spec"]
+__all__ = ["STUBS", "StepSpec", "attempt", "backoff", "run_attempts", "step", "step_spec"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -118,7 +118,7 @@ class StepSpec:
     """Everything ctx.step needs to know about a step function, computed once."""
 
     __slots__ = (
-        "backoff_seconds", "codec", "is_async", "label", "name", "no_retry_on", "plain", "retries", "retry_on",
+        "backoff_seconds", "codec", "is_async", "label", "name", "no_retry_on", "once", "plain", "retries", "retry_on",
         "timeout", "__weakref__",
     )  # fmt: skip
 
@@ -138,8 +138,10 @@ class StepSpec:
         )
         self.codec: Codec = return_codec(fn, f"step {self.name!r}")
         self.label = f"the result of step {self.name!r}"  # names the value in an EncodingError
-        # An async function tried once without a timeout: awaited directly.
-        self.plain = self.is_async and self.retries == 0 and self.timeout is None and not isinstance(fn, functools.partial)
+        # Tried once, without a timeout: one attempt, awaited by the step itself (no retry machinery);
+        # plain, an async function of those, is even awaited directly.
+        self.once = self.retries == 0 and self.timeout is None
+        self.plain = self.once and self.is_async and not isinstance(fn, functools.partial)
 
 
     def retryable(self, exc: Exception) -> bool:
@@ -170,7 +172,7 @@ def step_spec(fn: Callable[..., Any]) -> StepSpec:
     return spec
 
 
-async def _attempt(spec: StepSpec, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+async def attempt(spec: StepSpec, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     if spec.is_async:
         result = fn(*args, **kwargs)
     else:
@@ -206,11 +208,11 @@ async def run_attempts(
         attempts += 1
         try:
             if spec.timeout is None:
-                return attempts, await _attempt(spec, fn, args, kwargs), None
+                return attempts, await attempt(spec, fn, args, kwargs), None
             deadline = asyncio.timeout(spec.timeout)
             try:
                 async with deadline:
-                    result = await _attempt(spec, fn, args, kwargs)
+                    result = await attempt(spec, fn, args, kwargs)
             except TimeoutError:
                 if deadline.expired():
                     raise StepTimeout(spec.name, spec.timeout) from None
