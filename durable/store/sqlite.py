@@ -23,6 +23,7 @@ import aiosqlite
 from ..errors import JournalError, StoreUnavailable
 from . import sqlite_admin, sqlite_messages, sqlite_schedules
 from . import sqlite_ops as ops
+from .batch import ignore_result
 from .base import (
     FINAL, IN_PLACE, SET_ASIDE, Answered, Claimed, Fence, Placement, PromptRow, RecordRow, Recorded, RunRow,
 )
@@ -227,12 +228,7 @@ class SQLiteStore(OperatorWrites, ScheduleWrites):
         return await self._write(ops.replace, (fence.run_id, *record, fence.owner, fence.epoch))
 
     def append_nowait(self, fence: Fence, record: RecordRow) -> None:
-        if self._writer is None:
-            raise RuntimeError("the store is closed")
-        if record[9:] == _BARE:
-            self._writer.submit_nowait(ops.append_bare, (fence.run_id, *record[:9], fence.owner, fence.epoch))
-        else:
-            self._writer.submit_nowait(ops.append, (fence.run_id, *record, fence.owner, fence.epoch))
+        self.append(fence, record).add_done_callback(ignore_result)  # later writes still commit after it
 
     async def park(
         self, fence: Fence, wake_at: float | None, now: float, records: int, deadline: float | None = None,

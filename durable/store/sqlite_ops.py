@@ -252,12 +252,13 @@ def park(conn: sqlite3.Connection, params: tuple[Any, ...]) -> str | None:
 
 # A run ends in one of two statements: _FINISH_ALONE where it has no parent and no children (most runs), which no
 # trigger watches; else _FINISH, whose `ended = 1` fires the triggers that tell them (sqlite_schema, version 9).
-_FINISH = (
+_ENDING = (
     "UPDATE runs SET status = ?1, result = ?2, error = ?3, owner = NULL, lease_until = NULL,"
-    " wake_at = NULL, updated_at = ?4, records = MAX(records, ?8){ended} WHERE run_id = ?5 AND owner = ?6 AND epoch = ?7"
+    " wake_at = NULL, updated_at = ?4, records = MAX(records, ?8)"
 )
-_FINISH_ALONE = _FINISH.format(ended="") + " AND parent IS NULL AND children = 0"
-_FINISH = _FINISH.format(ended=", ended = 1")
+_FINISH_FENCE = " WHERE run_id = ?5 AND owner = ?6 AND epoch = ?7"
+_FINISH_ALONE = _ENDING + _FINISH_FENCE + " AND parent IS NULL AND children = 0"
+_FINISH = _ENDING + ", ended = 1" + _FINISH_FENCE
 
 
 def finish(conn: sqlite3.Connection, params: tuple[Any, ...]) -> bool:
