@@ -147,6 +147,7 @@ class Calls:
     replay_each: bool
     replay_end: int
     task: asyncio.Task[None]
+    loop: asyncio.AbstractEventLoop
     parked_at: set[int]
     tracer: Any  # an OpenTelemetry tracer, or None (durable.tracing)
 
@@ -253,7 +254,7 @@ class Calls:
             self._store_failed(exc)
 
     def _begin(self) -> None:
-        if asyncio.current_task() is not self.task and self.task is not None and BRANCH.get() is None:
+        if asyncio.current_task(self.loop) is not self.task and self.task is not None and BRANCH.get() is None:
             self._refuse_plain_race()
         self.inflight += 1
 
@@ -421,7 +422,7 @@ class Calls:
         branch = BRANCH.get()
         if branch is not None:
             await branch.race.hold(branch)  # raises: the branch is run again, or withdrawn
-        if self.task is not None and asyncio.current_task() is not self.task:
+        if self.task is not None and asyncio.current_task(self.loop) is not self.task:
             self._refuse_plain_race()
         # Yield once first: parallel branches already started (asyncio.gather)
         # get to make their own calls, so all of a run's prompts are asked together.

@@ -44,7 +44,7 @@ class Execution(Races):
     __slots__ = (
         "engine", "store", "clock", "fence", "workflow", "run_id", "args", "decoded", "recorded", "known", "next_seq", "keys",
         "inflight", "_settled", "wake_at", "deadline", "suspending", "parking", "stop_reason", "store_error", "violation", "active",
-        "status", "result", "error", "task", "replay_each", "replay_end", "run_deadline", "races", "parked_at", "race_waits",
+        "status", "result", "error", "task", "loop", "replay_each", "replay_end", "run_deadline", "races", "parked_at", "race_waits",
         "tracer",
     )  # fmt: skip
 
@@ -89,6 +89,8 @@ class Execution(Races):
         self.result: Any = None
         self.error: BaseException | None = None
         self.task: asyncio.Task[None] = None  # type: ignore[assignment]  # set by Engine.launch
+        # Named to asyncio.current_task: without it, Python 3.11 looks the loop up with a getpid() system call.
+        self.loop = asyncio.get_running_loop()
         self.replay_each = engine.replay_every_step
         self.races: list[Any] = []  # ctx.wait and ctx.as_completed races not decided yet
         self.parked_at: set[int] = set()  # the seqs of the waiting records its calls wait at
