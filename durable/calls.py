@@ -18,6 +18,7 @@ import asyncio
 import contextvars
 import datetime as dt
 import functools
+import inspect
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -35,7 +36,8 @@ from .errors import (
     UnreadableRecord,
     UnsafeRace,
 )
-from .steps import StepSpec, attempt, run_attempts
+from .steps import StepSpec, attempt, run_and_record, run_attempts
+from .threads import run_in_thread
 from .store.base import Fence, RecordRow, Recorded
 
 if TYPE_CHECKING:
@@ -300,10 +302,20 @@ class Calls:
         try:
             started = self.clock()
             if spec.once and record is None and self.tracer is None:  # the common case: no retries, timeout, spans
+                recorded = None
                 try:
-                    attempts, value, exc = 1, await (fn(*args, **kwargs) if spec.plain else attempt(spec, fn, args, kwargs)), None
+                    if spec.is_async:
+                        value = await (fn(*args, **kwargs) if spec.plain else attempt(spec, fn, args, kwargs))
+                    else:  # a plain function: its thread records it too, where the store can (one hand-over, not two)
+                        here = functools.partial(self._record_here, seq, spec, started)
+                        value, recorded = await run_in_thread(run_and_record, spec, fn, args, kwargs, here)
+                        if recorded is None and inspect.isawaitable(value):
+                            value = await value
+                    attempts, exc = 1, None
                 except Exception as failure:
                     attempts, value, exc = 1, None, failure
+                if recorded is not None:
+                    return self._recorded_here(recorded, value)
             else:
                 attempts, value, exc = await self._attempts(seq, spec, fn, args, kwargs, record, started)
             if self.stop_reason is not None and self.stop_reason not in GRACEFUL:
@@ -335,6 +347,28 @@ class Calls:
             return value
         finally:
             self._end()
+
+    def _record_here(self, seq: int, spec: StepSpec, started: float, blob: bytes) -> Any:
+        """In a plain function's thread: append its record if the store can at once (else None: the loop does);
+        what append returned, or the storage fault met, goes back to _recorded_here."""
+        if (self.stop_reason is not None and self.stop_reason not in GRACEFUL) or self.violation is not None:
+            return None
+        row = RecordRow(seq, "step", spec.name, "completed", blob, None, 1, started, self.clock(), None, None)
+        try:
+            return self.store.append_from_thread(self.fence, row)
+        except STORE_FAULTS as fault:
+            return fault
+
+    def _recorded_here(self, recorded: Any, value: Any) -> Any:
+        """On the event loop: the end of a step its thread recorded (a fault or a refused fence stops the run)."""
+        if isinstance(recorded, STORE_FAULTS):
+            self._store_failed(recorded)
+        if not recorded:
+            self._lost()
+        self.known += 1
+        if self.replay_each:
+            self._replay_from_start()
+        return value
 
     async def _attempts(
         self, seq: int, spec: StepSpec, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],

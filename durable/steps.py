@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from .codec import Codec, return_codec
-from .errors import DefinitionError, StepTimeout
+from .errors import DefinitionError, EncodingError, StepTimeout
 from .threads import run_in_thread
 
 __all__ = ["STUBS", "StepSpec", "attempt", "backoff", "run_attempts", "step", "step_spec"]
@@ -180,6 +180,29 @@ async def attempt(spec: StepSpec, fn: Callable[..., Any], args: tuple[Any, ...],
     if inspect.isawaitable(result):
         result = await result
     return result
+
+
+def run_and_record(
+    spec: StepSpec, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+    record: Callable[[bytes], Any],
+) -> tuple[Any, Any]:
+    """A plain function's one attempt and, in the same thread, its record: (value, what `record` returned).
+
+    Runs in the step's thread (see Calls.step). The function's error is raised,
+    as by any attempt. What `record(blob)` returned is None when nothing was
+    recorded here: the function returned an awaitable, its value does not
+    encode, or `record` declined; then `value` is what the function returned,
+    and the event loop goes on as for any step.
+    """
+    value = fn(*args, **kwargs)
+    if inspect.isawaitable(value):
+        return value, None
+    try:
+        blob, decoded = spec.codec.roundtrip(value, spec.label)
+    except EncodingError:
+        return value, None  # raised again by the event loop's own encoding, where the step's errors are raised
+    recorded = record(blob)
+    return (value, None) if recorded is None else (decoded, recorded)
 
 
 def backoff(spec: StepSpec, attempts: int) -> float:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
+import sqlite3
 import threading
 import time
 
@@ -11,7 +13,10 @@ import pytest
 
 import durable
 from durable import threads
+from durable.store import is_url
 from durable.threads import run_in_thread
+
+from helpers import eventually, make_app, stored_records
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="none")
 
@@ -89,3 +94,57 @@ async def test_plain_step_edge_paths_on_the_threaded_path(app: durable.App) -> N
     assert [(s.seq, s.name.rsplit(".", 1)[-1], s.value) for s in steps] == [
         (0, "returns_awaitable", "awaited"), (2, "context", "in-run"),
     ]  # fmt: skip
+
+
+async def _take_over(db: str, run_id: str) -> None:
+    """What another process's claim does to the run: a new owner and epoch (its lease taken as expired)."""
+    sql = "UPDATE {}runs SET owner = 'vm|elsewhere', epoch = epoch + 1 WHERE run_id = '%s'" % run_id
+    if is_url(db):
+        import asyncpg
+
+        conn = await asyncpg.connect(db)
+        try:
+            await conn.execute(sql.format("durable."))
+        finally:
+            await conn.close()
+    else:
+        with sqlite3.connect(db) as conn:
+            conn.execute(sql.format(""))
+
+
+async def test_a_plain_step_of_a_run_taken_over_while_it_ran_records_nothing(
+    db: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A plain function's thread records its step itself where the store can: that write is fenced like any other.
+    caplog.set_level(logging.INFO, logger="durable")
+    ran: list[int] = []
+    taken = threading.Event()
+
+    def slow(x: int) -> int:
+        ran.append(x)
+        taken.wait(10)
+        return x
+
+    app = make_app(db)
+
+    @app.workflow
+    async def wf(ctx: durable.Context) -> int:
+        return await ctx.step(slow, 1) + await ctx.step(slow, 2)
+
+    async with app:
+        await app.start(wf, run_id="r")
+
+        async def started() -> bool:
+            return ran == [1]
+
+        await eventually(started, what="the step to start")
+        await _take_over(db, "r")
+        taken.set()
+
+        async def stopped() -> bool:
+            return "taken over by another process" in caplog.text
+
+        await eventually(stopped, what="the execution to learn it lost the run")
+        assert (await app.get_run("r")).status == "running"  # the other owner's now
+    assert ran == [1]  # nothing after the refused write
+    assert stored_records(db, "r") == []

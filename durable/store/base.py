@@ -274,6 +274,16 @@ class Store(PromptStore, ScheduleStore, Protocol):
         """Add a record without waiting; writes made later commit after it."""
         ...
 
+    def append_from_thread(self, fence: Fence, record: RecordRow) -> bool | None:
+        """Add a record from a thread other than the event loop's, if the store can at once; else None.
+
+        True or False as `append`; None when nothing was written (the caller
+        then appends as usual, from the event loop). A plain-function step's
+        thread records the step itself: one hand-over to the event loop, not two.
+        Storage failures are raised, as durable's own errors.
+        """
+        ...
+
     async def replace(self, fence: Fence, record: RecordRow) -> bool:
         """Add a record, or replace the run's record at its seq if that one is still 'retrying'; False if fenced out.
 

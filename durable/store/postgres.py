@@ -292,6 +292,9 @@ class PostgresStore(OperatorWrites, ScheduleWrites, Listener):
     async def replace(self, fence: Fence, record: RecordRow) -> bool:
         return await self._write(ops.replace, (fence.run_id, *record, fence.owner, fence.epoch))
 
+    def append_from_thread(self, fence: Fence, record: RecordRow) -> bool | None:
+        return None  # a write here is a round trip on the event loop's pool: from another thread, never at once
+
     def append_nowait(self, fence: Fence, record: RecordRow) -> None:
         self._batcher.submit_nowait(ops.append, (fence.run_id, *record, fence.owner, fence.epoch))
 

@@ -47,6 +47,13 @@ RECLAIM_PAGES = 1024
 _BARE = (None,) * 6
 
 
+def _appending(fence: Fence, record: RecordRow) -> tuple[Any, tuple[Any, ...]]:
+    """The operation and parameters that append `record`."""
+    if record[9:] == _BARE:  # none of a prompt's or an answer's fields: the shorter statement
+        return ops.append_bare, (fence.run_id, *record[:9], fence.owner, fence.epoch)
+    return ops.append, (fence.run_id, *record, fence.owner, fence.epoch)
+
+
 class SQLiteStore(OperatorWrites, ScheduleWrites):
     """Runs and records in one SQLite file."""
 
@@ -220,9 +227,14 @@ class SQLiteStore(OperatorWrites, ScheduleWrites):
         writer = self._writer
         if writer is None:
             raise self._closed()
-        if record[9:] == _BARE:  # none of a prompt's or an answer's fields: the shorter statement
-            return writer.submit(ops.append_bare, (fence.run_id, *record[:9], fence.owner, fence.epoch))
-        return writer.submit(ops.append, (fence.run_id, *record, fence.owner, fence.epoch))
+        return writer.submit(*_appending(fence, record))
+
+    def append_from_thread(self, fence: Fence, record: RecordRow) -> bool | None:
+        writer = self._writer
+        if writer is None:
+            return None
+        done, written = writer.write_here(*_appending(fence, record))
+        return written if done else None
 
     async def replace(self, fence: Fence, record: RecordRow) -> bool:
         return await self._write(ops.replace, (fence.run_id, *record, fence.owner, fence.epoch))

@@ -116,26 +116,14 @@ class Writer:
         self.submit(op, *args).add_done_callback(ignore_result)
 
     def _write_directly(self, fut: asyncio.Future[Any], op: Op, args: tuple[Any, ...]) -> bool:
-        """Commit a one-statement write from this thread if nothing is queued and the file is free."""
-        if self._submitted != self._applied or not self._lock.acquire(blocking=False):
-            return False
+        """Commit a one-statement write from the event loop if nothing is queued and the file is free."""
         try:
-            conn = self._conn
-            if conn is None or self._submitted != self._applied:
-                return False
-            try:
-                result = op(conn, *args)
-                self._count_writes(1)
-            except sqlite3.OperationalError as exc:
-                if is_busy(exc):
-                    return False  # another process is writing: the writer thread will wait for it
-                fut.set_exception(self._classify(exc))
-                return True
-            except Exception as exc:
-                fut.set_exception(self._classify(exc))
-                return True
-        finally:
-            self._lock.release()
+            done, result = self.write_here(op, *args)
+        except Exception as exc:
+            fut.set_exception(exc)
+            return True
+        if not done:
+            return False
         self._streak += 1
         if self._streak >= _YIELD_EVERY:
             self._streak = 0
@@ -143,6 +131,33 @@ class Writer:
         else:
             fut.set_result(result)
         return True
+
+    def write_here(self, op: Op, *args: Any) -> tuple[bool, Any]:
+        """Commit a one-statement write from the calling thread if nothing is queued and the file is free.
+
+        (True, its result), or (False, None) when the write must be submitted
+        instead: the writer has writes queued or in hand, or another process
+        holds the file. A failure is raised, classified. Any thread may call it
+        (the step thread of a plain function records its step here); it never
+        waits, and never overtakes a write submitted before it.
+        """
+        if self._submitted != self._applied or not self._lock.acquire(blocking=False):
+            return False, None
+        try:
+            conn = self._conn
+            if conn is None or self._submitted != self._applied:
+                return False, None
+            result = op(conn, *args)
+            self._count_writes(1)
+            return True, result
+        except sqlite3.OperationalError as exc:
+            if is_busy(exc):
+                return False, None  # another process is writing: the writer thread will wait for it
+            raise self._classify(exc) from None
+        except Exception as exc:
+            raise self._classify(exc) from None
+        finally:
+            self._lock.release()
 
     def read_now(self, op: Op, *args: Any) -> tuple[bool, Any]:
         """Run a read-only `op(conn, *args)` from this thread if the writer is idle: (True, result).
