@@ -38,7 +38,7 @@ from .errors import (
 )
 from .steps import StepSpec, attempt, run_and_record, run_attempts
 from .threads import run_in_thread
-from .store.base import Fence, RecordRow, Recorded
+from .store.base import Fence, RecordRow, Recorded, step_row
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -328,9 +328,9 @@ class Calls:
                 error = None
             else:
                 blob, error = None, error_to_json(exc)
-            final = RecordRow(
-                seq, "step", spec.name, "failed" if exc else "completed", blob, error, attempts, started, self.clock(), None, None
-            )  # fmt: skip
+            final = step_row((
+                seq, "step", spec.name, "failed" if exc else "completed", blob, error, attempts, started, self.clock(),
+                None, None, None, None, None, None))  # fmt: skip
             try:
                 # After a journaled retry, the final record takes the place of the 'retrying' one.
                 written = await (self.store.append if attempts == 1 else self.store.replace)(self.fence, final)

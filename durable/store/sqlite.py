@@ -227,13 +227,15 @@ class SQLiteStore(OperatorWrites, ScheduleWrites):
         writer = self._writer
         if writer is None:
             raise self._closed()
-        return writer.submit(*_appending(fence, record))
+        op, params = _appending(fence, record)
+        return writer.submit(op, params)
 
     def append_from_thread(self, fence: Fence, record: RecordRow) -> bool | None:
         writer = self._writer
         if writer is None:
             return None
-        done, written = writer.write_here(*_appending(fence, record))
+        op, params = _appending(fence, record)
+        done, written = writer.write_here(op, (params,))
         return written if done else None
 
     async def replace(self, fence: Fence, record: RecordRow) -> bool:

@@ -117,8 +117,10 @@ class Writer:
 
     def _write_directly(self, fut: asyncio.Future[Any], op: Op, args: tuple[Any, ...]) -> bool:
         """Commit a one-statement write from the event loop if nothing is queued and the file is free."""
+        if self._submitted != self._applied:
+            return False  # the common refusal, made here at no cost while the writer is busy
         try:
-            done, result = self.write_here(op, *args)
+            done, result = self.write_here(op, args)
         except Exception as exc:
             fut.set_exception(exc)
             return True
@@ -132,8 +134,8 @@ class Writer:
             fut.set_result(result)
         return True
 
-    def write_here(self, op: Op, *args: Any) -> tuple[bool, Any]:
-        """Commit a one-statement write from the calling thread if nothing is queued and the file is free.
+    def write_here(self, op: Op, args: tuple[Any, ...]) -> tuple[bool, Any]:
+        """Commit a one-statement write, `op(conn, *args)`, from this thread if nothing is queued and the file is free.
 
         (True, its result), or (False, None) when the write must be submitted
         instead: the writer has writes queued or in hand, or another process
