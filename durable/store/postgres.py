@@ -99,11 +99,12 @@ class PostgresStore(OperatorWrites, ScheduleWrites, Listener):
 
     # --- lifecycle ---------------------------------------------------------------------
 
-    async def _connect(self, **settings: str) -> Any:
+    async def _connect(self, command_timeout: float | None = None, **settings: str) -> Any:
         try:
             return await asyncpg.connect(
                 self._dsn,
                 timeout=CONNECT_TIMEOUT_SECONDS,
+                command_timeout=command_timeout,
                 statement_cache_size=self._statement_cache,
                 server_settings={"application_name": "durable", **settings},
             )
@@ -185,7 +186,9 @@ class PostgresStore(OperatorWrites, ScheduleWrites, Listener):
             settings = {"idle_in_transaction_session_timeout": str(IDLE_IN_TRANSACTION_MS)}
             if self.durability == "normal":
                 settings["synchronous_commit"] = "off"
-            self._writer = await self._connect(**settings)
+            # Every statement must answer within COMMAND_TIMEOUT_SECONDS (asyncpg's own timer, per statement:
+            # a server that stops answering fails the batch, whose connection is then dropped).
+            self._writer = await self._connect(COMMAND_TIMEOUT_SECONDS, **settings)
             self._writer_pid = self._writer.get_server_pid()
         return self._writer
 
@@ -198,9 +201,10 @@ class PostgresStore(OperatorWrites, ScheduleWrites, Listener):
         """Apply a batch in one transaction; retry deadlocks; a lost connection fails the whole batch."""
         for attempt in range(RETRIES + 1):
             try:
-                conn = await self._writer_conn()
-                async with asyncio.timeout(COMMAND_TIMEOUT_SECONDS):
-                    return await self._apply_once(conn, batch)
+                conn = self._writer
+                if conn is None or conn.is_closed():
+                    conn = await self._writer_conn()
+                return await self._apply_once(conn, batch)
             except Exception as exc:
                 if getattr(exc, "sqlstate", None) in RETRY_STATES and attempt < RETRIES:
                     await asyncio.sleep(0.001 * 2**attempt)
