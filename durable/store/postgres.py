@@ -39,6 +39,7 @@ from .operators import OperatorWrites
 from .queues import Limits, by_queue
 from .prompts import SELECT_LOG, PromptLogRow
 from .postgres_listen import CHANNEL, Listener
+from .postgres_watch import Watchdog
 from .schedules import ScheduleWrites
 from .verify import LOST_RECORDS, VALUES_AFTER, damaged_values, lost_records
 from .batch import Batcher, Item, Outcome, runs_of
@@ -67,7 +68,7 @@ RETRIES = 5
 _RECORD = ops.RECORD_COLUMNS.removeprefix("run_id, ")
 
 
-class PostgresStore(OperatorWrites, ScheduleWrites, Listener):
+class PostgresStore(OperatorWrites, ScheduleWrites, Listener, Watchdog):
     """Runs and records in a PostgreSQL database (schema ``durable``)."""
 
     admin = postgres_admin  # its operators' writes (OperatorWrites)
@@ -93,18 +94,20 @@ class PostgresStore(OperatorWrites, ScheduleWrites, Listener):
         self._writer_pid: int | None = None
         self._batcher = Batcher(self._apply)
         self._listener_task: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.Task[None] | None = None
+        self._write_started: float | None = None
+        self._gave_up = False
         self._changed = False
         self._wake: asyncio.Event | None = None
         self._closing = False
 
     # --- lifecycle ---------------------------------------------------------------------
 
-    async def _connect(self, command_timeout: float | None = None, **settings: str) -> Any:
+    async def _connect(self, **settings: str) -> Any:
         try:
             return await asyncpg.connect(
                 self._dsn,
                 timeout=CONNECT_TIMEOUT_SECONDS,
-                command_timeout=command_timeout,
                 statement_cache_size=self._statement_cache,
                 server_settings={"application_name": "durable", **settings},
             )
@@ -146,6 +149,7 @@ class PostgresStore(OperatorWrites, ScheduleWrites, Listener):
         self._batcher = Batcher(self._apply)
         if not self.read_only:
             self._batcher.start()
+            self._watchdog = asyncio.create_task(self._watch(COMMAND_TIMEOUT_SECONDS), name="durable watchdog")
         self._listener_task = asyncio.create_task(self._listen(), name="durable listener")
 
     async def close(self) -> None:
@@ -155,10 +159,11 @@ class PostgresStore(OperatorWrites, ScheduleWrites, Listener):
                 await self._batcher.close()
         except TimeoutError:
             log.warning("closing %s: queued writes did not finish in time; the connection is dropped", self.target)
-        if self._listener_task is not None:
-            self._listener_task.cancel()
-            await asyncio.gather(self._listener_task, return_exceptions=True)
-            self._listener_task = None
+        for task in (self._listener_task, self._watchdog):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._listener_task = self._watchdog = None
         writer, pool = self._writer, self._pool
         self._writer = self._pool = None
         if writer is not None:
@@ -186,9 +191,7 @@ class PostgresStore(OperatorWrites, ScheduleWrites, Listener):
             settings = {"idle_in_transaction_session_timeout": str(IDLE_IN_TRANSACTION_MS)}
             if self.durability == "normal":
                 settings["synchronous_commit"] = "off"
-            # Every statement must answer within COMMAND_TIMEOUT_SECONDS (asyncpg's own timer, per statement:
-            # a server that stops answering fails the batch, whose connection is then dropped).
-            self._writer = await self._connect(COMMAND_TIMEOUT_SECONDS, **settings)
+            self._writer = await self._connect(**settings)  # its writes are timed by the watchdog
             self._writer_pid = self._writer.get_server_pid()
         return self._writer
 
@@ -200,17 +203,22 @@ class PostgresStore(OperatorWrites, ScheduleWrites, Listener):
     async def _apply(self, batch: list[Item]) -> list[Outcome]:
         """Apply a batch in one transaction; retry deadlocks; a lost connection fails the whole batch."""
         for attempt in range(RETRIES + 1):
+            gave_up = False
             try:
                 conn = self._writer
                 if conn is None or conn.is_closed():
                     conn = await self._writer_conn()
-                return await self._apply_once(conn, batch)
+                self._write_begins()
+                try:
+                    return await self._apply_once(conn, batch)
+                finally:
+                    gave_up = self._write_ends()
             except Exception as exc:
                 if getattr(exc, "sqlstate", None) in RETRY_STATES and attempt < RETRIES:
                     await asyncio.sleep(0.001 * 2**attempt)
                     continue
                 self._drop_writer()  # the connection, or the server, is gone (or did not answer)
-                failure = self._classify(exc)
+                failure = self._classify(TimeoutError() if gave_up else exc)  # gave up: the watchdog dropped it
             return [(False, failure)] * len(batch)
         raise AssertionError("unreachable")
 
