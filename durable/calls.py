@@ -308,7 +308,7 @@ class Calls:
                         value = await (fn(*args, **kwargs) if spec.plain else attempt(spec, fn, args, kwargs))
                     else:  # a plain function: its thread records it too, where the store can (one hand-over, not two)
                         here = functools.partial(self._record_here, seq, spec, started)
-                        value, recorded = await run_in_thread(run_and_record, spec, fn, args, kwargs, here)
+                        value, recorded = await run_in_thread(run_and_record, spec, fn, args, kwargs, here, loop=self.loop)
                         if recorded is None and inspect.isawaitable(value):
                             value = await value
                     attempts, exc = 1, None
@@ -353,9 +353,9 @@ class Calls:
         what append returned, or the storage fault met, goes back to _recorded_here."""
         if (self.stop_reason is not None and self.stop_reason not in GRACEFUL) or self.violation is not None:
             return None
-        row = RecordRow(seq, "step", spec.name, "completed", blob, None, 1, started, self.clock(), None, None)
+        row = (seq, "step", spec.name, "completed", blob, None, 1, started, self.clock(), None, None, None, None, None, None)
         try:
-            return self.store.append_from_thread(self.fence, row)
+            return self.store.append_from_thread(self.fence, step_row(row))
         except STORE_FAULTS as fault:
             return fault
 
@@ -363,7 +363,7 @@ class Calls:
         """On the event loop: the end of a step its thread recorded (a fault or a refused fence stops the run)."""
         if isinstance(recorded, STORE_FAULTS):
             self._store_failed(recorded)
-        if not recorded:
+        if not recorded:  # fenced out: taken over, or cancelled
             self._lost()
         self.known += 1
         if self.replay_each:

@@ -93,9 +93,16 @@ class _Pool:
 _pool = _Pool(MAX_THREADS)
 
 
-def run_in_thread(fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
-    """Run ``fn(*args)`` in a worker thread, in a copy of the caller's context; await the result."""
-    loop = asyncio.get_running_loop()
+def run_in_thread(
+    fn: Callable[..., Any], *args: Any, loop: asyncio.AbstractEventLoop | None = None
+) -> asyncio.Future[Any]:
+    """Run ``fn(*args)`` in a worker thread, in a copy of the caller's context; await the result.
+
+    `loop` is the running loop, when the caller has it at hand (on Python 3.11,
+    looking it up costs a getpid() system call).
+    """
+    if loop is None:
+        loop = asyncio.get_running_loop()
     fut = loop.create_future()
     _pool.submit((loop, fut, contextvars.copy_context(), fn, args))
     return fut
