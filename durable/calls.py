@@ -37,8 +37,8 @@ from .errors import (
     UnsafeRace,
 )
 from .steps import StepSpec, attempt, run_and_record, run_attempts
-from .threads import run_in_thread
 from .store.base import Fence, RecordRow, Recorded, step_row
+from .threads import run_in_thread
 
 if TYPE_CHECKING:
     from .engine import Engine

@@ -11,10 +11,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from .codec import Codec, return_codec
-from .errors import DefinitionError, EncodingError, StepTimeout
+from .errors import DefinitionError, StepTimeout
 from .threads import run_in_thread
 
-__all__ = ["STUBS", "StepSpec", "attempt", "backoff", "run_attempts", "step", "step_spec"]
+__all__ = ["STUBS", "StepSpec", "attempt", "backoff", "run_and_record", "run_attempts", "step", "step_spec"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -199,8 +199,8 @@ def run_and_record(
         return value, None
     try:
         blob, decoded = spec.codec.roundtrip(value, spec.label)
-    except EncodingError:
-        return value, None  # raised again by the event loop's own encoding, where the step's errors are raised
+    except Exception:
+        return value, None  # raised again by the event loop's own encoding, where any step's is raised
     recorded = record(blob)
     return (value, None) if recorded is None else (decoded, recorded)
 
