@@ -50,8 +50,8 @@ _BARE = (None,) * 6
 def _appending(fence: Fence, record: RecordRow) -> tuple[Any, tuple[Any, ...]]:
     """The operation and parameters that append `record`."""
     if record[9:] == _BARE:  # none of a prompt's or an answer's fields: the shorter statement
-        return ops.append_bare, (fence.run_id, *record[:9], fence.owner, fence.epoch)
-    return ops.append, (fence.run_id, *record, fence.owner, fence.epoch)
+        return ops.append_bare, fence + record[:9]
+    return ops.append, fence + record
 
 
 class SQLiteStore(OperatorWrites, ScheduleWrites):
@@ -239,7 +239,7 @@ class SQLiteStore(OperatorWrites, ScheduleWrites):
         return written if done else None
 
     async def replace(self, fence: Fence, record: RecordRow) -> bool:
-        return await self._write(ops.replace, (fence.run_id, *record, fence.owner, fence.epoch))
+        return await self._write(ops.replace, fence + record)
 
     def append_nowait(self, fence: Fence, record: RecordRow) -> None:
         self.append(fence, record).add_done_callback(ignore_result)  # later writes still commit after it

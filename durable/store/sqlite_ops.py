@@ -44,11 +44,12 @@ _FENCED = "EXISTS (SELECT 1 FROM runs WHERE run_id = :run_id AND owner = :owner 
 
 # --- write operations: each runs on the writer's connection, inside its shared transaction ---
 
+# An append's parameters are the fence, then the record: `fence + record`, one tuple made in C.
 _APPEND = (
     "INSERT INTO records (run_id, seq, kind, name, status, value, error, attempts,"
     " started_at, finished_at, question, schema, deadline, assignee, answered_by, answered_via)"
-    " SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16"
-    " WHERE EXISTS (SELECT 1 FROM runs WHERE run_id = ?1 AND owner = ?17 AND epoch = ?18)"
+    " SELECT ?1, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18"
+    " WHERE EXISTS (SELECT 1 FROM runs WHERE run_id = ?1 AND owner = ?2 AND epoch = ?3)"
 )
 
 
@@ -60,8 +61,8 @@ def append(conn: sqlite3.Connection, params: tuple[Any, ...]) -> bool:
 # fewer to bind, which a thousand runs stepping at once notice.
 _APPEND_BARE = (
     "INSERT INTO records (run_id, seq, kind, name, status, value, error, attempts, started_at, finished_at)"
-    " SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10"
-    " WHERE EXISTS (SELECT 1 FROM runs WHERE run_id = ?1 AND owner = ?11 AND epoch = ?12)"
+    " SELECT ?1, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12"
+    " WHERE EXISTS (SELECT 1 FROM runs WHERE run_id = ?1 AND owner = ?2 AND epoch = ?3)"
 )
 
 
