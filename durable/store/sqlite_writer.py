@@ -105,8 +105,21 @@ class Writer:
         loop = self._loop
         assert loop is not None
         fut = loop.create_future()
-        if self._inline and getattr(op, "direct", False) and self._write_directly(fut, op, args):
-            return fut
+        # A one-statement write while nothing is queued and the file is free: committed from the event loop itself.
+        if self._inline and self._submitted == self._applied and getattr(op, "direct", False):
+            try:
+                done, result = self.write_here(op, args)
+            except Exception as exc:
+                fut.set_exception(exc)
+                return fut
+            if done:
+                self._streak += 1
+                if self._streak < _YIELD_EVERY:
+                    fut.set_result(result)
+                else:
+                    self._streak = 0
+                    loop.call_soon(fut.set_result, result)
+                return fut
         self._submitted += 1
         self._queue.put((fut, op, args))
         return fut
@@ -114,25 +127,6 @@ class Writer:
     def submit_nowait(self, op: Op, *args: Any) -> None:
         """Apply a write whose outcome nobody awaits; later writes still commit after it."""
         self.submit(op, *args).add_done_callback(ignore_result)
-
-    def _write_directly(self, fut: asyncio.Future[Any], op: Op, args: tuple[Any, ...]) -> bool:
-        """Commit a one-statement write from the event loop if nothing is queued and the file is free."""
-        if self._submitted != self._applied:
-            return False  # the common refusal, made here at no cost while the writer is busy
-        try:
-            done, result = self.write_here(op, args)
-        except Exception as exc:
-            fut.set_exception(exc)
-            return True
-        if not done:
-            return False
-        self._streak += 1
-        if self._streak >= _YIELD_EVERY:
-            self._streak = 0
-            self._loop.call_soon(fut.set_result, result)  # type: ignore[union-attr]
-        else:
-            fut.set_result(result)
-        return True
 
     def write_here(self, op: Op, args: tuple[Any, ...]) -> tuple[bool, Any]:
         """Commit a one-statement write, `op(conn, *args)`, from this thread if nothing is queued and the file is free.
