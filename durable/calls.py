@@ -36,7 +36,7 @@ from .errors import (
     UnreadableRecord,
     UnsafeRace,
 )
-from .steps import StepSpec, attempt, run_and_record, run_attempts
+from .steps import StepSpec, attempt, from_step, run_and_record, run_attempts
 from .store.base import Fence, RecordRow, Recorded, step_row
 from .threads import run_in_thread
 
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from .engine import Engine
     from .store.base import Store
 
-__all__ = ["BRANCH", "GRACEFUL", "HOLD_SECONDS", "STOP_RANK", "STORE_FAULTS", "Calls", "Stop", "Suspend", "failing_step"]
+__all__ = ["BRANCH", "GRACEFUL", "HOLD_SECONDS", "STOP_RANK", "STORE_FAULTS", "Calls", "Stop", "Suspend"]
 
 log = logging.getLogger("durable")
 
@@ -98,31 +98,6 @@ class Stop(BaseException):
 UNREADABLE = (EncodingError, msgspec.DecodeError, msgspec.ValidationError)
 
 
-def from_step(error: BaseException, seq: int) -> BaseException:
-    """Mark the error a step raises into the workflow with the step's seq (what retry() sets aside)."""
-    try:
-        error.__durable_step_seq__ = seq  # type: ignore[attr-defined]
-    except AttributeError:  # an exception type with __slots__
-        pass
-    return error
-
-
-def failing_step(exc: BaseException) -> int | None:
-    """The seq of the step whose error failed the run: the error itself, or what it was raised `from` explicitly.
-
-    An error raised while handling a step's failure (in its `except`, without
-    `from`) is not that step's: the code handled it, and its record stays.
-    """
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        seq = getattr(exc, "__durable_step_seq__", None)
-        if seq is not None:
-            return seq
-        exc = exc.__cause__  # type: ignore[assignment]
-    return None
-
-
 class Calls:
     """What a workflow's ctx calls do; the attributes are an Execution's."""
 
@@ -146,6 +121,7 @@ class Calls:
     store_error: StoreUnavailable | JournalError | None
     violation: NondeterminismError | None
     active: bool
+    going: bool
     replay_each: bool
     replay_end: int
     task: asyncio.Task[None]
@@ -160,7 +136,7 @@ class Calls:
         after it, in this branch or another of a gather, ever starts. `name` None
         is a prompt's default key, ``ask-<seq>``.
         """
-        if not self.active or self.violation is not None or self.stop_reason is not None or self.suspending:
+        if not self.going:
             self._check(kind)  # raises: the common case is one test, not a call
         seq = self.next_seq
         self.next_seq = seq + 1
@@ -170,6 +146,7 @@ class Calls:
             if record.kind != kind or record.name != key:
                 if record.kind == "patch":
                     return self.take(kind, name)  # the marker of a patch the code no longer asks about: passed over
+                self.going = False
                 self.violation = NondeterminismError(
                     self.run_id, seq, f"{record.kind} {record.name!r}", f"{kind} {key!r}"
                 )
@@ -184,7 +161,7 @@ class Calls:
         keeps its seqs. Markers of patches the code no longer asks about (retired
         ones) are passed over, here and by take().
         """
-        if not self.active or self.violation is not None or self.stop_reason is not None or self.suspending:
+        if not self.going:
             self._check("patched")
         seq = self.next_seq
         while (record := self.recorded.get(seq)) is not None:
@@ -232,18 +209,21 @@ class Calls:
             self._unreadable(seq, record, exc)
 
     def _unreadable(self, seq: int, record: Recorded, exc: Exception) -> NoReturn:
+        self.going = False
         self.violation = UnreadableRecord(self.run_id, seq, f"{record.kind} {record.name!r}", str(exc))
         raise self.violation from None
 
     def _lost(self) -> NoReturn:
         # The fence refused the write: the run was cancelled or taken over.
         if self.stop_reason != "cancelled":
+            self.going = False
             self.stop_reason = "lost"
         raise Stop(self.stop_reason)
 
     def _store_failed(self, exc: StoreUnavailable | JournalError) -> NoReturn:
         # Not the workflow's business: the run stops here and stays resumable.
         if self.stop_reason is None:
+            self.going = False
             self.stop_reason = "store"
             self.store_error = exc
         raise Stop(self.stop_reason) from None
@@ -264,6 +244,7 @@ class Calls:
         """A ctx call runs in a task of asyncio.wait or as_completed: what finishes first is not recorded. Refused."""
         race = plain_race(self.task)
         if race is not None:
+            self.going = False
             self.violation = UnsafeRace(self.run_id, race)
             raise self.violation
 
@@ -287,7 +268,7 @@ class Calls:
     async def step(
         self, seq: int, spec: StepSpec, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        if not self.active or self.violation is not None or self.stop_reason is not None or self.suspending:
+        if not self.going:
             self._check("step")
         record = self.recorded.get(seq)
         if record is not None and record.status != "retrying":  # matched when the call was made
@@ -466,6 +447,7 @@ class Calls:
         except asyncio.CancelledError:
             if self.stop_reason not in GRACEFUL:
                 raise
+        self.going = False
         self.suspending = True
         raise Suspend
 
@@ -495,6 +477,7 @@ class Calls:
 
     def _replay_from_start(self) -> NoReturn:
         """App(replay_every_step=True): unload the run now, so that it is replayed from its start before it goes on."""
+        self.going = False
         self.parking = self.suspending = True
         raise Suspend
 

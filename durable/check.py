@@ -63,6 +63,7 @@ class Checking(Execution):
     def _stop_at(self, seq: int, waits: str | None = None) -> NoReturn:
         if self.frontier is None or seq < self.frontier:
             self.frontier, self.waits = seq, waits
+        self.going = False
         self.suspending = True
         raise Suspend
 

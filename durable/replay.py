@@ -22,12 +22,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import tracing
-from .calls import GRACEFUL, STOP_RANK, STORE_FAULTS, UTC, Stop, Suspend, failing_step
+from .calls import GRACEFUL, STOP_RANK, STORE_FAULTS, UTC, Stop, Suspend
 from .codec import error_from_json, error_to_json
 from .context import Context
 from .errors import EncodingError, JournalError, NondeterminismError, RunTimedOut, SignatureChanged, StoreUnavailable
 from .store.base import Fence, Recorded
 from .races import Races
+from .steps import failing_step
 from .workflow import Workflow
 
 if TYPE_CHECKING:
@@ -44,7 +45,7 @@ class Execution(Races):
     __slots__ = (
         "engine", "store", "clock", "fence", "workflow", "run_id", "args", "decoded", "recorded", "known", "next_seq", "keys",
         "inflight", "_settled", "wake_at", "deadline", "suspending", "parking", "stop_reason", "store_error", "violation", "active",
-        "status", "result", "error", "task", "loop", "replay_each", "replay_end", "run_deadline", "races", "parked_at", "race_waits",
+        "status", "result", "error", "task", "loop", "going", "replay_each", "replay_end", "run_deadline", "races", "parked_at", "race_waits",
         "tracer",
     )  # fmt: skip
 
@@ -85,6 +86,9 @@ class Execution(Races):
         self.store_error: StoreUnavailable | JournalError | None = None
         self.violation: NondeterminismError | None = None
         self.active = True
+        # Whether calls may go on: False once the run is inactive, violated, stopping or suspending (the one test of
+        # take() and step(); every place that sets one of those four sets it too).
+        self.going = True
         self.status: str | None = None  # the status this execution left the run in
         self.result: Any = None
         self.error: BaseException | None = None
@@ -100,6 +104,7 @@ class Execution(Races):
     def stop(self, reason: str) -> None:
         """Stop at the next ctx call: 'cancelled' or 'lost' (write nothing more), 'shutdown' or 'paused' (record what finishes)."""
         if STOP_RANK[reason] <= STOP_RANK.get(self.stop_reason or "", 99):
+            self.going = False
             self.stop_reason = reason  # a run that is no longer ours outranks a graceful stop
         if not self.active:
             return
@@ -127,6 +132,7 @@ class Execution(Races):
                 args, kwargs = self.decoded or self.workflow.decode_args(self.args)
             except (TypeError, EncodingError) as exc:
                 # The recorded arguments no longer fit: the code changed, as with a mismatch.
+                self.going = False
                 self.violation = SignatureChanged(self.run_id, self.workflow.name, str(exc))
                 raise self.violation from None
             self.decoded = None
@@ -138,12 +144,14 @@ class Execution(Races):
             outcome = "stopped"
         except asyncio.CancelledError:
             if self.stop_reason is None:
+                self.going = False
                 self.stop_reason = "shutdown"
             outcome = "stopped"
         except (KeyboardInterrupt, SystemExit) as exc:
             # The process is leaving (a library called sys.exit(), or Ctrl-C reached
             # a step): not the run's outcome. Hand the run back, then let it leave.
             if self.stop_reason is None:
+                self.going = False
                 self.stop_reason = "shutdown"
             self.engine.closing = True  # the process is leaving: its worker must not take the run back
             outcome, exiting = "stopped", exc
@@ -156,6 +164,7 @@ class Execution(Races):
                 self._settled = asyncio.get_running_loop().create_future()
                 await self._settled
             self.race_waits = self.end_races()
+            self.going = False
             self.active = False
             if outcome in ("completed", "failed") and self.violation is None:
                 self._check_all_reached(outcome)
@@ -166,6 +175,7 @@ class Execution(Races):
             self.error = self.error or exc
             raise
         finally:
+            self.going = False
             self.active = False
             if timer is not None:
                 timer.cancel()
@@ -179,6 +189,7 @@ class Execution(Races):
             return None
         left = self.run_deadline - self.clock()
         if left <= 0:
+            self.going = False
             self.stop_reason = "timeout"
             return None
         if not self.engine.hold_seconds:  # a virtual clock moves by itself only when told to
@@ -191,6 +202,7 @@ class Execution(Races):
         if unreached:
             record = self.recorded[min(unreached)]
             ended = "returned" if outcome == "completed" else "raised"
+            self.going = False
             self.violation = NondeterminismError(
                 self.run_id, record.seq, f"{record.kind} {record.name!r}", f"nothing: the workflow {ended} before it"
             )

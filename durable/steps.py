@@ -14,7 +14,10 @@ from .codec import Codec, return_codec
 from .errors import DefinitionError, StepTimeout
 from .threads import run_in_thread
 
-__all__ = ["STUBS", "StepSpec", "attempt", "backoff", "run_and_record", "run_attempts", "step", "step_spec"]
+__all__ = [
+    "STUBS", "StepSpec", "attempt", "backoff", "failing_step", "from_step", "run_and_record", "run_attempts", "step",
+    "step_spec",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -203,6 +206,31 @@ def run_and_record(
         return value, None  # raised again by the event loop's own encoding, where any step's is raised
     recorded = record(blob)
     return (value, None) if recorded is None else (decoded, recorded)
+
+
+def from_step(error: BaseException, seq: int) -> BaseException:
+    """Mark the error a step raises into the workflow with the step's seq (what retry() sets aside)."""
+    try:
+        error.__durable_step_seq__ = seq  # type: ignore[attr-defined]
+    except AttributeError:  # an exception type with __slots__
+        pass
+    return error
+
+
+def failing_step(exc: BaseException) -> int | None:
+    """The seq of the step whose error failed the run: the error itself, or what it was raised `from` explicitly.
+
+    An error raised while handling a step's failure (in its `except`, without
+    `from`) is not that step's: the code handled it, and its record stays.
+    """
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        seq = getattr(exc, "__durable_step_seq__", None)
+        if seq is not None:
+            return seq
+        exc = exc.__cause__  # type: ignore[assignment]
+    return None
 
 
 def backoff(spec: StepSpec, attempts: int) -> float:

@@ -16,7 +16,8 @@ from typing import Any
 
 import pydantic
 
-from .calls import BRANCH, UNREADABLE, Calls, from_step
+from .calls import BRANCH, UNREADABLE, Calls
+from .steps import from_step
 from .codec import decode_any, encode, error_from_json
 from .errors import (
     ChildOfAnother, DuplicatePromptKey, InvalidMessage, PromptExpired, ReceiveTimedOut, RunCancelled, RunIdInUse,
