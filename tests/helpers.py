@@ -45,6 +45,15 @@ async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 20.0,
         await asyncio.sleep(0.01)
 
 
+async def unloaded(app: durable.App, run_id: str) -> None:
+    """Wait until this process holds no execution of the run (it ends just after the park it committed)."""
+
+    async def gone() -> bool:
+        return app.engine.executing(run_id) is None
+
+    await eventually(gone, what=f"the execution of {run_id} to end")
+
+
 def wait_until(check: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
     """Blocking twin of `eventually`, for tests that drive subprocesses."""
     deadline = time.monotonic() + timeout

@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 
 import durable
-from helpers import eventually, make_app
+from helpers import eventually, make_app, unloaded
 
 
 def test_workflow_must_be_async(app: durable.App) -> None:
@@ -136,7 +136,7 @@ async def test_long_sleep_unloads_the_run_and_a_timer_resumes_it(db: str) -> Non
         await eventually(lambda: _status(handle, "sleeping"), what="the run to sleep")
         run = await app.get_run("r")
         assert run.wake_at == dt.datetime.fromtimestamp(1_000_000 + 3 * 86400, dt.timezone.utc)
-        assert app.engine.executing("r") is None  # unloaded: no coroutine held
+        await unloaded(app, "r")  # no coroutine held
         now[0] += 3 * 86400
         assert await handle.result(timeout=10) == "awake"
     assert after == [1_000_000.0 + 3 * 86400]

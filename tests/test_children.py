@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 import durable
 from durable.cli import main
-from helpers import eventually, finish, log_lines, make_app, records, spawn, stored_run, wait_until
+from helpers import eventually, finish, log_lines, make_app, records, spawn, stored_run, unloaded, wait_until
 
 calls: Counter[str] = Counter()
 
@@ -105,7 +105,7 @@ async def test_a_parent_waits_unloaded_and_a_child_answered_elsewhere_moves_it_o
     async with app:
         parent = await app.start("waits_on_a_child", run_id="p")
         await eventually(lambda: app.prompts(run_id="p.0"), what="the child's prompt")
-        assert app.engine.executing("p") is None  # unloaded
+        await unloaded(app, "p")
         async with durable.App(db) as person:
             await person.answer("p.0", "ok", "yes")
         assert await parent.result(timeout=10) == "yes"

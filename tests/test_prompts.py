@@ -11,7 +11,7 @@ import pydantic
 import pytest
 
 import durable
-from helpers import eventually, make_app
+from helpers import eventually, make_app, unloaded
 
 
 class Review(pydantic.BaseModel):
@@ -62,7 +62,7 @@ async def test_ask_waits_unloaded_then_an_answer_moves_the_run_on(db: str) -> No
         assert (prompt.run_id, prompt.key, prompt.question, prompt.workflow) == ("e1", "approve", "Approve 500?", "expense")
         assert prompt.schema == {"type": "boolean"}
         await eventually(lambda: _status_is(app, "e1", "waiting"), what="the run to unload")
-        assert app.engine.executing("e1") is None  # unloaded: no coroutine kept
+        await unloaded(app, "e1")  # no coroutine kept
         await app.answer("e1", "approve", True)
         assert await handle.result(timeout=10) == "charged 500"
         run = await app.get_run("e1")

@@ -10,7 +10,7 @@ import time
 import pytest
 
 import durable
-from helpers import eventually, make_app, records
+from helpers import eventually, make_app, records, unloaded
 
 
 class PaymentDeclined(Exception):
@@ -378,7 +378,7 @@ async def test_a_long_backoff_unloads_the_run_and_a_timer_resumes_it(db: str) ->
     async with app:
         handle = await app.start(wf, run_id="r")
         await eventually(lambda: _status(app, "r", "sleeping"), what="the run to unload for its backoff")
-        assert app.engine.executing("r") is None  # no coroutine held while it waits
+        await unloaded(app, "r")  # no coroutine held while it waits
         (record,) = (await app.get_run("r")).steps
         assert (record.status, record.attempts, record.error["type"]) == ("retrying", 1, "builtins:ConnectionError")
         now[0] += 91  # past the longest backoff (60 s + 50 % jitter)
