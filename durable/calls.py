@@ -282,8 +282,8 @@ class Calls:
         self._begin()
         try:
             started = self.clock()
+            recorded = None  # what a plain function's thread wrote, if it did: True, False or the storage fault met
             if spec.once and record is None and self.tracer is None:  # the common case: no retries, timeout, spans
-                recorded = None
                 try:
                     if spec.is_async:
                         value = await (fn(*args, **kwargs) if spec.plain else attempt(spec, fn, args, kwargs))
@@ -295,28 +295,31 @@ class Calls:
                     attempts, exc = 1, None
                 except Exception as failure:
                     attempts, value, exc = 1, None, failure
-                if recorded is not None:
-                    return self._recorded_here(recorded, value)
             else:
                 attempts, value, exc = await self._attempts(seq, spec, fn, args, kwargs, record, started)
-            if self.stop_reason is not None and self.stop_reason not in GRACEFUL:
-                raise Stop(self.stop_reason)  # the run is no longer ours to write into
-            if self.violation is not None:
-                raise self.violation  # another branch met a mismatch: the journal stays as it was
-            # A graceful stop records what it let finish: the next owner must not run it again.
-            if exc is None:
-                blob, value = spec.codec.roundtrip(value, spec.label)
-                error = None
+            if recorded is None:
+                if self.stop_reason is not None and self.stop_reason not in GRACEFUL:
+                    raise Stop(self.stop_reason)  # the run is no longer ours to write into
+                if self.violation is not None:
+                    raise self.violation  # another branch met a mismatch: the journal stays as it was
+                # A graceful stop records what it let finish: the next owner must not run it again.
+                if exc is None:
+                    blob, value = spec.codec.roundtrip(value, spec.label)
+                    error = None
+                else:
+                    blob, error = None, error_to_json(exc)
+                final = step_row((
+                    seq, "step", spec.name, "failed" if exc else "completed", blob, error, attempts, started,
+                    self.clock(), None, None, None, None, None, None))  # fmt: skip
+                try:
+                    # After a journaled retry, the final record takes the place of the 'retrying' one.
+                    written = await (self.store.append if attempts == 1 else self.store.replace)(self.fence, final)
+                except STORE_FAULTS as fault:
+                    self._store_failed(fault)
+            elif isinstance(recorded, STORE_FAULTS):
+                self._store_failed(recorded)
             else:
-                blob, error = None, error_to_json(exc)
-            final = step_row((
-                seq, "step", spec.name, "failed" if exc else "completed", blob, error, attempts, started, self.clock(),
-                None, None, None, None, None, None))  # fmt: skip
-            try:
-                # After a journaled retry, the final record takes the place of the 'retrying' one.
-                written = await (self.store.append if attempts == 1 else self.store.replace)(self.fence, final)
-            except STORE_FAULTS as fault:
-                self._store_failed(fault)
+                written = recorded
             if not written:
                 self._lost()
             if attempts == 1 and record is None:
@@ -331,7 +334,7 @@ class Calls:
 
     def _record_here(self, seq: int, spec: StepSpec, started: float, blob: bytes) -> Any:
         """In a plain function's thread: append its record if the store can at once (else None: the loop does);
-        what append returned, or the storage fault met, goes back to _recorded_here."""
+        what append returned, or the storage fault met, goes back to step()."""
         if (self.stop_reason is not None and self.stop_reason not in GRACEFUL) or self.violation is not None:
             return None
         row = (seq, "step", spec.name, "completed", blob, None, 1, started, self.clock(), None, None, None, None, None, None)
@@ -339,17 +342,6 @@ class Calls:
             return self.store.append_from_thread(self.fence, step_row(row))
         except STORE_FAULTS as fault:
             return fault
-
-    def _recorded_here(self, recorded: Any, value: Any) -> Any:
-        """On the event loop: the end of a step its thread recorded (a fault or a refused fence stops the run)."""
-        if isinstance(recorded, STORE_FAULTS):
-            self._store_failed(recorded)
-        if not recorded:  # fenced out: taken over, or cancelled
-            self._lost()
-        self.known += 1
-        if self.replay_each:
-            self._replay_from_start()
-        return value
 
     async def _attempts(
         self, seq: int, spec: StepSpec, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
