@@ -245,7 +245,9 @@ class App(inbox.PromptCalls):
                 found = self._by_fn.get(wf)
             except TypeError:
                 found = None
-            name = getattr(wf, "__name__", repr(wf))
+            if found is not None:
+                return found
+            name = getattr(wf, "__name__", None) or repr(wf)
         if found is None:
             raise WorkflowNotFound(name, list(self._workflows))
         return found

@@ -301,7 +301,8 @@ class Engine:
             return  # cancelled while it was being claimed
         execution = Execution(self, workflow, fence, args, records, decoded, deadline)
         self._executions[run_id] = execution
-        execution.task = asyncio.create_task(execution.drive(), name=f"durable run {run_id}")
+        # The loop's own create_task takes the name (asyncio.create_task formats a default name first).
+        execution.task = execution.loop.create_task(execution.drive(), name=f"durable run {run_id}")
         execution.task.add_done_callback(functools.partial(self._ended, execution))
 
     def _ended(self, execution: Execution, task: asyncio.Task[None]) -> None:
@@ -449,9 +450,7 @@ class Engine:
             changed = self._changed
             execution = self._executions.get(run_id)
             if execution is not None:
-                # asyncio.wait neither raises the task's error nor cancels the task
-                # when this waiter is cancelled; _ended has run once it returns.
-                await asyncio.wait([execution.task])
+                await execution.ended()  # _ended has run once it returns
                 if execution.status == "completed":
                     return execution.result
                 if execution.status in ("failed", "blocked") and execution.error is not None:

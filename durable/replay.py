@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -114,6 +115,20 @@ class Execution(Races):
                 race.drop()  # nor what the branches of its races compute
         elif self.inflight == 0 and not self.parking:
             self.task.cancel()  # waiting in a short sleep or a non-durable await: nothing to finish
+
+    async def ended(self) -> None:
+        """Wait until its task is done, without its error and without cancelling it if this wait is cancelled.
+
+        The engine's done callback was added first, so it has run when this returns (as after asyncio.wait,
+        which costs a set, a callback closure and a hasattr that fails per call).
+        """
+        waiter = self.loop.create_future()
+        wake = functools.partial(_wake, waiter)
+        self.task.add_done_callback(wake)
+        try:
+            await waiter
+        finally:
+            self.task.remove_done_callback(wake)
 
     # --- driving the run -----------------------------------------------------
 
@@ -267,7 +282,7 @@ class Execution(Races):
             return
         if outcome == "completed":
             try:
-                blob, self.result = self.workflow.result_codec.roundtrip(value, f"the result of workflow {self.workflow.name!r}")
+                blob, self.result = self.workflow.result_codec.roundtrip(value, self.workflow.result_label)
             except EncodingError as exc:
                 outcome, value = "failed", exc
             else:
@@ -279,3 +294,8 @@ class Execution(Races):
         self.error.__cause__ = value
         ok = await store.finish(fence, "failed", None, error, now, self.known)
         self.status = "failed" if ok else None
+
+
+def _wake(waiter: asyncio.Future[None], _task: asyncio.Task[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)

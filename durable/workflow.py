@@ -29,7 +29,10 @@ _stored_args = msgspec.json.Decoder(_StoredArgs)
 class Workflow:
     """An ``async def`` workflow function registered under a name."""
 
-    __slots__ = ("codecs", "fn", "name", "queue", "result_codec", "signature", "timeout")
+    __slots__ = (
+        "args_label", "codecs", "fn", "labels", "name", "positional", "queue", "result_codec", "result_label", "signature",
+        "timeout",
+    )  # fmt: skip
 
     def __init__(self, fn: Callable[..., Any], name: str, timeout: float | None = None) -> None:
         if not inspect.iscoroutinefunction(fn):
@@ -56,13 +59,20 @@ class Workflow:
         self.signature = inspect.Signature(params[1:])
         self.codecs = {p.name: Codec(hints.get(p.name, Any)) for p in params[1:]}
         self.result_codec = Codec(hints.get("return", Any))
+        # What its errors name: made once here, not at every start.
+        self.labels = {p.name: f"argument {p.name!r} of workflow {name!r}" for p in params[1:]}
+        self.args_label, self.result_label = f"the arguments of workflow {name!r}", f"the result of workflow {name!r}"
+        # Parameters that all take a positional argument (no *args, **kwargs or keyword-only): a run given one
+        # argument for each is bound without inspect (see decode_args).
+        simple = all(p.kind is p.POSITIONAL_OR_KEYWORD for p in params[1:])
+        self.positional = [p.name for p in params[1:]] if simple else None
 
     def encode_args(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[bytes, tuple[tuple[Any, ...], dict[str, Any]]]:
         """Store a run's arguments, and return them as the workflow will get them (decoded back).
 
         Raises InvalidArguments or EncodingError before anything is written.
         """
-        blob = encode({"args": list(args), "kwargs": kwargs}, f"the arguments of workflow {self.name!r}")
+        blob = encode({"args": list(args), "kwargs": kwargs}, self.args_label)
         try:
             return blob, self.decode_args(blob)
         except TypeError as exc:  # they do not fit the signature
@@ -73,10 +83,14 @@ class Workflow:
     def decode_args(self, blob: bytes) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """The arguments to call the workflow with, each decoded by its annotation."""
         stored = _stored_args.decode(blob)
+        positional, codecs, labels = self.positional, self.codecs, self.labels
+        if positional is not None and not stored.kwargs and len(stored.args) == len(positional):
+            # What signature.bind would give, without it: one positional argument for each parameter.
+            return tuple([codecs[name].decode(raw, labels[name]) for name, raw in zip(positional, stored.args)]), {}
         bound = self.signature.bind(*stored.args, **stored.kwargs)
         for name, raw in bound.arguments.items():
             codec = self.codecs[name]
-            what = f"argument {name!r} of workflow {self.name!r}"
+            what = labels[name]
             kind = self.signature.parameters[name].kind
             if kind is inspect.Parameter.VAR_POSITIONAL:
                 bound.arguments[name] = tuple(codec.decode(v, what) for v in raw)
