@@ -137,6 +137,7 @@ class RecordRow(NamedTuple):
 # A step's record, made at every step, from all fifteen fields at once: RecordRow(...) would run the named tuple's
 # __new__, a Python function (about 0.3 µs); this builds the same tuple in C.
 step_row: Callable[[tuple[Any, ...]], RecordRow] = functools.partial(tuple.__new__, RecordRow)
+NO_PROMPT = (None,) * 6  # a record's fields past its finish time when it has none of a prompt's or an answer's
 
 
 class Recorded(NamedTuple):

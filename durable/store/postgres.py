@@ -33,7 +33,7 @@ from . import postgres_admin, postgres_messages, postgres_schedules
 from . import postgres_ops as ops
 from . import redact, split_url
 from .base import (
-    FINAL, IN_PLACE, SET_ASIDE, Answered, Claimed, Fence, Placement, PromptRow, RecordRow, Recorded, RunRow,
+    FINAL, IN_PLACE, NO_PROMPT, SET_ASIDE, Answered, Claimed, Fence, Placement, PromptRow, RecordRow, Recorded, RunRow,
 )  # fmt: skip
 from .operators import OperatorWrites
 from .queues import Limits, by_queue
@@ -299,6 +299,8 @@ class PostgresStore(OperatorWrites, ScheduleWrites, Listener, Watchdog):
     # --- fenced writes -----------------------------------------------------------------------
 
     def append(self, fence: Fence, record: RecordRow) -> Any:
+        if record[9:] == NO_PROMPT:  # none of a prompt's or an answer's fields: the shorter statement
+            return self._batcher.run(ops.append_bare, (fence.run_id, *record[:9], fence.owner, fence.epoch))
         return self._batcher.run(ops.append, (fence.run_id, *record, fence.owner, fence.epoch))
 
     async def replace(self, fence: Fence, record: RecordRow) -> bool:

@@ -20,32 +20,17 @@ Concurrency is PostgreSQL's READ COMMITTED, so the rules are explicit:
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .base import FINAL, IN_PLACE, Answered, Claimed, RunRow
 from .queues import Limits
 
 __all__ = [
-    "append",
-    "cancel",
-    "claim",
-    "claim_ready",
-    "ready_if_none_waits",
-    "complete_sleep",
-    "create_pending",
-    "create_placed",
-    "create_running",
-    "expire",
-    "finish",
-    "flush",
-    "park",
-    "release",
-    "renew",
-    "reassign",
-    "reopen_prompt",
-    "replace",
-    "select_run",
-]
+    "append", "append_bare", "cancel", "claim", "claim_ready", "ready_if_none_waits", "complete_sleep", "create_pending",
+    "create_placed", "create_running", "expire", "finish", "flush", "park", "release",
+    "renew", "reassign", "reopen_prompt", "replace", "select_run",
+]  # fmt: skip
 
 # The database server's clock, in seconds since the epoch: leases never depend on a worker's clock.
 NOW = "extract(epoch from clock_timestamp())::float8"
@@ -85,27 +70,40 @@ async def select_run(conn: Any, run_id: str) -> RunRow | None:
 
 # --- records ------------------------------------------------------------------------------
 
-_APPEND = (
-    f"INSERT INTO durable.records ({RECORD_COLUMNS})"
-    " SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16 FROM durable.runs"
-    " WHERE run_id = $1 AND owner = $17 AND epoch = $18 FOR SHARE"
-)
-_APPEND_MANY = (
-    f"INSERT INTO durable.records ({RECORD_COLUMNS})"
-    " SELECT u.run_id, u.seq, u.kind, u.name, u.status, u.value, u.error, u.attempts,"
-    "  u.started_at, u.finished_at, u.question, u.schema, u.deadline, u.assignee, u.answered_by, u.answered_via"
-    " FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[], $6::bytea[], $7::bytea[],"
-    "  $8::int[], $9::float8[], $10::float8[], $11::text[], $12::text[], $13::float8[], $14::text[], $15::text[],"
-    "  $16::text[], $17::text[], $18::bigint[])"
-    "  AS u(run_id, seq, kind, name, status, value, error, attempts, started_at, finished_at, question, schema,"
-    "  deadline, assignee, answered_by, answered_via, owner, epoch)"
-    " JOIN durable.runs AS r ON r.run_id = u.run_id AND r.owner = u.owner AND r.epoch = u.epoch"
-    " FOR SHARE OF r RETURNING run_id, seq"
-)
+_TYPES = dict(zip(RECORD_COLUMNS.split(", "), (
+    "text int text text text bytea bytea int float8 float8 text text float8 text text text".split())))  # fmt: skip
+
+
+def _fenced_insert(columns: list[str]) -> tuple[str, str]:
+    """A record's INSERT into `columns`, fenced on the run's (owner, epoch) under a FOR SHARE lock of its row:
+    alone ($1.. the columns, then owner and epoch), and over columns of values (its batched form)."""
+    listed, n = ", ".join(columns), len(columns)
+    one = (
+        f"INSERT INTO durable.records ({listed}) SELECT {', '.join(f'${i}' for i in range(1, n + 1))}"
+        f" FROM durable.runs WHERE run_id = $1 AND owner = ${n + 1} AND epoch = ${n + 2} FOR SHARE"
+    )
+    arrays = ", ".join(f"${i}::{_TYPES[column]}[]" for i, column in enumerate(columns, 1))
+    many = (
+        f"INSERT INTO durable.records ({listed}) SELECT {', '.join(f'u.{column}' for column in columns)}"
+        f" FROM unnest({arrays}, ${n + 1}::text[], ${n + 2}::bigint[]) AS u({listed}, owner, epoch)"
+        " JOIN durable.runs AS r ON r.run_id = u.run_id AND r.owner = u.owner AND r.epoch = u.epoch"
+        " FOR SHARE OF r RETURNING run_id, seq"
+    )
+    return one, many
+
+
+_APPEND, _APPEND_MANY = _fenced_insert(RECORD_COLUMNS.split(", "))
+# The same for a record with none of a prompt's or an answer's fields (a step's, a sleep's, ...): six parameters
+# (or arrays) fewer to encode and bind.
+_APPEND_BARE, _APPEND_BARE_MANY = _fenced_insert(RECORD_COLUMNS.split(", ")[:10])
 
 
 async def append(conn: Any, params: tuple[Any, ...]) -> bool:
     return _count(await conn.execute(_APPEND, *params)) == 1
+
+
+async def append_bare(conn: Any, params: tuple[Any, ...]) -> bool:
+    return _count(await conn.execute(_APPEND_BARE, *params)) == 1
 
 
 _REPLACE = (
@@ -120,13 +118,19 @@ async def replace(conn: Any, params: tuple[Any, ...]) -> bool:
     return _count(await conn.execute(_REPLACE, *params)) == 1
 
 
-async def _append_many(conn: Any, batch: list[tuple[Any, ...]]) -> list[bool]:
-    rows = [args[0] for args in batch]
-    written = {(r[0], r[1]) for r in await conn.fetch(_APPEND_MANY, *map(list, zip(*rows)))}
-    return [(row[0], row[1]) in written for row in rows]
+def _appends(sql: str) -> Callable[[Any, list[tuple[Any, ...]]], Awaitable[list[bool]]]:
+    """The batched form of an append: one statement over columns of values; which rows the fence let in."""
+
+    async def many(conn: Any, batch: list[tuple[Any, ...]]) -> list[bool]:
+        rows = [args[0] for args in batch]
+        written = {(r[0], r[1]) for r in await conn.fetch(sql, *map(list, zip(*rows)))}
+        return [(row[0], row[1]) in written for row in rows]
+
+    return many
 
 
-append.many = _append_many  # type: ignore[attr-defined]
+append.many = _appends(_APPEND_MANY)  # type: ignore[attr-defined]
+append_bare.many = _appends(_APPEND_BARE_MANY)  # type: ignore[attr-defined]
 
 
 async def complete_sleep(conn: Any, run_id: str, owner: str, epoch: int, seq: int, now: float) -> bool:
@@ -483,6 +487,7 @@ cancel.notifies = True  # type: ignore[attr-defined]  # the process executing it
 
 # One statement, committing on its own: no BEGIN/COMMIT when alone in a batch.
 for _op in (
-    flush, select_run, append, replace, complete_sleep, reopen_prompt, expire, create_running, claim_ready, renew,
+    flush, select_run, append, append_bare, replace, complete_sleep, reopen_prompt, expire, create_running, claim_ready,
+    renew,
 ):  # fmt: skip
     _op.autocommit = True  # type: ignore[attr-defined]

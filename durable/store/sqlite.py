@@ -25,7 +25,7 @@ from . import sqlite_admin, sqlite_messages, sqlite_schedules
 from . import sqlite_ops as ops
 from .batch import ignore_result
 from .base import (
-    FINAL, IN_PLACE, SET_ASIDE, Answered, Claimed, Fence, Placement, PromptRow, RecordRow, Recorded, RunRow,
+    FINAL, IN_PLACE, NO_PROMPT, SET_ASIDE, Answered, Claimed, Fence, Placement, PromptRow, RecordRow, Recorded, RunRow,
 )
 from .verify import LOST_RECORDS, VALUES_AFTER, damaged_values, lost_records
 from .operators import OperatorWrites
@@ -43,13 +43,11 @@ DURABILITY = {"normal": "NORMAL", "full": "FULL"}
 CHANGE_CHECK_SECONDS = 0.05
 # How many free pages one commit of reclaim() gives back (4 MiB of 4 KiB pages).
 RECLAIM_PAGES = 1024
-# The fields of a record past its finish time (a prompt's question, schema, deadline, assignee; an answer's by, via), when it has none.
-_BARE = (None,) * 6
 
 
 def _appending(fence: Fence, record: RecordRow) -> tuple[Any, tuple[Any, ...]]:
     """The operation and parameters that append `record`."""
-    if record[9:] == _BARE:  # none of a prompt's or an answer's fields: the shorter statement
+    if record[9:] == NO_PROMPT:  # none of a prompt's or an answer's fields: the shorter statement
         return ops.append_bare, fence + record[:9]
     return ops.append, fence + record
 
