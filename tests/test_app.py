@@ -73,6 +73,35 @@ async def test_bad_arguments_create_no_run(app: durable.App) -> None:
         assert await app.run(greet, "ada", when=dt.date(2026, 1, 1)) == "ada@2026-01-01"
 
 
+async def test_arguments_reach_the_workflow_decoded_by_their_annotations_however_they_were_passed(
+    app: durable.App,
+) -> None:
+    seen = []
+
+    @app.workflow
+    async def positional(ctx: durable.Context, when: dt.date, args: int, result: str = "r") -> str:
+        seen.append((when, args, result))  # parameters named like what the labels of a workflow are about
+        return "ok"
+
+    @app.workflow
+    async def varied(ctx: durable.Context, first: dt.date, *more: dt.date, label: str, **extra: dt.date) -> str:
+        seen.append((first, more, label, extra))
+        return "ok"
+
+    day, other = dt.date(2026, 1, 2), dt.date(2026, 3, 4)
+    async with app:
+        await app.run(positional, day, 7, "given", run_id="all-positional")  # bound without inspect
+        await app.run(positional, day, 7, run_id="default-left")
+        await app.run(positional, day, args=7, result="kw", run_id="by-keyword")
+        await app.run(varied, day, other, other, label="x", late=other, run_id="varied")
+        with pytest.raises(durable.InvalidArguments, match="Expected `int`, got `str`"):
+            await app.start(positional, day, "seven", "given")
+    assert seen == [
+        (day, 7, "given"), (day, 7, "r"), (day, 7, "kw"), (day, (other, other), "x", {"late": other}),
+    ]  # fmt: skip
+    assert all(type(v) is dt.date for v in (seen[0][0], seen[3][0], *seen[3][1], seen[3][3]["late"]))
+
+
 async def test_run_id_of_another_workflow_is_refused(app: durable.App) -> None:
     @app.workflow
     async def a(ctx: durable.Context) -> str:
