@@ -161,6 +161,29 @@ async def test_a_claim_never_loses_a_write_in_flight(pair: tuple[Store, Store], 
         assert [r.value for r in await b.load_replay(f"r{i}")] == [b'"A"' if appended else b'"B"']
 
 
+@pytest.mark.parametrize("stale_every", [0, 7])
+async def test_appends_batched_together_each_get_their_own_answer(pair: tuple[Store, Store], stale_every: int) -> None:
+    # More than a thousand appends in one batch (several statements of many rows each), with none or some of
+    # them from a stale owner: the fence refuses exactly those, every other record is written once, as it was.
+    a, b = pair
+    fences = [await running(a, f"r{i}") for i in range(60)]
+    stale = {f"r{i}" for i in range(0, 60, stale_every)} if stale_every else set()
+    for run_id in stale:
+        assert await b.claim(run_id, "running", "A", "B", LEASE, 2.0, owner_dead=True) is not None
+    holding = hold(a, 0.2)  # the appends queue up behind it, into one batch
+    # Steps first, then prompts: long runs of one kind of record, each run of them applied as one.
+    records = [(f, step(seq, f'"{f.run_id}.{seq}"'.encode())) for f in fences for seq in range(18) if seq % 5] + [
+        (f, ask(seq, f"k{seq}")) for f in fences for seq in range(18) if not seq % 5
+    ]  # fmt: skip
+    written = await asyncio.gather(*(a.append(f, r) for f, r in records))
+    await holding
+    assert written == [f.run_id not in stale for f, _ in records]
+    for f in fences:
+        seen = await b.load_records(f.run_id)
+        expected = [] if f.run_id in stale else sorted((r for g, r in records if g is f), key=lambda r: r.seq)
+        assert seen == expected
+
+
 async def test_racing_claimers_take_each_ready_run_once(store: str) -> None:
     stores = [make_store(store) for _ in range(4)]
     for s in stores:
