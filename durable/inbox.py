@@ -53,6 +53,9 @@ async def answer(engine: Engine, run_id: str, key: str, value: Any, by: str | No
         raise PromptExpired(run_id, key)
     run = await engine.load(run_id)
     if run.status in FINAL:  # it failed, timed out or was cancelled while its prompt waited: no answer now
+        again = await store.prompt(run_id, key)  # or another answer won meanwhile and the run went on to its end
+        if again is not None and again[0] == "answered":
+            raise PromptAlreadyAnswered(run_id, key)
         raise RunAlreadyFinished(run_id, run.status, "answer")
     if status != "waiting":
         raise PromptNotFound(run_id, key)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import datetime as dt
-from typing import Literal
+from typing import Any, Literal
 
 import pydantic
 import pytest
@@ -273,6 +273,30 @@ async def test_two_concurrent_answers_one_wins(db: str) -> None:
         assert sorted(type(o).__name__ for o in outcomes) == ["NoneType", "PromptAlreadyAnswered"]
         winner = outcomes.index(None)
         assert await handle.result(timeout=10) == ("charged 500" if winner == 0 else "rejected")
+
+
+async def test_an_answer_that_lost_to_one_that_let_the_run_end_is_told_it_was_answered(
+    db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The loser read the prompt as waiting before the winner committed; by its next read the run has ended.
+    executed: list[str] = []
+    app = approval_app(db, executed)
+    async with app:
+        handle = await app.start("expense", 500, run_id="e1")
+        await pending(app)
+        await app.answer("e1", "approve", True)
+        assert await handle.result(timeout=10) == "charged 500"
+        real, reads = app.store.prompt, []
+
+        async def read_from_before_the_winner(run_id: str, key: str) -> Any:
+            found = await real(run_id, key)
+            reads.append(found)
+            return found if len(reads) > 1 else ("waiting", *found[1:])
+
+        monkeypatch.setattr(app.store, "prompt", read_from_before_the_winner)
+        with pytest.raises(durable.PromptAlreadyAnswered):
+            await app.answer("e1", "approve", False)
+        assert executed == ["charge 500"] and len(reads) == 2
 
 
 class Reason(pydantic.BaseModel):
