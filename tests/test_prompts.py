@@ -282,8 +282,7 @@ async def test_an_answer_that_lost_to_one_that_let_the_run_end_is_told_it_was_an
     executed: list[str] = []
     app = approval_app(db, executed)
     async with app:
-        handle = await app.start("expense", 500, run_id="e1")
-        await pending(app)
+        handle = await parked_expense(app)
         await app.answer("e1", "approve", True)
         assert await handle.result(timeout=10) == "charged 500"
         real, reads = app.store.prompt, []
