@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import sqlite3
 from typing import Any
 
@@ -420,10 +421,10 @@ for _op in (
 
 
 def _all_or_each(conn: sqlite3.Connection, rows: list[Any], apply: Any, single: Any, done: Any) -> list[Any]:
-    """Apply `rows` together (`apply(rows)` returns how many applied); if one did not (a fence or a conflict
-    said no), undo the batch to a savepoint and apply each row alone, so each gets its own answer."""
+    """Apply `rows` together (`apply(conn, rows)` returns how many applied); if one did not (a fence or a
+    conflict said no), undo the batch to a savepoint and apply each row alone, so each gets its own answer."""
     conn.execute("SAVEPOINT batch")
-    if apply(rows) == len(rows):
+    if apply(conn, rows) == len(rows):
         conn.execute("RELEASE batch")
         return [done] * len(rows)
     conn.execute("ROLLBACK TO batch")
@@ -435,21 +436,22 @@ def in_one_statement(sql: str, single: Any, done: Any, then: str | None = None) 
     """The batched form of `single`: its rows through one executemany (rows `sql` did not apply go through
     `then`, if given, in a second one: a row either statement applies, the other can no longer apply)."""
 
-    def apply(rows: list[Any], conn: sqlite3.Connection) -> int:
+    def apply(conn: sqlite3.Connection, rows: list[Any]) -> int:
         applied = conn.executemany(sql, rows).rowcount
         return applied + conn.executemany(then, rows).rowcount if applied < len(rows) and then is not None else applied
 
-    return lambda conn, batch: _all_or_each(conn, [a[0] for a in batch], functools.partial(apply, conn=conn), single, done)
+    return lambda conn, batch: _all_or_each(conn, [a[0] for a in batch], apply, single, done)
 
 
-def in_values(sql: str, single: Any, width: int) -> Any:
-    """The batched form of a fenced append (``INSERT ... SELECT <?N> WHERE <?N>``, `width` parameters a row).
+def in_values(sql: str, single: Any) -> Any:
+    """The batched form of a fenced append (``INSERT ... SELECT <?N> WHERE <?N>``, its ?N the parameters of a row).
 
     Its rows go in as ``VALUES`` lists of a power of two rows each (a handful of statements, each prepared
     once, serve every batch size). An executemany steps SQLite once per row, and each step gives up the GIL
     and takes it back: with the event loop busy, the writer waited at every row. A chunk is one step.
     """
     head, where = sql.split(" WHERE ", 1)
+    width = max(int(n) for n in re.findall(r"\?(\d+)", sql))
     for n in range(width, 0, -1):  # ?12 before ?1
         head, where = head.replace(f"?{n}", f"v.column{n}"), where.replace(f"?{n}", f"v.column{n}")
     row = "(" + ", ".join("?" * width) + ")"
@@ -458,7 +460,7 @@ def in_values(sql: str, single: Any, width: int) -> Any:
     def statement(rows: int) -> str:
         return f"{head} FROM (VALUES {', '.join([row] * rows)}) AS v WHERE {where}"
 
-    def apply(rows: list[Any], conn: sqlite3.Connection) -> int:
+    def apply(conn: sqlite3.Connection, rows: list[Any]) -> int:
         most = 1 << (min(MAX_CHUNK, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width).bit_length() - 1)
         applied, start = 0, 0
         while start < len(rows):
@@ -467,15 +469,15 @@ def in_values(sql: str, single: Any, width: int) -> Any:
             start += size
         return applied
 
-    return lambda conn, batch: _all_or_each(conn, [a[0] for a in batch], functools.partial(apply, conn=conn), single, True)
+    return lambda conn, batch: _all_or_each(conn, [a[0] for a in batch], apply, single, True)
 
 
 MAX_CHUNK = 1024  # rows per statement of in_values (at most 18,432 parameters: SQLite allows 32,766)
 
 # Where many runs do the same at once (a thousand runs started, stepping,
 # finishing), the writer hands their consecutive writes over in one call.
-append.many = in_values(_APPEND, append, 18)  # type: ignore[attr-defined]
-append_bare.many = in_values(_APPEND_BARE, append_bare, 12)  # type: ignore[attr-defined]
+append.many = in_values(_APPEND, append)  # type: ignore[attr-defined]
+append_bare.many = in_values(_APPEND_BARE, append_bare)  # type: ignore[attr-defined]
 create_run.many = in_one_statement(_CREATE_RUN, create_run, None)  # type: ignore[attr-defined]
 finish.many = in_one_statement(_FINISH_ALONE, finish, True, then=_FINISH)  # type: ignore[attr-defined]
 # A step's record may even be committed from the event loop when the writer is idle
