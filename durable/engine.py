@@ -69,7 +69,7 @@ class Engine:
         self._starting: dict[str, asyncio.Future[None] | None] = {}
         self._claims: dict[asyncio.Task[Any], str] = {}  # answers claiming their run, adoptions after a cancelled start
         self._cancelled: set[str] = set()  # cancelled while this engine was claiming them: never launch
-        self._stranded: set[str] = set()  # held here, executed nowhere: their release failed
+        self._stranded: dict[str, int | None] = {}  # held, executed nowhere: release failed (records to write)
         self._changed = asyncio.Event()
 
     # --- what this process executes -------------------------------------------------
@@ -301,6 +301,7 @@ class Engine:
             return  # cancelled while it was being claimed
         execution = Execution(self, workflow, fence, args, records, decoded, deadline)
         self._executions[run_id] = execution
+        self._stranded.pop(run_id, None)  # executed here again: its next end releases it
         # The loop's own create_task takes the name (asyncio.create_task formats a default name first).
         execution.task = execution.loop.create_task(execution.drive(), name=f"durable run {run_id}")
         execution.task.add_done_callback(functools.partial(self._ended, execution))
@@ -332,18 +333,17 @@ class Engine:
         except (StoreUnavailable, JournalError) as exc:
             if run_id not in self._stranded:
                 log.warning("run %s: could not be released (%s); retrying until the store works", run_id, exc.reason)
-            self._stranded.add(run_id)
+            self._stranded[run_id] = records
         else:
-            self._stranded.discard(run_id)
+            self._stranded.pop(run_id, None)
         self.kick()
 
     async def release_stranded(self) -> None:
-        """Retry releasing the runs this process holds but no longer executes (their release met a store fault)."""
-        for run_id in list(self._stranded):
-            if run_id in self._executions or run_id in self._starting:
-                self._stranded.discard(run_id)
-            else:
-                await self.release(run_id)
+        """Retry releasing the runs this process holds but no longer executes (their release met a store fault).
+        One still busy here waits for a later pass, never dropped: no claim takes a live owner's run."""
+        for run_id, records in list(self._stranded.items()):
+            if not self.busy(run_id):
+                await self.release(run_id, records)
 
     # --- leases and lost runs --------------------------------------------------------
 

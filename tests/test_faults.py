@@ -16,10 +16,12 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import durable
+from durable.errors import StoreUnavailable
 from helpers import eventually, make_app, tmpfs
 
 LOCK_HOLDER = """
@@ -101,6 +103,46 @@ async def test_a_file_locked_past_the_busy_timeout_stops_the_run_and_it_resumes(
     assert faulty.caught == []
     assert faulty.ran_once_but_the_one_in_flight()
     assert "another program has held the file locked for over 0.3 s" in caplog.text
+
+
+async def test_a_release_that_fails_as_its_execution_ends_is_retried_whenever_the_worker_passes(
+    store: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A store fault stops the run and its release fails too. The worker, kicked by the
+    # failure, retries the release in a pass that may come before the ended execution is
+    # unregistered; the run must stay marked for release, for no claim takes a live owner's run.
+    caplog.set_level(logging.INFO, logger="durable")
+    app = make_app(store)
+    faulty = Faulty(app)
+    async with app:
+        handle = await faulty.start()
+        engine, journal = app.engine, app.store
+        fault = StoreUnavailable(journal.target, "an injected fault")
+        append, release, kick = journal.append, journal.release, engine.kick
+
+        def failing_append(fence: Any, record: Any) -> asyncio.Future[bool]:
+            failed: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+            failed.set_exception(fault)
+            return failed
+
+        async def release_failing_once(*args: Any, **kwargs: Any) -> int:
+            monkeypatch.setattr(journal, "release", release)  # the store works again after this fault
+            monkeypatch.setattr(journal, "append", append)
+            raise fault
+
+        def kick_into_a_pass() -> None:
+            # The pass's first step runs before the ended execution's done callback.
+            asyncio.ensure_future(engine.release_stranded())
+            kick()
+
+        monkeypatch.setattr(journal, "append", failing_append)
+        monkeypatch.setattr(journal, "release", release_failing_once)
+        monkeypatch.setattr(engine, "kick", kick_into_a_pass)
+        faulty.gate.set()  # step 2 returns; neither its record nor the release can be written
+        assert await handle.result(timeout=30) == [0, 1, 2, 3, 4, 5]
+    assert "could not be released (an injected fault)" in caplog.text
+    assert faulty.caught == []
+    assert faulty.ran_once_but_the_one_in_flight()
 
 
 async def test_a_table_locked_past_the_command_timeout_stops_the_run_and_it_resumes(
