@@ -185,6 +185,10 @@ async def attempt(spec: StepSpec, fn: Callable[..., Any], args: tuple[Any, ...],
     return result
 
 
+# What plain functions mostly return: types no awaitable can be (inspect.isawaitable costs an ABC check).
+NEVER_AWAITABLE = frozenset({int, float, str, bytes, bool, type(None), dict, list, tuple})
+
+
 def run_and_record(
     spec: StepSpec, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
     record: Callable[[bytes], Any],
@@ -198,7 +202,7 @@ def run_and_record(
     and the event loop goes on as for any step.
     """
     value = fn(*args, **kwargs)
-    if inspect.isawaitable(value):
+    if type(value) not in NEVER_AWAITABLE and inspect.isawaitable(value):
         return value, None
     try:
         blob, decoded = spec.codec.roundtrip(value, spec.label)

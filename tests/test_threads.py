@@ -148,3 +148,51 @@ async def test_a_plain_step_of_a_run_taken_over_while_it_ran_records_nothing(
         assert (await app.get_run("r")).status == "running"  # the other owner's now
     assert ran == [1]  # nothing after the refused write
     assert stored_records(db, "r") == []
+
+
+async def test_results_that_outnumber_what_the_wake_socket_holds_all_arrive() -> None:
+    # The loop is blocked while thousands of calls finish: most wake-up bytes find the socket full.
+    calls = [run_in_thread(lambda i=i: i) for i in range(5000)]
+    time.sleep(1.0)  # blocks the event loop itself
+    assert await asyncio.wait_for(asyncio.gather(*calls), 30) == list(range(5000))
+
+
+FORKED = """
+import asyncio, os, signal, sys
+from durable.threads import run_in_thread
+
+async def twice(x):
+    return await run_in_thread(lambda: 2 * x)
+
+assert asyncio.run(twice(1)) == 2  # the parent's thread now waits for calls that will not come in a child
+pid = os.fork()
+if pid == 0:
+    signal.alarm(10)  # a child handed to its parent's threads waits for ever
+    os._exit(0 if asyncio.run(twice(2)) == 4 else 1)
+_, status = os.waitpid(pid, 0)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def test_a_forked_child_runs_plain_functions_in_threads_of_its_own() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", FORKED], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, (done.returncode, done.stderr)
+
+
+def test_an_adapter_a_program_registered_for_bytes_is_kept() -> None:
+    import subprocess
+    import sys
+
+    program = (
+        "import sqlite3\n"
+        "mine = lambda b: b\n"
+        "sqlite3.register_adapter(bytes, mine)\n"
+        "import durable.store.sqlite_writer\n"
+        "assert sqlite3.adapters[(bytes, sqlite3.PrepareProtocol)] is mine\n"
+        "assert sqlite3.adapters[(type(None), sqlite3.PrepareProtocol)] is not None\n"
+    )
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr

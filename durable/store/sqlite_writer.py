@@ -46,6 +46,15 @@ CHECKPOINT_EVERY = 1000
 # a workflow of trivial steps still lets other tasks run.
 _YIELD_EVERY = 64
 
+# sqlite3 binds int, float and str as they are, but looks every bytes and None
+# parameter up as adaptable first: two attribute lookups that fail and format an
+# AttributeError each, about 1,200 instructions per parameter, and every record has
+# some. Adapting them to themselves, which is what the failed lookups end in, binds
+# the same values without the lookups. Adapters are process-wide, so an adapter a
+# program registered for these types itself is kept.
+for _type, _same in ((bytes, bytes), (type(None), {}.get)):  # bytes(b) is b; {}.get(None) is None
+    sqlite3.adapters.setdefault((_type, sqlite3.PrepareProtocol), _same)
+
 
 class Writer:
     """Apply write operations from many coroutines in shared transactions.
