@@ -82,8 +82,11 @@ class _Results:
 
 def _call_soon(loop: weakref.ref[asyncio.AbstractEventLoop], fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
     running = loop()
-    if running is not None and not running.is_closed():
-        running.call_soon_threadsafe(_resolve, fut, ok, value)
+    try:
+        if running is not None:
+            running.call_soon_threadsafe(_resolve, fut, ok, value)
+    except RuntimeError:
+        pass  # the loop has closed: nobody waits any more
 
 
 def _close(*ends: socket.socket) -> None:
@@ -148,8 +151,7 @@ _pool = _Pool(MAX_THREADS)
 
 def _forget_the_parent() -> None:
     # A forked child has none of its parent's threads, nor its event loops: start over.
-    global _pool
-    global _last
+    global _pool, _last
     _pool = _Pool(_pool.max_threads)
     _results.clear()
     _last = (None, None)

@@ -196,3 +196,15 @@ def test_an_adapter_a_program_registered_for_bytes_is_kept() -> None:
     )
     done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_loop_that_cannot_watch_a_socket_gets_its_results_all_the_same() -> None:
+    class NoReaders(asyncio.SelectorEventLoop):  # as Windows' proactor loop: no add_reader
+        def add_reader(self, *args: object) -> None:
+            raise NotImplementedError
+
+    loop = NoReaders()
+    try:
+        assert loop.run_until_complete(run_in_thread(lambda: 7, loop=loop)) == 7
+    finally:
+        loop.close()

@@ -48,7 +48,7 @@ _YIELD_EVERY = 64
 
 # sqlite3 binds int, float and str as they are, but looks every bytes and None
 # parameter up as adaptable first: two attribute lookups that fail and format an
-# AttributeError each, about 1,200 instructions per parameter, and every record has
+# AttributeError each, about 1,800 instructions per parameter, and every record has
 # some. Adapting them to themselves, which is what the failed lookups end in, binds
 # the same values without the lookups. Adapters are process-wide, so an adapter a
 # program registered for these types itself is kept.
