@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import durable
 from durable.store.base import Fence, RecordRow
 from durable.store.sqlite import SQLiteStore
-from durable.store.sqlite_writer import Writer
+from durable.store.sqlite_writer import LOOK_EVERY_SECONDS, Writer
 from helpers import make_app
 
 
@@ -54,6 +55,40 @@ async def test_a_write_never_overtakes_one_queued_before_it(tmp_path: Path) -> N
     conn = sqlite3.connect(tmp_path / "w.db_file")
     assert [r[0] for r in conn.execute("SELECT n FROM log ORDER BY rowid")] == [1, 2, 3]
     conn.close()
+
+
+async def test_a_busy_writer_still_notices_a_commit_made_elsewhere(tmp_path: Path) -> None:
+    # While the writer holds its connection, changed_elsewhere() cannot look itself: the writer looks between batches.
+    path = tmp_path / "w.db_file"
+    committing, holding, release = threading.Event(), threading.Event(), threading.Event()
+
+    def commit_elsewhere(conn: sqlite3.Connection) -> None:  # in the writer's thread, its connection held
+        committing.set()
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("INSERT INTO log VALUES (1)")
+        other.close()
+        time.sleep(2 * LOOK_EVERY_SECONDS)  # past the writer's pause between looks
+
+    def hold(conn: sqlite3.Connection) -> None:
+        holding.set()
+        release.wait(10)
+
+    commit_elsewhere.autocommit = hold.autocommit = True  # type: ignore[attr-defined]
+    writer = Writer(connector(path))
+    await writer.start()
+    try:
+        assert not writer.changed_elsewhere()
+        first = writer.submit(commit_elsewhere)
+        assert await asyncio.to_thread(committing.wait, 10)
+        batches = asyncio.gather(first, writer.submit(hold))  # a batch of its own, after the first
+        assert await asyncio.to_thread(holding.wait, 10)
+        assert writer.changed_elsewhere()  # told while the writer is still busy
+        assert not writer.changed_elsewhere()  # and told once
+        release.set()
+        await batches
+    finally:
+        release.set()
+        await writer.close()
 
 
 async def test_a_busy_file_makes_steps_wait_without_blocking_the_event_loop(db_file: str) -> None:
